@@ -1,0 +1,290 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"time"
+
+	"github.com/devicegrant/devicegrant/store"
+)
+
+// querier is what *sql.DB and *sql.Tx have in common.
+type querier interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// queries implements store.Reader on the reader pool or inside a
+// transaction.
+type queries struct{ db querier }
+
+// tx implements store.Tx.
+type tx struct{ queries }
+
+var _ store.Tx = (*tx)(nil)
+
+type scanner interface{ Scan(dest ...any) error }
+
+const userCols = `id, username, password_hash, display_name, created_at, deactivated_at`
+
+func scanUser(s scanner) (u store.User, err error) {
+	err = s.Scan(&u.ID, &u.Username, &u.PasswordHash, &u.DisplayName, nt(&u.CreatedAt), nt(&u.DeactivatedAt))
+	return u, err
+}
+
+func (q queries) User(ctx context.Context, id string) (store.User, error) {
+	u, err := scanUser(q.db.QueryRowContext(ctx, `SELECT `+userCols+` FROM users WHERE id = ?`, id))
+	return u, wrap("user", err)
+}
+
+func (q queries) UserByUsername(ctx context.Context, username string) (store.User, error) {
+	u, err := scanUser(q.db.QueryRowContext(ctx, `SELECT `+userCols+` FROM users WHERE username = ?`, username))
+	return u, wrap("user by username", err)
+}
+
+func (q queries) Users(ctx context.Context) ([]store.User, error) {
+	rows, err := q.db.QueryContext(ctx, `SELECT `+userCols+` FROM users ORDER BY username`)
+	if err != nil {
+		return nil, wrap("users", err)
+	}
+	defer rows.Close()
+	var users []store.User
+	for rows.Next() {
+		u, err := scanUser(rows)
+		if err != nil {
+			return nil, wrap("users", err)
+		}
+		users = append(users, u)
+	}
+	return users, wrap("users", rows.Err())
+}
+
+func (t *tx) CreateUser(ctx context.Context, u store.User) error {
+	_, err := t.db.ExecContext(ctx, `INSERT INTO users (`+userCols+`) VALUES (?, ?, ?, ?, ?, ?)`,
+		u.ID, u.Username, u.PasswordHash, u.DisplayName, ms(u.CreatedAt), ms(u.DeactivatedAt))
+	return wrap("create user", err)
+}
+
+func (t *tx) UpdateUser(ctx context.Context, u store.User) error {
+	return t.exec1(ctx, "update user", `UPDATE users SET username = ?, password_hash = ?, display_name = ?, deactivated_at = ? WHERE id = ?`,
+		u.Username, u.PasswordHash, u.DisplayName, ms(u.DeactivatedAt), u.ID)
+}
+
+func (q queries) Client(ctx context.Context, id string) (c store.Client, err error) {
+	err = q.db.QueryRowContext(ctx, `SELECT id, secret_hash, metadata, created_at FROM clients WHERE id = ?`, id).
+		Scan(&c.ID, &c.SecretHash, &c.Metadata, nt(&c.CreatedAt))
+	return c, wrap("client", err)
+}
+
+func (t *tx) CreateClient(ctx context.Context, c store.Client) error {
+	_, err := t.db.ExecContext(ctx, `INSERT INTO clients (id, secret_hash, metadata, created_at) VALUES (?, ?, ?, ?)`,
+		c.ID, c.SecretHash, c.Metadata, ms(c.CreatedAt))
+	return wrap("create client", err)
+}
+
+const grantCols = `id, device_code_hash, user_code, client_id, scope, requester_ip, requester_agent,
+	created_at, expires_at, last_polled_at, interval_ms, state, user_id, decided_at, session_id`
+
+func scanGrant(s scanner) (g store.DeviceGrant, err error) {
+	var intervalMS int64
+	var userID, sessionID sql.NullString
+	err = s.Scan(&g.ID, &g.DeviceCodeHash, &g.UserCode, &g.ClientID, &g.Scope, &g.RequesterIP, &g.RequesterAgent,
+		nt(&g.CreatedAt), nt(&g.ExpiresAt), nt(&g.LastPolledAt), &intervalMS, &g.State, &userID, nt(&g.DecidedAt), &sessionID)
+	g.Interval = time.Duration(intervalMS) * time.Millisecond
+	g.UserID, g.SessionID = userID.String, sessionID.String
+	return g, err
+}
+
+func (q queries) DeviceGrant(ctx context.Context, id string) (store.DeviceGrant, error) {
+	g, err := scanGrant(q.db.QueryRowContext(ctx, `SELECT `+grantCols+` FROM device_grants WHERE id = ?`, id))
+	return g, wrap("device grant", err)
+}
+
+func (q queries) DeviceGrantByDeviceCode(ctx context.Context, hash []byte) (store.DeviceGrant, error) {
+	g, err := scanGrant(q.db.QueryRowContext(ctx, `SELECT `+grantCols+` FROM device_grants WHERE device_code_hash = ?`, hash))
+	return g, wrap("device grant by device code", err)
+}
+
+func (q queries) DeviceGrantByUserCode(ctx context.Context, userCode string) (store.DeviceGrant, error) {
+	g, err := scanGrant(q.db.QueryRowContext(ctx, `SELECT `+grantCols+` FROM device_grants WHERE user_code = ?`, userCode))
+	return g, wrap("device grant by user code", err)
+}
+
+func (t *tx) CreateDeviceGrant(ctx context.Context, g store.DeviceGrant) error {
+	// An expired grant gives its user code up to the new one.
+	if _, err := t.db.ExecContext(ctx, `DELETE FROM device_grants WHERE user_code = ? AND expires_at <= ?`,
+		g.UserCode, ms(g.CreatedAt)); err != nil {
+		return wrap("create device grant", err)
+	}
+	_, err := t.db.ExecContext(ctx, `INSERT INTO device_grants (`+grantCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		g.ID, g.DeviceCodeHash, g.UserCode, g.ClientID, g.Scope, g.RequesterIP, g.RequesterAgent,
+		ms(g.CreatedAt), ms(g.ExpiresAt), ms(g.LastPolledAt), g.Interval.Milliseconds(), g.State,
+		nullString(g.UserID), ms(g.DecidedAt), nullString(g.SessionID))
+	return wrap("create device grant", err)
+}
+
+func (t *tx) UpdateDeviceGrant(ctx context.Context, g store.DeviceGrant) error {
+	return t.exec1(ctx, "update device grant", `UPDATE device_grants SET scope = ?, last_polled_at = ?, interval_ms = ?,
+		state = ?, user_id = ?, decided_at = ?, session_id = ?, expires_at = ? WHERE id = ?`,
+		g.Scope, ms(g.LastPolledAt), g.Interval.Milliseconds(), g.State, nullString(g.UserID), ms(g.DecidedAt),
+		nullString(g.SessionID), ms(g.ExpiresAt), g.ID)
+}
+
+const sessionCols = `id, user_id, client_id, device_id, scope, created_at, last_active_at, last_ip, ended_at, end_reason`
+
+func scanSession(s scanner) (x store.Session, err error) {
+	err = s.Scan(&x.ID, &x.UserID, &x.ClientID, &x.DeviceID, &x.Scope, nt(&x.CreatedAt), nt(&x.LastActiveAt),
+		&x.LastIP, nt(&x.EndedAt), &x.EndReason)
+	return x, err
+}
+
+func (q queries) Session(ctx context.Context, id string) (store.Session, error) {
+	s, err := scanSession(q.db.QueryRowContext(ctx, `SELECT `+sessionCols+` FROM sessions WHERE id = ?`, id))
+	return s, wrap("session", err)
+}
+
+func (q queries) SessionsByDevice(ctx context.Context, userID, deviceID string) ([]store.Session, error) {
+	rows, err := q.db.QueryContext(ctx, `SELECT `+sessionCols+` FROM sessions
+		WHERE user_id = ? AND device_id = ? AND ended_at IS NULL ORDER BY created_at`, userID, deviceID)
+	if err != nil {
+		return nil, wrap("sessions by device", err)
+	}
+	defer rows.Close()
+	var out []store.Session
+	for rows.Next() {
+		s, err := scanSession(rows)
+		if err != nil {
+			return nil, wrap("sessions by device", err)
+		}
+		out = append(out, s)
+	}
+	return out, wrap("sessions by device", rows.Err())
+}
+
+func (t *tx) CreateSession(ctx context.Context, s store.Session) error {
+	_, err := t.db.ExecContext(ctx, `INSERT INTO sessions (`+sessionCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		s.ID, s.UserID, s.ClientID, s.DeviceID, s.Scope, ms(s.CreatedAt), ms(s.LastActiveAt), s.LastIP,
+		ms(s.EndedAt), s.EndReason)
+	return wrap("create session", err)
+}
+
+func (t *tx) UpdateSession(ctx context.Context, s store.Session) error {
+	return t.exec1(ctx, "update session", `UPDATE sessions SET scope = ?, last_active_at = ?, last_ip = ?,
+		ended_at = ?, end_reason = ? WHERE id = ?`,
+		s.Scope, ms(s.LastActiveAt), s.LastIP, ms(s.EndedAt), s.EndReason, s.ID)
+}
+
+const pairCols = `id, session_id, access_hash, refresh_hash, created_at, access_expires_at, used_at,
+	rotated_at, successor_id, revoked_at`
+
+func scanPair(s scanner, extra ...any) (p store.TokenPair, err error) {
+	var successor sql.NullString
+	dest := append([]any{&p.ID, &p.SessionID, &p.AccessHash, &p.RefreshHash, nt(&p.CreatedAt),
+		nt(&p.AccessExpiresAt), nt(&p.UsedAt), nt(&p.RotatedAt), &successor, nt(&p.RevokedAt)}, extra...)
+	err = s.Scan(dest...)
+	p.SuccessorID = successor.String
+	return p, err
+}
+
+func (q queries) TokenPair(ctx context.Context, id string) (store.TokenPair, error) {
+	p, err := scanPair(q.db.QueryRowContext(ctx, `SELECT `+pairCols+` FROM token_pairs WHERE id = ?`, id))
+	return p, wrap("token pair", err)
+}
+
+func (q queries) TokenPairByRefresh(ctx context.Context, hash []byte) (store.TokenPair, error) {
+	p, err := scanPair(q.db.QueryRowContext(ctx, `SELECT `+pairCols+` FROM token_pairs WHERE refresh_hash = ?`, hash))
+	return p, wrap("token pair by refresh token", err)
+}
+
+func (q queries) AccessToken(ctx context.Context, hash []byte) (store.AccessToken, error) {
+	var a store.AccessToken
+	row := q.db.QueryRowContext(ctx, `SELECT p.id, p.session_id, p.access_hash, p.refresh_hash, p.created_at,
+		p.access_expires_at, p.used_at, p.rotated_at, p.successor_id, p.revoked_at,
+		s.id, s.user_id, s.client_id, s.device_id, s.scope, s.created_at, s.last_active_at, s.last_ip, s.ended_at, s.end_reason,
+		u.id, u.username, u.password_hash, u.display_name, u.created_at, u.deactivated_at
+		FROM token_pairs p JOIN sessions s ON s.id = p.session_id JOIN users u ON u.id = s.user_id
+		WHERE p.access_hash = ?`, hash)
+	s, u := &a.Session, &a.User
+	p, err := scanPair(row,
+		&s.ID, &s.UserID, &s.ClientID, &s.DeviceID, &s.Scope, nt(&s.CreatedAt), nt(&s.LastActiveAt), &s.LastIP, nt(&s.EndedAt), &s.EndReason,
+		&u.ID, &u.Username, &u.PasswordHash, &u.DisplayName, nt(&u.CreatedAt), nt(&u.DeactivatedAt))
+	a.Pair = p
+	return a, wrap("access token", err)
+}
+
+func (t *tx) CreateTokenPair(ctx context.Context, p store.TokenPair) error {
+	_, err := t.db.ExecContext(ctx, `INSERT INTO token_pairs (`+pairCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		p.ID, p.SessionID, p.AccessHash, p.RefreshHash, ms(p.CreatedAt), ms(p.AccessExpiresAt), ms(p.UsedAt),
+		ms(p.RotatedAt), nullString(p.SuccessorID), ms(p.RevokedAt))
+	return wrap("create token pair", err)
+}
+
+func (t *tx) UpdateTokenPair(ctx context.Context, p store.TokenPair) error {
+	return t.exec1(ctx, "update token pair", `UPDATE token_pairs SET used_at = ?, rotated_at = ?, successor_id = ?,
+		revoked_at = ?, access_expires_at = ? WHERE id = ?`,
+		ms(p.UsedAt), ms(p.RotatedAt), nullString(p.SuccessorID), ms(p.RevokedAt), ms(p.AccessExpiresAt), p.ID)
+}
+
+func (q queries) BrowserSession(ctx context.Context, tokenHash []byte) (b store.BrowserSession, err error) {
+	err = q.db.QueryRowContext(ctx, `SELECT id, token_hash, user_id, created_at, expires_at FROM browser_sessions
+		WHERE token_hash = ?`, tokenHash).Scan(&b.ID, &b.TokenHash, &b.UserID, nt(&b.CreatedAt), nt(&b.ExpiresAt))
+	return b, wrap("browser session", err)
+}
+
+func (t *tx) CreateBrowserSession(ctx context.Context, b store.BrowserSession) error {
+	_, err := t.db.ExecContext(ctx, `INSERT INTO browser_sessions (id, token_hash, user_id, created_at, expires_at)
+		VALUES (?, ?, ?, ?, ?)`, b.ID, b.TokenHash, b.UserID, ms(b.CreatedAt), ms(b.ExpiresAt))
+	return wrap("create browser session", err)
+}
+
+func (t *tx) DeleteBrowserSession(ctx context.Context, id string) error {
+	return t.exec1(ctx, "delete browser session", `DELETE FROM browser_sessions WHERE id = ?`, id)
+}
+
+func (t *tx) DeleteExpired(ctx context.Context, before time.Time) (int64, error) {
+	var total int64
+	for _, q := range []string{
+		`DELETE FROM device_grants WHERE expires_at < ?`,
+		`DELETE FROM browser_sessions WHERE expires_at < ?`,
+	} {
+		res, err := t.db.ExecContext(ctx, q, ms(before))
+		if err != nil {
+			return total, wrap("delete expired", err)
+		}
+		n, _ := res.RowsAffected()
+		total += n
+	}
+	return total, nil
+}
+
+// exec1 runs a statement that must touch exactly one row.
+func (t *tx) exec1(ctx context.Context, what, query string, args ...any) error {
+	res, err := t.db.ExecContext(ctx, query, args...)
+	if err != nil {
+		return wrap(what, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return wrap(what, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("sqlite: %s: %w", what, store.ErrNotFound)
+	}
+	return nil
+}
+
+func wrap(what string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("sqlite: %s: %w", what, mapErr(err))
+}
+
+func nullString(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}

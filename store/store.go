@@ -1,0 +1,196 @@
+// Package store defines how devicegrant persists its state, independent of
+// any database. Backends (SQLite in store/sqlite, Postgres later) implement
+// Store and must pass the conformance suite in store/storetest.
+//
+// The store holds data, not rules: every protocol decision (is this grant
+// approved, is this refresh token reused) is made by package devicegrant,
+// inside a transaction that Store.Update provides. Secrets never reach the
+// store in clear: tokens, codes and client secrets arrive already hashed.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Errors every backend returns, so callers can test with errors.Is.
+var (
+	// ErrNotFound means no row matched the lookup.
+	ErrNotFound = errors.New("store: not found")
+	// ErrAlreadyExists means a unique key (username, client id, live user
+	// code, token hash) is already taken.
+	ErrAlreadyExists = errors.New("store: already exists")
+)
+
+// User is a local account. Username is the Matrix localpart.
+type User struct {
+	ID           string // stable and never reused; the OpenID "sub"
+	Username     string // Matrix localpart; never reused, even after deactivation
+	PasswordHash string // PHC-formatted argon2id hash
+	DisplayName  string
+	CreatedAt    time.Time
+	// DeactivatedAt is zero for an active account.
+	DeactivatedAt time.Time
+}
+
+// Client is a registered OAuth client. The store keeps its RFC 7591
+// metadata as an opaque JSON document; package devicegrant interprets it.
+type Client struct {
+	ID         string
+	SecretHash []byte // nil for public clients
+	Metadata   []byte // JSON of the registered metadata
+	CreatedAt  time.Time
+}
+
+// GrantState is where a device grant is in its state machine.
+type GrantState string
+
+// The states of a device grant. Expiry is not a state: a grant is expired
+// when the clock has passed ExpiresAt, whatever its state.
+const (
+	GrantPending   GrantState = "pending"
+	GrantApproved  GrantState = "approved"
+	GrantDenied    GrantState = "denied"
+	GrantExchanged GrantState = "exchanged"
+)
+
+// DeviceGrant is one RFC 8628 device authorization request.
+type DeviceGrant struct {
+	ID             string
+	DeviceCodeHash []byte // SHA-256 of the device code
+	UserCode       string // normalised: 8 letters, no dash; unique while live
+	ClientID       string
+	Scope          string
+	RequesterIP    string
+	RequesterAgent string
+	CreatedAt      time.Time
+	ExpiresAt      time.Time
+	LastPolledAt   time.Time // zero until the first poll
+	Interval       time.Duration
+	State          GrantState
+	UserID         string    // who approved or denied
+	DecidedAt      time.Time // when they did
+	SessionID      string    // the session the exchange created
+}
+
+// Session is one sign-in of one client for one user and one Matrix device.
+// It is what the account page lists and ends.
+type Session struct {
+	ID           string
+	UserID       string
+	ClientID     string
+	DeviceID     string // Matrix device id, from the device scope
+	Scope        string
+	CreatedAt    time.Time
+	LastActiveAt time.Time
+	LastIP       string
+	EndedAt      time.Time // zero while the session lives
+	EndReason    string
+}
+
+// TokenPair is an access token and the refresh token issued with it.
+// Refresh tokens form a chain through SuccessorID for rotation and reuse
+// detection.
+type TokenPair struct {
+	ID              string
+	SessionID       string
+	AccessHash      []byte
+	RefreshHash     []byte
+	CreatedAt       time.Time
+	AccessExpiresAt time.Time
+	// UsedAt is when the client first showed it holds this pair: its access
+	// token was introspected or its refresh token presented.
+	UsedAt      time.Time
+	RotatedAt   time.Time // when the refresh token was exchanged
+	SuccessorID string    // the pair issued by that exchange
+	RevokedAt   time.Time
+}
+
+// AccessToken is what introspection needs to know about an access token,
+// read in one lookup.
+type AccessToken struct {
+	Pair    TokenPair
+	Session Session
+	User    User
+}
+
+// BrowserSession keeps a person signed in on their phone. It is unrelated
+// to OAuth sessions.
+type BrowserSession struct {
+	ID        string
+	TokenHash []byte // SHA-256 of the cookie value
+	UserID    string
+	CreatedAt time.Time
+	ExpiresAt time.Time
+}
+
+// Reader holds the lookups. Each returns ErrNotFound when nothing matches.
+type Reader interface {
+	User(ctx context.Context, id string) (User, error)
+	UserByUsername(ctx context.Context, username string) (User, error)
+	Users(ctx context.Context) ([]User, error)
+
+	Client(ctx context.Context, id string) (Client, error)
+
+	DeviceGrant(ctx context.Context, id string) (DeviceGrant, error)
+	DeviceGrantByDeviceCode(ctx context.Context, hash []byte) (DeviceGrant, error)
+	// DeviceGrantByUserCode finds the grant holding a normalised user code.
+	// Callers check expiry themselves.
+	DeviceGrantByUserCode(ctx context.Context, userCode string) (DeviceGrant, error)
+
+	Session(ctx context.Context, id string) (Session, error)
+	// SessionsByDevice lists the live (not ended) sessions of a user on one
+	// Matrix device.
+	SessionsByDevice(ctx context.Context, userID, deviceID string) ([]Session, error)
+
+	TokenPair(ctx context.Context, id string) (TokenPair, error)
+	TokenPairByRefresh(ctx context.Context, hash []byte) (TokenPair, error)
+	// AccessToken reads the pair holding an access token hash, with its
+	// session and user: the introspection hot path.
+	AccessToken(ctx context.Context, hash []byte) (AccessToken, error)
+
+	BrowserSession(ctx context.Context, tokenHash []byte) (BrowserSession, error)
+}
+
+// Tx is one write transaction. Everything written through it becomes visible
+// together when the function given to Store.Update returns nil, and not at
+// all otherwise.
+type Tx interface {
+	Reader
+
+	CreateUser(ctx context.Context, u User) error
+	UpdateUser(ctx context.Context, u User) error
+
+	CreateClient(ctx context.Context, c Client) error
+
+	// CreateDeviceGrant fails with ErrAlreadyExists when another grant that
+	// has not expired at g.CreatedAt holds the same user code. An expired
+	// grant holding it gives the code up.
+	CreateDeviceGrant(ctx context.Context, g DeviceGrant) error
+	UpdateDeviceGrant(ctx context.Context, g DeviceGrant) error
+
+	CreateSession(ctx context.Context, s Session) error
+	UpdateSession(ctx context.Context, s Session) error
+
+	CreateTokenPair(ctx context.Context, p TokenPair) error
+	UpdateTokenPair(ctx context.Context, p TokenPair) error
+
+	CreateBrowserSession(ctx context.Context, b BrowserSession) error
+	DeleteBrowserSession(ctx context.Context, id string) error
+
+	// DeleteExpired removes device grants and browser sessions that expired
+	// before the given time. It returns how many rows went.
+	DeleteExpired(ctx context.Context, before time.Time) (int64, error)
+}
+
+// Store is a backend.
+type Store interface {
+	Reader
+	// Update runs fn in one write transaction and commits it when fn returns
+	// nil. A backend may run fn more than once (to retry a serialization
+	// failure), so fn must have no effect outside tx.
+	Update(ctx context.Context, fn func(tx Tx) error) error
+	// Close releases the backend's resources.
+	Close() error
+}

@@ -1,0 +1,476 @@
+// Package storetest is the conformance suite every store backend must pass.
+// A backend's test calls Run with a function that opens a fresh, empty
+// store.
+package storetest
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/devicegrant/devicegrant/store"
+)
+
+// Run runs the whole suite. open must return a new, empty store; Run closes
+// it.
+func Run(t *testing.T, open func(t *testing.T) store.Store) {
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, s store.Store)
+	}{
+		{"Users", testUsers},
+		{"Clients", testClients},
+		{"DeviceGrants", testDeviceGrants},
+		{"UserCodeUniqueWhileLive", testUserCodeUnique},
+		{"SessionsAndTokens", testSessionsAndTokens},
+		{"BrowserSessions", testBrowserSessions},
+		{"DeleteExpired", testDeleteExpired},
+		{"UpdateRollsBack", testRollback},
+		{"UpdateSerializes", testSerializes},
+		{"ForeignKeys", testForeignKeys},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := open(t)
+			t.Cleanup(func() {
+				if err := s.Close(); err != nil {
+					t.Errorf("Close: %v", err)
+				}
+			})
+			tc.fn(t, s)
+		})
+	}
+}
+
+// now is a time at the millisecond precision backends are required to keep.
+func now() time.Time { return time.Now().Truncate(time.Millisecond) }
+
+func id(t *testing.T) string {
+	t.Helper()
+	b := make([]byte, 12)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b)
+}
+
+func hash(s string) []byte {
+	h := sha256.Sum256([]byte(s))
+	return h[:]
+}
+
+func update(t *testing.T, s store.Store, fn func(tx store.Tx) error) {
+	t.Helper()
+	if err := s.Update(context.Background(), fn); err != nil {
+		t.Fatalf("Update: %v", err)
+	}
+}
+
+func mustEqual[T comparable](t *testing.T, what string, got, want T) {
+	t.Helper()
+	if got != want {
+		t.Errorf("%s = %v, want %v", what, got, want)
+	}
+}
+
+func mustTime(t *testing.T, what string, got, want time.Time) {
+	t.Helper()
+	if !got.Equal(want) {
+		t.Errorf("%s = %v, want %v", what, got, want)
+	}
+}
+
+func mustNotFound(t *testing.T, what string, err error) {
+	t.Helper()
+	if !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("%s: err = %v, want ErrNotFound", what, err)
+	}
+}
+
+func newUser(t *testing.T, s store.Store, name string) store.User {
+	t.Helper()
+	u := store.User{ID: id(t), Username: name, PasswordHash: "$argon2id$v=19$m=1,t=1,p=1$c2FsdA$aGFzaA", DisplayName: "D " + name, CreatedAt: now()}
+	update(t, s, func(tx store.Tx) error { return tx.CreateUser(context.Background(), u) })
+	return u
+}
+
+func newClient(t *testing.T, s store.Store) store.Client {
+	t.Helper()
+	c := store.Client{ID: id(t), Metadata: []byte(`{"client_name":"x"}`), CreatedAt: now()}
+	update(t, s, func(tx store.Tx) error { return tx.CreateClient(context.Background(), c) })
+	return c
+}
+
+func newGrant(t *testing.T, clientID, userCode string, created time.Time) store.DeviceGrant {
+	return store.DeviceGrant{
+		ID: id(t), DeviceCodeHash: hash(id(t)), UserCode: userCode, ClientID: clientID,
+		Scope: "urn:matrix:client:api:*", RequesterIP: "192.0.2.1", RequesterAgent: "test",
+		CreatedAt: created, ExpiresAt: created.Add(10 * time.Minute), Interval: 5 * time.Second,
+		State: store.GrantPending,
+	}
+}
+
+func newSession(t *testing.T, s store.Store, u store.User, c store.Client, device string) store.Session {
+	t.Helper()
+	x := store.Session{ID: id(t), UserID: u.ID, ClientID: c.ID, DeviceID: device, Scope: "urn:matrix:client:api:*", CreatedAt: now()}
+	update(t, s, func(tx store.Tx) error { return tx.CreateSession(context.Background(), x) })
+	return x
+}
+
+func testUsers(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	bob := newUser(t, s, "bob")
+	alice := newUser(t, s, "alice")
+
+	got, err := s.User(ctx, alice.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustEqual(t, "Username", got.Username, "alice")
+	mustEqual(t, "PasswordHash", got.PasswordHash, alice.PasswordHash)
+	mustEqual(t, "DisplayName", got.DisplayName, alice.DisplayName)
+	mustTime(t, "CreatedAt", got.CreatedAt, alice.CreatedAt)
+	if !got.DeactivatedAt.IsZero() {
+		t.Errorf("DeactivatedAt = %v, want zero", got.DeactivatedAt)
+	}
+	got, err = s.UserByUsername(ctx, "bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustEqual(t, "ID", got.ID, bob.ID)
+
+	users, err := s.Users(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(users) != 2 || users[0].Username != "alice" || users[1].Username != "bob" {
+		t.Errorf("Users = %+v, want alice then bob", users)
+	}
+
+	_, err = s.User(ctx, "nope")
+	mustNotFound(t, "User", err)
+	_, err = s.UserByUsername(ctx, "nope")
+	mustNotFound(t, "UserByUsername", err)
+
+	// P-ACCT-2: a username is never given out twice, deactivated or not.
+	alice.DeactivatedAt = now()
+	update(t, s, func(tx store.Tx) error { return tx.UpdateUser(ctx, alice) })
+	err = s.Update(ctx, func(tx store.Tx) error {
+		return tx.CreateUser(ctx, store.User{ID: id(t), Username: "alice", PasswordHash: "x", CreatedAt: now()})
+	})
+	if !errors.Is(err, store.ErrAlreadyExists) {
+		t.Errorf("second alice: err = %v, want ErrAlreadyExists", err)
+	}
+	got, _ = s.User(ctx, alice.ID)
+	mustTime(t, "DeactivatedAt", got.DeactivatedAt, alice.DeactivatedAt)
+
+	err = s.Update(ctx, func(tx store.Tx) error { return tx.UpdateUser(ctx, store.User{ID: "nope", Username: "zed"}) })
+	mustNotFound(t, "UpdateUser of a missing user", err)
+}
+
+func testClients(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	pub := newClient(t, s)
+	conf := store.Client{ID: id(t), SecretHash: hash("secret"), Metadata: []byte(`{"a":1}`), CreatedAt: now()}
+	update(t, s, func(tx store.Tx) error { return tx.CreateClient(ctx, conf) })
+
+	got, err := s.Client(ctx, pub.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.SecretHash != nil {
+		t.Errorf("public client SecretHash = %x, want nil", got.SecretHash)
+	}
+	mustEqual(t, "Metadata", string(got.Metadata), string(pub.Metadata))
+	got, err = s.Client(ctx, conf.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got.SecretHash, conf.SecretHash) {
+		t.Errorf("SecretHash = %x, want %x", got.SecretHash, conf.SecretHash)
+	}
+	err = s.Update(ctx, func(tx store.Tx) error { return tx.CreateClient(ctx, conf) })
+	if !errors.Is(err, store.ErrAlreadyExists) {
+		t.Errorf("duplicate client id: err = %v, want ErrAlreadyExists", err)
+	}
+	_, err = s.Client(ctx, "nope")
+	mustNotFound(t, "Client", err)
+}
+
+func testDeviceGrants(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	c := newClient(t, s)
+	u := newUser(t, s, "alice")
+	g := newGrant(t, c.ID, "BCDFGHJK", now())
+	update(t, s, func(tx store.Tx) error { return tx.CreateDeviceGrant(ctx, g) })
+
+	for name, get := range map[string]func() (store.DeviceGrant, error){
+		"DeviceGrant":             func() (store.DeviceGrant, error) { return s.DeviceGrant(ctx, g.ID) },
+		"DeviceGrantByDeviceCode": func() (store.DeviceGrant, error) { return s.DeviceGrantByDeviceCode(ctx, g.DeviceCodeHash) },
+		"DeviceGrantByUserCode":   func() (store.DeviceGrant, error) { return s.DeviceGrantByUserCode(ctx, "BCDFGHJK") },
+	} {
+		got, err := get()
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		mustEqual(t, name+" ID", got.ID, g.ID)
+		mustEqual(t, name+" State", got.State, store.GrantPending)
+		mustEqual(t, name+" Interval", got.Interval, 5*time.Second)
+		mustEqual(t, name+" RequesterIP", got.RequesterIP, "192.0.2.1")
+		mustTime(t, name+" ExpiresAt", got.ExpiresAt, g.ExpiresAt)
+		if !got.LastPolledAt.IsZero() || got.UserID != "" || got.SessionID != "" {
+			t.Errorf("%s: fresh grant has poll/user/session set: %+v", name, got)
+		}
+	}
+	_, err := s.DeviceGrantByDeviceCode(ctx, hash("other"))
+	mustNotFound(t, "DeviceGrantByDeviceCode", err)
+	_, err = s.DeviceGrantByUserCode(ctx, "ZZZZZZZZ")
+	mustNotFound(t, "DeviceGrantByUserCode", err)
+
+	sess := newSession(t, s, u, c, "DEVICEID01")
+	g.State, g.UserID, g.DecidedAt, g.LastPolledAt = store.GrantExchanged, u.ID, now(), now()
+	g.Interval, g.SessionID = 10*time.Second, sess.ID
+	update(t, s, func(tx store.Tx) error { return tx.UpdateDeviceGrant(ctx, g) })
+	got, err := s.DeviceGrant(ctx, g.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustEqual(t, "State", got.State, store.GrantExchanged)
+	mustEqual(t, "UserID", got.UserID, u.ID)
+	mustEqual(t, "SessionID", got.SessionID, sess.ID)
+	mustEqual(t, "Interval", got.Interval, 10*time.Second)
+	mustTime(t, "LastPolledAt", got.LastPolledAt, g.LastPolledAt)
+	mustTime(t, "DecidedAt", got.DecidedAt, g.DecidedAt)
+
+	err = s.Update(ctx, func(tx store.Tx) error { return tx.UpdateDeviceGrant(ctx, store.DeviceGrant{ID: "nope"}) })
+	mustNotFound(t, "UpdateDeviceGrant of a missing grant", err)
+}
+
+func testUserCodeUnique(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	c := newClient(t, s)
+	t0 := now()
+	first := newGrant(t, c.ID, "BCDFGHJK", t0)
+	update(t, s, func(tx store.Tx) error { return tx.CreateDeviceGrant(ctx, first) })
+
+	// P-DEV-3: unique among live codes.
+	clash := newGrant(t, c.ID, "BCDFGHJK", t0.Add(time.Minute))
+	err := s.Update(ctx, func(tx store.Tx) error { return tx.CreateDeviceGrant(ctx, clash) })
+	if !errors.Is(err, store.ErrAlreadyExists) {
+		t.Fatalf("live user code reused: err = %v, want ErrAlreadyExists", err)
+	}
+	// Once the first has expired, the code is free again.
+	later := newGrant(t, c.ID, "BCDFGHJK", first.ExpiresAt.Add(time.Second))
+	update(t, s, func(tx store.Tx) error { return tx.CreateDeviceGrant(ctx, later) })
+	got, err := s.DeviceGrantByUserCode(ctx, "BCDFGHJK")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustEqual(t, "grant holding the code", got.ID, later.ID)
+	_, err = s.DeviceGrant(ctx, first.ID)
+	mustNotFound(t, "expired grant that gave its code up", err)
+}
+
+func testSessionsAndTokens(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	c := newClient(t, s)
+	u := newUser(t, s, "alice")
+	s1 := newSession(t, s, u, c, "DEVICE0001")
+	s2 := newSession(t, s, u, c, "DEVICE0001")
+	newSession(t, s, u, c, "DEVICE0002")
+
+	live, err := s.SessionsByDevice(ctx, u.ID, "DEVICE0001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(live) != 2 {
+		t.Fatalf("SessionsByDevice = %d sessions, want 2", len(live))
+	}
+	s1.EndedAt, s1.EndReason, s1.LastIP, s1.LastActiveAt = now(), "revoked", "198.51.100.7", now()
+	update(t, s, func(tx store.Tx) error { return tx.UpdateSession(ctx, s1) })
+	live, _ = s.SessionsByDevice(ctx, u.ID, "DEVICE0001")
+	if len(live) != 1 || live[0].ID != s2.ID {
+		t.Errorf("after ending s1, SessionsByDevice = %+v, want only s2", live)
+	}
+	got, err := s.Session(ctx, s1.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustEqual(t, "EndReason", got.EndReason, "revoked")
+	mustEqual(t, "LastIP", got.LastIP, "198.51.100.7")
+	mustTime(t, "EndedAt", got.EndedAt, s1.EndedAt)
+
+	p1 := store.TokenPair{ID: id(t), SessionID: s2.ID, AccessHash: hash("a1"), RefreshHash: hash("r1"),
+		CreatedAt: now(), AccessExpiresAt: now().Add(5 * time.Minute)}
+	p2 := store.TokenPair{ID: id(t), SessionID: s2.ID, AccessHash: hash("a2"), RefreshHash: hash("r2"),
+		CreatedAt: now(), AccessExpiresAt: now().Add(5 * time.Minute)}
+	update(t, s, func(tx store.Tx) error {
+		if err := tx.CreateTokenPair(ctx, p1); err != nil {
+			return err
+		}
+		return tx.CreateTokenPair(ctx, p2)
+	})
+	p1.RotatedAt, p1.SuccessorID, p1.UsedAt = now(), p2.ID, now()
+	update(t, s, func(tx store.Tx) error { return tx.UpdateTokenPair(ctx, p1) })
+
+	gotPair, err := s.TokenPairByRefresh(ctx, hash("r1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustEqual(t, "SuccessorID", gotPair.SuccessorID, p2.ID)
+	mustTime(t, "RotatedAt", gotPair.RotatedAt, p1.RotatedAt)
+	mustTime(t, "UsedAt", gotPair.UsedAt, p1.UsedAt)
+	gotPair, err = s.TokenPair(ctx, p2.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !gotPair.UsedAt.IsZero() || !gotPair.RevokedAt.IsZero() || gotPair.SuccessorID != "" {
+		t.Errorf("fresh pair has state: %+v", gotPair)
+	}
+
+	at, err := s.AccessToken(ctx, hash("a2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustEqual(t, "AccessToken pair", at.Pair.ID, p2.ID)
+	mustEqual(t, "AccessToken session", at.Session.ID, s2.ID)
+	mustEqual(t, "AccessToken device", at.Session.DeviceID, "DEVICE0001")
+	mustEqual(t, "AccessToken user", at.User.Username, "alice")
+	mustTime(t, "AccessToken expiry", at.Pair.AccessExpiresAt, p2.AccessExpiresAt)
+	_, err = s.AccessToken(ctx, hash("r2"))
+	mustNotFound(t, "AccessToken by a refresh hash", err)
+	_, err = s.TokenPairByRefresh(ctx, hash("a2"))
+	mustNotFound(t, "TokenPairByRefresh by an access hash", err)
+
+	dup := p2
+	dup.ID = id(t)
+	err = s.Update(ctx, func(tx store.Tx) error { return tx.CreateTokenPair(ctx, dup) })
+	if !errors.Is(err, store.ErrAlreadyExists) {
+		t.Errorf("duplicate token hash: err = %v, want ErrAlreadyExists", err)
+	}
+}
+
+func testBrowserSessions(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	u := newUser(t, s, "alice")
+	b := store.BrowserSession{ID: id(t), TokenHash: hash("cookie"), UserID: u.ID, CreatedAt: now(), ExpiresAt: now().Add(time.Hour)}
+	update(t, s, func(tx store.Tx) error { return tx.CreateBrowserSession(ctx, b) })
+	got, err := s.BrowserSession(ctx, hash("cookie"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustEqual(t, "UserID", got.UserID, u.ID)
+	mustTime(t, "ExpiresAt", got.ExpiresAt, b.ExpiresAt)
+	update(t, s, func(tx store.Tx) error { return tx.DeleteBrowserSession(ctx, b.ID) })
+	_, err = s.BrowserSession(ctx, hash("cookie"))
+	mustNotFound(t, "deleted browser session", err)
+}
+
+func testDeleteExpired(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	c := newClient(t, s)
+	u := newUser(t, s, "alice")
+	t0 := now()
+	old := newGrant(t, c.ID, "BBBBBBBB", t0.Add(-time.Hour))
+	fresh := newGrant(t, c.ID, "CCCCCCCC", t0)
+	oldB := store.BrowserSession{ID: id(t), TokenHash: hash("old"), UserID: u.ID, CreatedAt: t0.Add(-2 * time.Hour), ExpiresAt: t0.Add(-time.Hour)}
+	freshB := store.BrowserSession{ID: id(t), TokenHash: hash("fresh"), UserID: u.ID, CreatedAt: t0, ExpiresAt: t0.Add(time.Hour)}
+	update(t, s, func(tx store.Tx) error {
+		return errors.Join(tx.CreateDeviceGrant(ctx, old), tx.CreateDeviceGrant(ctx, fresh),
+			tx.CreateBrowserSession(ctx, oldB), tx.CreateBrowserSession(ctx, freshB))
+	})
+	var n int64
+	update(t, s, func(tx store.Tx) (err error) { n, err = tx.DeleteExpired(ctx, t0); return err })
+	mustEqual(t, "rows deleted", n, int64(2))
+	_, err := s.DeviceGrant(ctx, old.ID)
+	mustNotFound(t, "expired grant", err)
+	if _, err := s.DeviceGrant(ctx, fresh.ID); err != nil {
+		t.Errorf("fresh grant: %v", err)
+	}
+	if _, err := s.BrowserSession(ctx, hash("fresh")); err != nil {
+		t.Errorf("fresh browser session: %v", err)
+	}
+}
+
+func testRollback(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	boom := errors.New("boom")
+	err := s.Update(ctx, func(tx store.Tx) error {
+		if err := tx.CreateUser(ctx, store.User{ID: id(t), Username: "ghost", PasswordHash: "x", CreatedAt: now()}); err != nil {
+			return err
+		}
+		// Inside the transaction, the write is visible.
+		if _, err := tx.UserByUsername(ctx, "ghost"); err != nil {
+			return fmt.Errorf("read own write: %w", err)
+		}
+		return boom
+	})
+	if !errors.Is(err, boom) {
+		t.Fatalf("Update returned %v, want the function's error", err)
+	}
+	_, err = s.UserByUsername(ctx, "ghost")
+	mustNotFound(t, "user written by a failed transaction", err)
+}
+
+// testSerializes checks the property P-DEV-6 and P-RT-3 rest on: of many
+// concurrent read-check-write transactions on one row, exactly one sees the
+// old state.
+func testSerializes(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	c := newClient(t, s)
+	g := newGrant(t, c.ID, "DDDDDDDD", now())
+	g.State = store.GrantApproved
+	update(t, s, func(tx store.Tx) error { return tx.CreateDeviceGrant(ctx, g) })
+
+	const n = 16
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	winners := 0
+	errLost := errors.New("lost")
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := s.Update(ctx, func(tx store.Tx) error {
+				cur, err := tx.DeviceGrant(ctx, g.ID)
+				if err != nil {
+					return err
+				}
+				if cur.State != store.GrantApproved {
+					return errLost
+				}
+				cur.State = store.GrantExchanged
+				return tx.UpdateDeviceGrant(ctx, cur)
+			})
+			switch {
+			case err == nil:
+				mu.Lock()
+				winners++
+				mu.Unlock()
+			case errors.Is(err, errLost):
+			default:
+				t.Errorf("Update: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	mustEqual(t, "transactions that saw the grant approved", winners, 1)
+}
+
+func testForeignKeys(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	u := newUser(t, s, "alice")
+	err := s.Update(ctx, func(tx store.Tx) error {
+		return tx.CreateSession(ctx, store.Session{ID: id(t), UserID: u.ID, ClientID: "no-such-client", DeviceID: "D", CreatedAt: now()})
+	})
+	if err == nil {
+		t.Error("session for a missing client was accepted")
+	}
+}
