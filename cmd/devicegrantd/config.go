@@ -1,0 +1,221 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/devicegrant/devicegrant/devicegrant"
+)
+
+// config is the YAML file's shape. Every field can also be set by the
+// environment variable listed in settings; the environment wins.
+type config struct {
+	Listen     string     `yaml:"listen"`
+	Issuer     string     `yaml:"issuer"`
+	Database   string     `yaml:"database"`
+	ServerName string     `yaml:"server_name"`
+	Homeserver homeserver `yaml:"homeserver"`
+	TLS        tlsConfig  `yaml:"tls"`
+
+	AccessTokenTTL    time.Duration `yaml:"access_token_ttl"`
+	DeviceCodeTTL     time.Duration `yaml:"device_code_ttl"`
+	PollInterval      time.Duration `yaml:"poll_interval"`
+	BrowserSessionTTL time.Duration `yaml:"browser_session_ttl"`
+
+	RateLimits struct {
+		UserCodeFailures       rateLimit `yaml:"user_code_failures"`
+		UserCodeFailuresGlobal rateLimit `yaml:"user_code_failures_global"`
+		LoginFailures          rateLimit `yaml:"login_failures"`
+	} `yaml:"rate_limits"`
+
+	TrustedProxies []string `yaml:"trusted_proxies"`
+
+	Log struct {
+		Level  string `yaml:"level"`
+		Format string `yaml:"format"`
+	} `yaml:"log"`
+}
+
+type homeserver struct {
+	Secret     string `yaml:"secret"`
+	SecretFile string `yaml:"secret_file"`
+}
+
+type tlsConfig struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// rateLimit is written "BURST/EVERY", e.g. "10/1m": ten at once, then one
+// a minute.
+type rateLimit devicegrant.RateLimit
+
+func (r *rateLimit) UnmarshalText(b []byte) error {
+	burst, every, ok := strings.Cut(string(b), "/")
+	n, err1 := strconv.Atoi(strings.TrimSpace(burst))
+	d, err2 := time.ParseDuration(strings.TrimSpace(every))
+	if !ok || err1 != nil || err2 != nil || n <= 0 || d <= 0 {
+		return fmt.Errorf("rate limit %q: want BURST/EVERY, e.g. 10/1m", b)
+	}
+	*r = rateLimit{Burst: n, Every: d}
+	return nil
+}
+
+func (r rateLimit) String() string {
+	if r.Burst == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%d/%s", r.Burst, r.Every)
+}
+
+// setting ties a config field to its environment variable and its help.
+type setting struct {
+	yaml, env, help, def string
+	field                func(*config) any
+}
+
+// settings lists everything configurable; --help prints it.
+func settings() []setting {
+	return []setting{
+		{"listen", "DEVICEGRANTD_LISTEN", "host:port to listen on", "127.0.0.1:8080", func(c *config) any { return &c.Listen }},
+		{"issuer", "DEVICEGRANTD_ISSUER", "public base URL; https unless loopback", "http://<listen>/", func(c *config) any { return &c.Issuer }},
+		{"database", "DEVICEGRANTD_DATABASE", "SQLite database file (created mode 0600)", "./devicegrantd.db", func(c *config) any { return &c.Database }},
+		{"server_name", "DEVICEGRANTD_SERVER_NAME", "Matrix server name, as in @alice:<server_name>", "the issuer's host", func(c *config) any { return &c.ServerName }},
+		{"homeserver.secret", "DEVICEGRANTD_HOMESERVER_SECRET", "shared secret the homeserver presents as a Bearer token at introspection", "none", func(c *config) any { return &c.Homeserver.Secret }},
+		{"homeserver.secret_file", "DEVICEGRANTD_HOMESERVER_SECRET_FILE", "file holding that secret (instead of secret)", "", func(c *config) any { return &c.Homeserver.SecretFile }},
+		{"tls.cert_file", "DEVICEGRANTD_TLS_CERT_FILE", "serve TLS with this certificate chain (PEM)", "plain HTTP", func(c *config) any { return &c.TLS.CertFile }},
+		{"tls.key_file", "DEVICEGRANTD_TLS_KEY_FILE", "and this private key (PEM)", "", func(c *config) any { return &c.TLS.KeyFile }},
+		{"access_token_ttl", "DEVICEGRANTD_ACCESS_TOKEN_TTL", "access token lifetime", "5m", func(c *config) any { return &c.AccessTokenTTL }},
+		{"device_code_ttl", "DEVICEGRANTD_DEVICE_CODE_TTL", "how long a device code waits for approval", "10m", func(c *config) any { return &c.DeviceCodeTTL }},
+		{"poll_interval", "DEVICEGRANTD_POLL_INTERVAL", "minimum time between a device's polls", "5s", func(c *config) any { return &c.PollInterval }},
+		{"browser_session_ttl", "DEVICEGRANTD_BROWSER_SESSION_TTL", "how long a person stays signed in on their phone", "336h", func(c *config) any { return &c.BrowserSessionTTL }},
+		{"rate_limits.user_code_failures", "DEVICEGRANTD_USER_CODE_FAILURES", "wrong user codes per client address, BURST/EVERY", "10/1m", func(c *config) any { return &c.RateLimits.UserCodeFailures }},
+		{"rate_limits.user_code_failures_global", "DEVICEGRANTD_USER_CODE_FAILURES_GLOBAL", "wrong user codes from all addresses together", "100/6s", func(c *config) any { return &c.RateLimits.UserCodeFailuresGlobal }},
+		{"rate_limits.login_failures", "DEVICEGRANTD_LOGIN_FAILURES", "wrong passwords per client address", "10/30s", func(c *config) any { return &c.RateLimits.LoginFailures }},
+		{"trusted_proxies", "DEVICEGRANTD_TRUSTED_PROXIES", "comma-separated proxy addresses/CIDRs whose X-Forwarded-For is believed", "none", func(c *config) any { return &c.TrustedProxies }},
+		{"log.level", "DEVICEGRANTD_LOG_LEVEL", "debug, info, warn or error", "info", func(c *config) any { return &c.Log.Level }},
+		{"log.format", "DEVICEGRANTD_LOG_FORMAT", "text or json", "text", func(c *config) any { return &c.Log.Format }},
+	}
+}
+
+// loadConfig reads the YAML file (if any), then the environment, then
+// fills defaults and checks the result.
+func loadConfig(path string, getenv func(string) string) (*config, error) {
+	c := &config{}
+	if path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("config: %w", err)
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(b))
+		dec.KnownFields(true)
+		// An empty file is an empty configuration (io.EOF).
+		if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("config %s: %w", path, err)
+		}
+	}
+	for _, s := range settings() {
+		v := getenv(s.env)
+		if v == "" {
+			continue
+		}
+		if err := setFromString(s.field(c), v); err != nil {
+			return nil, fmt.Errorf("%s: %w", s.env, err)
+		}
+	}
+	if c.Listen == "" {
+		c.Listen = "127.0.0.1:8080"
+	}
+	if c.Database == "" {
+		c.Database = "./devicegrantd.db"
+	}
+	if c.Issuer == "" {
+		host, _, err := net.SplitHostPort(c.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("listen %q: %w", c.Listen, err)
+		}
+		ip := net.ParseIP(host)
+		if host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+			return nil, fmt.Errorf("listening on %s, which is not loopback: set issuer (DEVICEGRANTD_ISSUER) to the public https URL", c.Listen)
+		}
+		scheme := "http"
+		if c.TLS.CertFile != "" {
+			scheme = "https"
+		}
+		c.Issuer = scheme + "://" + c.Listen + "/"
+	}
+	if c.ServerName == "" {
+		u, err := url.Parse(c.Issuer)
+		if err != nil {
+			return nil, fmt.Errorf("issuer %q: %w", c.Issuer, err)
+		}
+		c.ServerName = u.Host
+	}
+	if c.Homeserver.Secret == "" && c.Homeserver.SecretFile != "" {
+		b, err := os.ReadFile(c.Homeserver.SecretFile)
+		if err != nil {
+			return nil, fmt.Errorf("homeserver secret file: %w", err)
+		}
+		c.Homeserver.Secret = strings.TrimSpace(string(b))
+		if c.Homeserver.Secret == "" {
+			return nil, fmt.Errorf("homeserver secret file %s is empty", c.Homeserver.SecretFile)
+		}
+	}
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		return nil, errors.New("tls: set both cert_file and key_file, or neither")
+	}
+	return c, nil
+}
+
+// setFromString parses an environment variable into a config field.
+func setFromString(p any, v string) error {
+	switch p := p.(type) {
+	case *string:
+		*p = v
+	case *time.Duration:
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return err
+		}
+		*p = d
+	case *rateLimit:
+		return p.UnmarshalText([]byte(v))
+	case *[]string:
+		*p = nil
+		for _, s := range strings.Split(v, ",") {
+			if s = strings.TrimSpace(s); s != "" {
+				*p = append(*p, s)
+			}
+		}
+	default:
+		return fmt.Errorf("unsupported setting type %s", reflect.TypeOf(p))
+	}
+	return nil
+}
+
+func (c *config) server() devicegrant.Config {
+	return devicegrant.Config{
+		Issuer:                 c.Issuer,
+		ServerName:             c.ServerName,
+		HomeserverSecret:       c.Homeserver.Secret,
+		AccessTokenTTL:         c.AccessTokenTTL,
+		DeviceCodeTTL:          c.DeviceCodeTTL,
+		PollInterval:           c.PollInterval,
+		BrowserSessionTTL:      c.BrowserSessionTTL,
+		UserCodeFailures:       devicegrant.RateLimit(c.RateLimits.UserCodeFailures),
+		UserCodeFailuresGlobal: devicegrant.RateLimit(c.RateLimits.UserCodeFailuresGlobal),
+		LoginFailures:          devicegrant.RateLimit(c.RateLimits.LoginFailures),
+		TrustedProxies:         c.TrustedProxies,
+	}
+}

@@ -1,0 +1,98 @@
+// Command devicegrantd is an OAuth 2.0 authorization server for a Matrix
+// homeserver, built around the device authorization grant (RFC 8628) so
+// that devices without a browser can sign in by QR code.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+const usage = `devicegrantd: an OAuth 2.0 authorization server for Matrix, built so that
+devices without a browser sign in by QR code (RFC 8628 device grant).
+
+Usage:
+  devicegrantd [serve] [--config FILE]     run the server (the default command)
+  devicegrantd user add USERNAME [--password-stdin] [--display-name NAME] [--config FILE]
+  devicegrantd user list [--config FILE]
+  devicegrantd help | --help               this text; "devicegrantd CMD --help" for one command
+
+With no configuration it listens on 127.0.0.1:8080, uses issuer
+http://127.0.0.1:8080/ and keeps its data in ./devicegrantd.db.
+
+Configuration: a YAML file (--config FILE) with the keys below; every key can
+also be set by its environment variable, which wins over the file.
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr, os.Getenv)
+	stop()
+	if errors.Is(err, errHelp) {
+		err = nil
+	}
+	if err != nil {
+		if !errors.Is(err, errUsage) {
+			fmt.Fprintln(os.Stderr, "devicegrantd:", err)
+		}
+		os.Exit(exitCode(err))
+	}
+}
+
+// errUsage marks errors whose message was already printed with usage;
+// errHelp, a --help that was answered.
+var (
+	errUsage = errors.New("usage")
+	errHelp  = errors.New("help")
+)
+
+func exitCode(err error) int {
+	if errors.Is(err, errUsage) {
+		return 2
+	}
+	return 1
+}
+
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) error {
+	cmd := "serve"
+	if len(args) > 0 && (args[0] == "" || args[0][0] != '-') {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "serve":
+		return serve(ctx, args, stderr, getenv)
+	case "user":
+		return userCmd(ctx, args, stdin, stdout, stderr, getenv)
+	case "help":
+		printUsage(stdout)
+		return nil
+	default:
+		fmt.Fprintf(stderr, "devicegrantd: unknown command %q\n\n", cmd)
+		printUsage(stderr)
+		return errUsage
+	}
+}
+
+func printUsage(w io.Writer) {
+	fmt.Fprint(w, usage)
+	printSettings(w)
+}
+
+func printSettings(w io.Writer) {
+	fmt.Fprintln(w)
+	for _, s := range settings() {
+		fmt.Fprintf(w, "  %-40s %s\n", s.yaml, s.help)
+		def := ""
+		if s.def != "" {
+			def = "  (default " + s.def + ")"
+		}
+		fmt.Fprintf(w, "  %-40s   $%s%s\n", "", s.env, def)
+	}
+	fmt.Fprintln(w, `
+Durations are Go durations (90s, 5m, 1h); rate limits are BURST/EVERY (10/1m).`)
+}

@@ -1,0 +1,176 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/devicegrant/devicegrant/devicegrant"
+	"github.com/devicegrant/devicegrant/store/sqlite"
+)
+
+func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(string) string) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", "", "YAML configuration `FILE`")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, "Usage: devicegrantd [serve] [--config FILE]\n\nRuns the server until SIGINT or SIGTERM.\n\nFlags:\n")
+		fs.PrintDefaults()
+		printSettings(stderr)
+	}
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(*configPath, getenv)
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(stderr, cfg)
+	if err != nil {
+		return err
+	}
+
+	st, err := sqlite.Open(ctx, cfg.Database)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	gin.SetMode(gin.ReleaseMode)
+	sc := cfg.server()
+	sc.Logger = log
+	srv, err := devicegrant.New(sc, st)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	hs := &http.Server{
+		Handler:           srv,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	go janitor(ctx, srv, log)
+
+	users, err := st.Users(ctx)
+	if err != nil {
+		return err
+	}
+	welcome(stderr, cfg, srv.Issuer(), len(users), ln.Addr().String())
+	log.Info("listening", "addr", ln.Addr().String(), "issuer", srv.Issuer(), "database", cfg.Database,
+		"homeserver_secret", cfg.Homeserver.Secret != "")
+
+	errc := make(chan error, 1)
+	go func() {
+		if cfg.TLS.CertFile != "" {
+			errc <- hs.ServeTLS(ln, cfg.TLS.CertFile, cfg.TLS.KeyFile)
+		} else {
+			errc <- hs.Serve(ln)
+		}
+	}()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := hs.Shutdown(shutdownCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	return nil
+}
+
+// janitor deletes long-expired device grants and browser sessions.
+func janitor(ctx context.Context, srv *devicegrant.Server, log *slog.Logger) {
+	t := time.NewTicker(10 * time.Minute)
+	defer t.Stop()
+	for {
+		if n, err := srv.Cleanup(ctx); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			log.Error("cleanup", "err", err)
+		} else if n > 0 {
+			log.Debug("cleanup", "deleted", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// welcome tells a person who just started the daemon what to do next.
+func welcome(w io.Writer, cfg *config, issuer string, users int, addr string) {
+	fmt.Fprintf(w, `
+devicegrantd is running.
+  listening on   %s
+  issuer         %s
+  discovery      %s.well-known/openid-configuration
+  approval page  %sdevice   (open it on a phone, or scan a device's QR code)
+  database       %s
+`, addr, issuer, issuer, issuer, cfg.Database)
+	if cfg.Homeserver.Secret == "" {
+		fmt.Fprintln(w, "  introspection  confidential clients only (set DEVICEGRANTD_HOMESERVER_SECRET for a homeserver)")
+	}
+	if users == 0 {
+		args := ""
+		if cfg.Database != "./devicegrantd.db" {
+			args = " (with the same configuration)"
+		}
+		fmt.Fprintf(w, `
+No accounts yet. Create one%s:
+  go run ./cmd/devicegrantd user add alice
+`, args)
+	}
+	fmt.Fprintln(w)
+}
+
+func newLogger(w io.Writer, cfg *config) (*slog.Logger, error) {
+	var level slog.Level
+	if cfg.Log.Level != "" {
+		if err := level.UnmarshalText([]byte(cfg.Log.Level)); err != nil {
+			return nil, fmt.Errorf("log level: %w", err)
+		}
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch strings.ToLower(cfg.Log.Format) {
+	case "", "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	default:
+		return nil, fmt.Errorf("log format %q: want text or json", cfg.Log.Format)
+	}
+}
+
+// parseFlags parses, turning -h into a clean exit and flag errors into
+// errUsage (the flag package already printed them).
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	err := fs.Parse(args)
+	if errors.Is(err, flag.ErrHelp) {
+		return errHelp
+	}
+	if err != nil {
+		return errUsage
+	}
+	return nil
+}

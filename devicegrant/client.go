@@ -1,0 +1,92 @@
+package devicegrant
+
+import (
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"net/url"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/devicegrant/devicegrant/devicegrant/clientmeta"
+	"github.com/devicegrant/devicegrant/store"
+)
+
+// Grant types, as the token endpoint names them.
+const (
+	grantDeviceCode   = clientmeta.GrantDeviceCode
+	grantRefreshToken = clientmeta.GrantRefreshToken
+)
+
+// client is a registered client with its metadata decoded.
+type client struct {
+	store.Client
+	meta *clientmeta.Metadata
+}
+
+func (s *Server) loadClient(c *gin.Context, id string) (*client, error) {
+	sc, err := s.store.Client(c.Request.Context(), id)
+	if err != nil {
+		return nil, err
+	}
+	m, err := clientmeta.Parse(sc.Metadata)
+	if err != nil {
+		return nil, fmt.Errorf("client %s: stored metadata: %w", id, err)
+	}
+	return &client{Client: sc, meta: m}, nil
+}
+
+// authenticateClient identifies the client of a token, device, revocation
+// or introspection request (RFC 6749 §2.3). Public clients send only
+// client_id. Confidential clients must use the method they registered;
+// the secret is compared by hash, in constant time.
+func (s *Server) authenticateClient(c *gin.Context) (*client, *oauthError) {
+	formID, formSecret := c.PostForm("client_id"), c.PostForm("client_secret")
+	basicID, basicSecret, hasBasic := c.Request.BasicAuth()
+	method, id, secret := "none", formID, formSecret
+	if hasBasic {
+		// RFC 6749 §2.3.1: the Basic credentials are form-encoded first.
+		var err1, err2 error
+		basicID, err1 = url.QueryUnescape(basicID)
+		basicSecret, err2 = url.QueryUnescape(basicSecret)
+		if err1 != nil || err2 != nil {
+			return nil, errInvalidClient("malformed HTTP Basic credentials")
+		}
+		if formSecret != "" || (formID != "" && formID != basicID) {
+			return nil, errInvalidRequest("use one client authentication method, not both HTTP Basic and form fields")
+		}
+		method, id, secret = "client_secret_basic", basicID, basicSecret
+	} else if formSecret != "" {
+		method = "client_secret_post"
+	}
+	if id == "" {
+		return nil, errInvalidClient("client_id is missing")
+	}
+	cl, err := s.loadClient(c, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, errInvalidClient("unknown client_id; register the client again")
+	}
+	if err != nil {
+		s.log.ErrorContext(c.Request.Context(), "load client", "err", err)
+		return nil, errServer()
+	}
+	registered := cl.meta.TokenEndpointAuthMethod
+	if registered == clientmeta.AuthNone {
+		// x/oauth2 and others send Basic with an empty password for
+		// public clients; that carries no secret and is fine.
+		if secret != "" {
+			return nil, errInvalidClient("this client is public (token_endpoint_auth_method none) and must not send a secret")
+		}
+		return cl, nil
+	}
+	if secret == "" {
+		return nil, errInvalidClient("client authentication failed: this client must send its secret using " + registered)
+	}
+	if method != registered {
+		return nil, errInvalidClient("client authentication failed: this client registered " + registered + " but used " + method)
+	}
+	if cl.SecretHash == nil || subtle.ConstantTimeCompare(hashSecret(secret), cl.SecretHash) != 1 {
+		return nil, errInvalidClient("client authentication failed")
+	}
+	return cl, nil
+}

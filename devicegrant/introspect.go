@@ -1,0 +1,125 @@
+package devicegrant
+
+import (
+	"crypto/subtle"
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/devicegrant/devicegrant/store"
+)
+
+// introspect is RFC 7662 for the homeserver (P-INT-1, P-HS-2). It is the
+// homeserver's hot path: one indexed lookup, and a write only the first
+// time a token pair is seen in use.
+//
+// Only access tokens are ever active here. A homeserver asks about the
+// tokens clients present to it, and a refresh token presented as an access
+// token must not be accepted.
+func (s *Server) introspect(c *gin.Context) {
+	ctx := c.Request.Context()
+	if isBearer(c.GetHeader("Authorization")) {
+		if !s.homeserverAuthenticated(c) {
+			writeError(c, errInvalidClient("the Bearer token is not the configured homeserver secret"))
+			return
+		}
+	} else {
+		cl, oe := s.authenticateClient(c)
+		if oe != nil {
+			writeError(c, oe)
+			return
+		}
+		if cl.meta.Public() {
+			writeError(c, errInvalidClient("introspection needs a confidential client or the homeserver secret"))
+			return
+		}
+	}
+	c.Header("Cache-Control", "no-store")
+	inactive := gin.H{"active": false}
+	tok := c.PostForm("token")
+	if tok == "" {
+		writeError(c, errInvalidRequest("token is missing"))
+		return
+	}
+	if !wellFormed(tok, prefixAccess) {
+		c.JSON(http.StatusOK, inactive)
+		return
+	}
+	at, err := s.store.AccessToken(ctx, hashSecret(tok))
+	if errors.Is(err, store.ErrNotFound) {
+		c.JSON(http.StatusOK, inactive)
+		return
+	}
+	if err != nil {
+		s.fail(c, "introspect", err)
+		return
+	}
+	now := s.now()
+	if !now.Before(at.Pair.AccessExpiresAt) || !at.Pair.RevokedAt.IsZero() ||
+		!at.Session.EndedAt.IsZero() || !at.User.DeactivatedAt.IsZero() {
+		c.JSON(http.StatusOK, inactive)
+		return
+	}
+	if at.Pair.UsedAt.IsZero() {
+		// First use of this pair: record it (P-RT-2 reads it to tell a
+		// lost refresh response from theft) and the session's activity.
+		if err := s.markUsed(c, at); err != nil {
+			s.fail(c, "introspect: mark token used", err)
+			return
+		}
+	}
+	c.JSON(http.StatusOK, gin.H{
+		"active":     true,
+		"scope":      at.Session.Scope,
+		"client_id":  at.Session.ClientID,
+		"sub":        at.User.ID,
+		"username":   at.User.Username,
+		"device_id":  at.Session.DeviceID,
+		"token_type": "Bearer",
+		"iat":        at.Pair.CreatedAt.Unix(),
+		"exp":        at.Pair.AccessExpiresAt.Unix(),
+		"expires_in": int64(at.Pair.AccessExpiresAt.Sub(now).Seconds()),
+	})
+}
+
+// homeserverAuthenticated reports whether the request carries the
+// homeserver's shared secret as a Bearer token.
+func (s *Server) homeserverAuthenticated(c *gin.Context) bool {
+	if s.cfg.HomeserverSecret == "" {
+		return false
+	}
+	h := c.GetHeader("Authorization")
+	if !isBearer(h) {
+		return false
+	}
+	return subtle.ConstantTimeCompare([]byte(h[len(bearerPrefix):]), []byte(s.cfg.HomeserverSecret)) == 1
+}
+
+const bearerPrefix = "Bearer "
+
+func isBearer(h string) bool {
+	return len(h) > len(bearerPrefix) && strings.EqualFold(h[:len(bearerPrefix)], bearerPrefix)
+}
+
+func (s *Server) markUsed(c *gin.Context, at store.AccessToken) error {
+	ctx := c.Request.Context()
+	return s.store.Update(ctx, func(tx store.Tx) error {
+		p, err := tx.TokenPair(ctx, at.Pair.ID)
+		if err != nil || !p.UsedAt.IsZero() {
+			return err
+		}
+		now := s.now()
+		p.UsedAt = now
+		if err := tx.UpdateTokenPair(ctx, p); err != nil {
+			return err
+		}
+		sess, err := tx.Session(ctx, p.SessionID)
+		if err != nil {
+			return err
+		}
+		sess.LastActiveAt = now
+		return tx.UpdateSession(ctx, sess)
+	})
+}

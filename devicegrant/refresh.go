@@ -1,0 +1,121 @@
+package devicegrant
+
+import (
+	"errors"
+	"strings"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/devicegrant/devicegrant/store"
+)
+
+// refresh rotates a refresh token (P-RT-2, P-RT-3). Presenting R(n):
+//   - not yet rotated: issue pair n+1 and remember it as R(n)'s successor;
+//   - rotated, but pair n+1 never used: the response was probably lost, so
+//     revoke pair n+1 and issue a fresh one in its place;
+//   - rotated and pair n+1 used: someone else holds R(n); end the session.
+//
+// The whole decision runs in one transaction, so two concurrent refreshes
+// with R(n) are seen in turn and never leave two live successors.
+func (s *Server) refresh(c *gin.Context, cl *client) (*tokenResponse, error) {
+	ctx := c.Request.Context()
+	tok := c.PostForm("refresh_token")
+	if tok == "" {
+		return nil, errInvalidRequest("refresh_token is missing")
+	}
+	if !wellFormed(tok, prefixRefresh) {
+		return nil, errInvalidGrant("unknown refresh_token")
+	}
+	requested := c.PostForm("scope")
+	var resp *tokenResponse
+	var outcome *oauthError
+	var theft bool
+	err := s.store.Update(ctx, func(tx store.Tx) error {
+		resp, outcome, theft = nil, nil, false
+		now := s.now()
+		p, err := tx.TokenPairByRefresh(ctx, hashSecret(tok))
+		if errors.Is(err, store.ErrNotFound) {
+			outcome = errInvalidGrant("unknown refresh_token")
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		sess, err := tx.Session(ctx, p.SessionID)
+		if err != nil {
+			return err
+		}
+		if sess.ClientID != cl.ID {
+			outcome = errInvalidGrant("unknown refresh_token")
+			return nil
+		}
+		if !sess.EndedAt.IsZero() || !p.RevokedAt.IsZero() {
+			outcome = errInvalidGrant("this session has ended; sign in again")
+			return nil
+		}
+		user, err := tx.User(ctx, sess.UserID)
+		if err != nil {
+			return err
+		}
+		if !user.DeactivatedAt.IsZero() {
+			outcome = errInvalidGrant("the account was deactivated")
+			return nil
+		}
+		if requested != "" && !subsetOf(requested, sess.Scope) {
+			outcome = &oauthError{400, "invalid_scope", "a refresh cannot add scopes to the session"}
+			return nil
+		}
+		if !p.RotatedAt.IsZero() {
+			next, err := tx.TokenPair(ctx, p.SuccessorID)
+			if err != nil {
+				return err
+			}
+			if !next.UsedAt.IsZero() || !next.RevokedAt.IsZero() {
+				theft = true
+				outcome = errInvalidGrant("this refresh_token was already used; the session has been ended")
+				return endSession(ctx, tx, sess, endReuse, now)
+			}
+			next.RevokedAt = now
+			if err := tx.UpdateTokenPair(ctx, next); err != nil {
+				return err
+			}
+		}
+		if p.UsedAt.IsZero() {
+			p.UsedAt = now
+		}
+		newPair, r, err := s.issuePair(ctx, tx, sess, now)
+		if err != nil {
+			return err
+		}
+		p.RotatedAt, p.SuccessorID = now, newPair.ID
+		if err := tx.UpdateTokenPair(ctx, p); err != nil {
+			return err
+		}
+		sess.LastActiveAt, sess.LastIP = now, c.ClientIP()
+		resp = r
+		return tx.UpdateSession(ctx, sess)
+	})
+	if err != nil {
+		return nil, err
+	}
+	if theft {
+		s.log.WarnContext(ctx, "refresh token reuse: session ended", "client_id", cl.ID)
+	}
+	if outcome != nil {
+		return nil, outcome
+	}
+	return resp, nil
+}
+
+func subsetOf(requested, granted string) bool {
+	have := map[string]bool{}
+	for _, s := range strings.Fields(granted) {
+		have[s] = true
+	}
+	for _, s := range strings.Fields(requested) {
+		if !have[s] {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,72 @@
+package devicegrant
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/devicegrant/devicegrant/devicegrant/clientmeta"
+	"github.com/devicegrant/devicegrant/store"
+)
+
+const maxRegistrationBody = 64 << 10
+
+// register is RFC 7591 dynamic client registration (P-DCR-1…7).
+func (s *Server) register(c *gin.Context) {
+	ctx := c.Request.Context()
+	body, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, maxRegistrationBody))
+	if err != nil {
+		writeRegError(c, &clientmeta.Error{Code: clientmeta.CodeInvalidClientMetadata, Description: "request body is unreadable or larger than 64 KiB"})
+		return
+	}
+	meta, err := clientmeta.Parse(body)
+	if err != nil {
+		var me *clientmeta.Error
+		if errors.As(err, &me) {
+			writeRegError(c, me)
+			return
+		}
+		writeRegError(c, &clientmeta.Error{Code: clientmeta.CodeInvalidClientMetadata, Description: err.Error()})
+		return
+	}
+	stored, err := json.Marshal(meta)
+	if err != nil {
+		s.fail(c, "encode client metadata", err)
+		return
+	}
+	cl := store.Client{ID: newID(), Metadata: stored, CreatedAt: s.now()}
+	var secret string
+	if !meta.Public() {
+		secret = newToken(prefixSecret)
+		cl.SecretHash = hashSecret(secret)
+	}
+	if err := s.store.Update(ctx, func(tx store.Tx) error { return tx.CreateClient(ctx, cl) }); err != nil {
+		s.fail(c, "store client", err)
+		return
+	}
+	s.log.InfoContext(ctx, "client registered", "client_id", cl.ID, "client_name", meta.ClientName, "public", meta.Public())
+
+	// Echo what was registered (unknown fields dropped, defaults filled),
+	// plus the credentials.
+	var out map[string]any
+	if err := json.Unmarshal(stored, &out); err != nil {
+		s.fail(c, "decode client metadata", err)
+		return
+	}
+	out["client_id"] = cl.ID
+	out["client_id_issued_at"] = cl.CreatedAt.Unix()
+	if secret != "" {
+		out["client_secret"] = secret
+		out["client_secret_expires_at"] = 0
+	}
+	c.Header("Cache-Control", "no-store")
+	c.JSON(http.StatusCreated, out)
+}
+
+func writeRegError(c *gin.Context, e *clientmeta.Error) {
+	c.Header("Cache-Control", "no-store")
+	c.JSON(http.StatusBadRequest, gin.H{"error": e.Code, "error_description": e.Description})
+}

@@ -1,0 +1,346 @@
+// Package devicegrant is the protocol core of devicegrantd: the OAuth 2.0
+// rules (RFC 6749, 7009, 7591, 7662, 8414, 8628) as Matrix profiles them,
+// their state machines, and the HTTP handlers and phone pages that expose
+// them.
+//
+// Data flows one way: handlers → the rules in this package → store.
+package devicegrant
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"html/template"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/devicegrant/devicegrant/store"
+)
+
+// Config says how the server behaves. The zero value of every field but
+// Issuer has a working default.
+type Config struct {
+	// Issuer is the public base URL, e.g. "https://auth.example.org/".
+	// Plain http is accepted only for a loopback host.
+	Issuer string
+	// ServerName is the Matrix server name users belong to (the part
+	// after the colon in @alice:example.org). Default: the issuer's host.
+	ServerName string
+	// HomeserverSecret, when set, lets the homeserver introspect tokens by
+	// presenting it as a Bearer token.
+	HomeserverSecret string
+
+	// AccessTokenTTL is how long an access token lives. Default 5 minutes.
+	AccessTokenTTL time.Duration
+	// DeviceCodeTTL is how long a device code may wait for approval.
+	// Default 10 minutes (P-DEV-9).
+	DeviceCodeTTL time.Duration
+	// PollInterval is the minimum time between polls a device is told.
+	// Default 5 seconds; at least one second.
+	PollInterval time.Duration
+	// BrowserSessionTTL is how long a person stays signed in on their
+	// phone. Default 14 days.
+	BrowserSessionTTL time.Duration
+
+	// UserCodeFailures limits wrong user-code entries per client address,
+	// and UserCodeFailuresGlobal across all addresses (P-DEV-4). Defaults:
+	// a burst of 10 then one a minute per address; a burst of 100 then
+	// one every 6 seconds overall.
+	UserCodeFailures       RateLimit
+	UserCodeFailuresGlobal RateLimit
+	// LoginFailures limits wrong passwords per client address. Default: a
+	// burst of 10 then one every 30 seconds.
+	LoginFailures RateLimit
+
+	// TrustedProxies lists the addresses or CIDR ranges of reverse proxies
+	// whose X-Forwarded-For header is believed. Default: none.
+	TrustedProxies []string
+
+	// Logger receives the server's logs. Default: slog.Default().
+	Logger *slog.Logger
+	// Now is the clock. Default: time.Now.
+	Now func() time.Time
+}
+
+// RateLimit allows Burst events at once, then one per Every.
+type RateLimit struct {
+	Burst int
+	Every time.Duration
+}
+
+func (r RateLimit) orDefault(d RateLimit) RateLimit {
+	if r.Burst <= 0 || r.Every <= 0 {
+		return d
+	}
+	return r
+}
+
+// Server is the authorization server. Create it with New; it is an
+// http.Handler.
+type Server struct {
+	cfg     Config
+	issuer  string // with a trailing slash
+	prefix  string // the issuer's path, with a trailing slash
+	secure  bool   // the issuer is https: cookies get Secure and __Host-
+	store   store.Store
+	log     *slog.Logger
+	now     func() time.Time
+	pages   map[string]*template.Template
+	handler http.Handler
+
+	codeLimit  *limiter // failed user-code entries per address and overall
+	loginLimit *limiter // failed logins per address
+
+	dummyOnce sync.Once
+	dummy     string // see dummyHash
+}
+
+// New checks cfg and returns a server on st.
+func New(cfg Config, st store.Store) (*Server, error) {
+	if st == nil {
+		return nil, errors.New("devicegrant: no store")
+	}
+	issuer, err := checkIssuer(cfg.Issuer)
+	if err != nil {
+		return nil, err
+	}
+	u, _ := url.Parse(issuer)
+	if cfg.ServerName == "" {
+		cfg.ServerName = u.Host
+	}
+	cfg.AccessTokenTTL = orDuration(cfg.AccessTokenTTL, 5*time.Minute)
+	cfg.DeviceCodeTTL = orDuration(cfg.DeviceCodeTTL, 10*time.Minute)
+	cfg.PollInterval = orDuration(cfg.PollInterval, 5*time.Second).Truncate(time.Second)
+	if cfg.PollInterval < time.Second {
+		cfg.PollInterval = time.Second
+	}
+	cfg.BrowserSessionTTL = orDuration(cfg.BrowserSessionTTL, 14*24*time.Hour)
+	cfg.UserCodeFailures = cfg.UserCodeFailures.orDefault(RateLimit{Burst: 10, Every: time.Minute})
+	cfg.UserCodeFailuresGlobal = cfg.UserCodeFailuresGlobal.orDefault(RateLimit{Burst: 100, Every: 6 * time.Second})
+	cfg.LoginFailures = cfg.LoginFailures.orDefault(RateLimit{Burst: 10, Every: 30 * time.Second})
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	pages, err := loadPages()
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:        cfg,
+		issuer:     issuer,
+		prefix:     u.Path,
+		secure:     u.Scheme == "https",
+		store:      st,
+		log:        cfg.Logger,
+		now:        cfg.Now,
+		pages:      pages,
+		codeLimit:  newLimiter(cfg.UserCodeFailures, &cfg.UserCodeFailuresGlobal),
+		loginLimit: newLimiter(cfg.LoginFailures, nil),
+	}
+	if s.handler, err = s.routes(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// ServeHTTP serves every endpoint and page.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
+
+// Issuer returns the issuer URL, with its trailing slash.
+func (s *Server) Issuer() string { return s.issuer }
+
+// Cleanup deletes device grants and browser sessions that expired more
+// than a day ago. The daemon calls it periodically; a day of grace lets a
+// late poll still get expired_token rather than invalid_grant.
+func (s *Server) Cleanup(ctx context.Context) (int64, error) {
+	var n int64
+	err := s.store.Update(ctx, func(tx store.Tx) (err error) {
+		n, err = tx.DeleteExpired(ctx, s.now().Add(-24*time.Hour))
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("devicegrant: cleanup: %w", err)
+	}
+	return n, nil
+}
+
+func (s *Server) url(path string) string { return s.issuer + strings.TrimPrefix(path, "/") }
+
+// checkIssuer enforces P-DISC-2: an absolute https URL without query or
+// fragment; http only on loopback, for development.
+func checkIssuer(raw string) (string, error) {
+	if raw == "" {
+		return "", errors.New("devicegrant: no issuer URL configured")
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", fmt.Errorf("devicegrant: issuer %q: %w", raw, err)
+	}
+	if u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" || u.Opaque != "" {
+		return "", fmt.Errorf("devicegrant: issuer %q must be an absolute URL without user, query or fragment", raw)
+	}
+	switch u.Scheme {
+	case "https":
+	case "http":
+		if !isLoopbackHost(u.Hostname()) {
+			return "", fmt.Errorf("devicegrant: issuer %q: plain http is allowed only for a loopback address; use https (TLS here or at a reverse proxy)", raw)
+		}
+	default:
+		return "", fmt.Errorf("devicegrant: issuer %q must be https", raw)
+	}
+	if !strings.HasSuffix(u.Path, "/") {
+		u.Path += "/"
+	}
+	return u.String(), nil
+}
+
+func isLoopbackHost(h string) bool {
+	if h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
+}
+
+func orDuration(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
+}
+
+// routes builds the gin engine. Everything hangs under the issuer's path,
+// so an issuer such as https://example.org/auth/ works behind a proxy
+// that does not strip the prefix.
+func (s *Server) routes() (http.Handler, error) {
+	e := gin.New()
+	e.ContextWithFallback = true
+	e.HandleMethodNotAllowed = true
+	e.RedirectTrailingSlash = false
+	e.RedirectFixedPath = false
+	if err := e.SetTrustedProxies(s.cfg.TrustedProxies); err != nil {
+		return nil, fmt.Errorf("devicegrant: trusted proxies: %w", err)
+	}
+	e.Use(s.recover, s.logRequests)
+	e.NoRoute(s.notFound)
+
+	g := e.Group(s.prefix)
+	g.GET("healthz", s.healthz)
+
+	api := g.Group("", cors)
+	for _, p := range []string{
+		".well-known/openid-configuration",
+		".well-known/oauth-authorization-server",
+		"_matrix/client/v1/auth_metadata",
+		"_matrix/client/unstable/org.matrix.msc2965/auth_metadata",
+	} {
+		api.GET(p, s.metadata)
+		api.OPTIONS(p, preflight)
+	}
+	if s.prefix != "/" {
+		// RFC 8414 §3: the path-inserted form for issuers with a path.
+		e.GET("/.well-known/oauth-authorization-server"+strings.TrimSuffix(s.prefix, "/"), cors, s.metadata)
+	}
+	for p, h := range map[string]gin.HandlerFunc{
+		pathRegister: s.register,
+		pathDevice:   s.deviceAuthorization,
+		pathToken:    s.token,
+		pathRevoke:   s.revoke,
+	} {
+		api.POST(p, h)
+		api.OPTIONS(p, preflight)
+	}
+	g.POST(pathIntrospect, s.introspect) // server to server: no CORS
+
+	pg := g.Group("", s.pageHeaders)
+	pg.GET(pathVerify, s.enterCodePage)
+	pg.POST(pathVerify, s.enterCodeSubmit)
+	// The QR-friendly verification_uri_complete is upper case (P-DEV-8),
+	// but people type URLs in lower case: serve both.
+	for _, p := range []string{"D/:code", "d/:code"} {
+		pg.GET(p, s.grantPage)
+		pg.POST(p, s.grantSubmit)
+	}
+	if up := strings.ToUpper(s.prefix); up != s.prefix {
+		e.GET(up+"D/:code", s.pageHeaders, s.grantPage)
+	}
+	pg.POST(pathLogin, s.loginSubmit)
+	pg.POST(pathLogout, s.logoutSubmit)
+	g.GET(pathStyle, s.style)
+	return e, nil
+}
+
+// Endpoint paths, relative to the issuer. The oauth2/ ones are where a
+// homeserver configured for matrix-authentication-service looks (P-HS-2).
+const (
+	pathRegister   = "oauth2/registration"
+	pathDevice     = "oauth2/device"
+	pathToken      = "oauth2/token"
+	pathRevoke     = "oauth2/revoke"
+	pathIntrospect = "oauth2/introspect"
+	pathVerify     = "device"
+	pathLogin      = "login"
+	pathLogout     = "logout"
+	pathStyle      = "static/style.css"
+)
+
+func (s *Server) healthz(c *gin.Context) {
+	if _, err := s.store.Client(c.Request.Context(), "healthz"); err != nil && !errors.Is(err, store.ErrNotFound) {
+		s.log.ErrorContext(c, "health check: store unreachable", "err", err)
+		c.String(http.StatusServiceUnavailable, "store unavailable\n")
+		return
+	}
+	c.String(http.StatusOK, "ok\n")
+}
+
+func (s *Server) notFound(c *gin.Context) {
+	if strings.Contains(c.GetHeader("Accept"), "text/html") {
+		s.errorPage(c, http.StatusNotFound, "Not found", "There is no page at this address.")
+		return
+	}
+	c.JSON(http.StatusNotFound, gin.H{"error": "not_found", "error_description": "no such endpoint"})
+}
+
+func (s *Server) recover(c *gin.Context) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.ErrorContext(c, "panic serving request", "route", c.FullPath(), "panic", r)
+			c.AbortWithStatusJSON(http.StatusInternalServerError, gin.H{"error": "server_error"})
+		}
+	}()
+	c.Next()
+}
+
+// logRequests logs the route pattern, never the raw path or query: those
+// can hold user codes and tokens.
+func (s *Server) logRequests(c *gin.Context) {
+	start := time.Now()
+	c.Next()
+	level := slog.LevelDebug
+	if c.Writer.Status() >= 500 {
+		level = slog.LevelError
+	}
+	s.log.Log(c, level, "request", "method", c.Request.Method, "route", c.FullPath(),
+		"status", c.Writer.Status(), "duration", time.Since(start), "client", c.ClientIP())
+}
+
+func cors(c *gin.Context) {
+	c.Header("Access-Control-Allow-Origin", "*")
+}
+
+func preflight(c *gin.Context) {
+	c.Header("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
+	c.Header("Access-Control-Allow-Headers", "Authorization, Content-Type")
+	c.Header("Access-Control-Max-Age", "86400")
+	c.Status(http.StatusNoContent)
+}

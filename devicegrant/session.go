@@ -1,0 +1,73 @@
+package devicegrant
+
+import (
+	"context"
+	"time"
+
+	"github.com/devicegrant/devicegrant/store"
+)
+
+// Reasons a session ended, kept for the account page and the logs.
+const (
+	endRevoked  = "revoked"
+	endReplaced = "replaced by a new sign-in on the same device"
+	endReuse    = "refresh token reused (possible theft)"
+)
+
+// startSession creates a session and its first token pair inside tx.
+// Signing in again with a device id replaces the earlier sessions of that
+// device (P-SCOPE-4).
+func (s *Server) startSession(ctx context.Context, tx store.Tx, user store.User, clientID, scope, ip string, now time.Time) (store.Session, *tokenResponse, error) {
+	sc, err := parseScopes(scope)
+	if err != nil {
+		return store.Session{}, nil, err
+	}
+	if sc.deviceID != "" {
+		old, err := tx.SessionsByDevice(ctx, user.ID, sc.deviceID)
+		if err != nil {
+			return store.Session{}, nil, err
+		}
+		for _, o := range old {
+			if err := endSession(ctx, tx, o, endReplaced, now); err != nil {
+				return store.Session{}, nil, err
+			}
+		}
+	}
+	sess := store.Session{
+		ID: newID(), UserID: user.ID, ClientID: clientID, DeviceID: sc.deviceID, Scope: scope,
+		CreatedAt: now, LastActiveAt: now, LastIP: ip,
+	}
+	if err := tx.CreateSession(ctx, sess); err != nil {
+		return store.Session{}, nil, err
+	}
+	_, resp, err := s.issuePair(ctx, tx, sess, now)
+	return sess, resp, err
+}
+
+// issuePair mints a new access and refresh token for sess (P-RT-1). Only
+// their hashes are stored.
+func (s *Server) issuePair(ctx context.Context, tx store.Tx, sess store.Session, now time.Time) (store.TokenPair, *tokenResponse, error) {
+	access, refresh := newToken(prefixAccess), newToken(prefixRefresh)
+	p := store.TokenPair{
+		ID: newID(), SessionID: sess.ID,
+		AccessHash: hashSecret(access), RefreshHash: hashSecret(refresh),
+		CreatedAt: now, AccessExpiresAt: now.Add(s.cfg.AccessTokenTTL),
+	}
+	if err := tx.CreateTokenPair(ctx, p); err != nil {
+		return p, nil, err
+	}
+	return p, &tokenResponse{
+		AccessToken: access, TokenType: "Bearer", ExpiresIn: int(s.cfg.AccessTokenTTL.Seconds()),
+		RefreshToken: refresh, Scope: sess.Scope,
+	}, nil
+}
+
+// endSession ends a session: every token of it stops working at once,
+// since validity is read through the session.
+func endSession(ctx context.Context, tx store.Tx, sess store.Session, reason string, now time.Time) error {
+	if !sess.EndedAt.IsZero() {
+		return nil
+	}
+	sess.EndedAt, sess.EndReason = now, reason
+	return tx.UpdateSession(ctx, sess)
+}

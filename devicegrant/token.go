@@ -1,0 +1,144 @@
+package devicegrant
+
+import (
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/devicegrant/devicegrant/store"
+)
+
+// slowDownStep is how much a device's interval grows each time it polls
+// too fast (RFC 8628 §3.5).
+const slowDownStep = 5 * time.Second
+
+// token is the token endpoint (RFC 6749 §3.2).
+func (s *Server) token(c *gin.Context) {
+	cl, oe := s.authenticateClient(c)
+	if oe != nil {
+		writeError(c, oe)
+		return
+	}
+	grant := c.PostForm("grant_type")
+	switch grant {
+	case grantDeviceCode, grantRefreshToken:
+	case "":
+		writeError(c, errInvalidRequest("grant_type is missing"))
+		return
+	default:
+		writeError(c, &oauthError{http.StatusBadRequest, "unsupported_grant_type", "grant_type " + grant + " is not supported here"})
+		return
+	}
+	if !cl.meta.HasGrant(grant) {
+		writeError(c, errUnauthorizedClient("this client did not register the grant type "+grant))
+		return
+	}
+	var (
+		resp *tokenResponse
+		err  error
+	)
+	if grant == grantDeviceCode {
+		resp, err = s.redeemDeviceCode(c, cl)
+	} else {
+		resp, err = s.refresh(c, cl)
+	}
+	var e *oauthError
+	switch {
+	case errors.As(err, &e):
+		writeError(c, e)
+	case err != nil:
+		s.fail(c, "token endpoint", err)
+	default:
+		c.Header("Cache-Control", "no-store")
+		c.Header("Pragma", "no-cache")
+		c.JSON(http.StatusOK, resp)
+	}
+}
+
+// tokenResponse is RFC 6749 §5.1 (P-AC-4).
+type tokenResponse struct {
+	AccessToken  string `json:"access_token"`
+	TokenType    string `json:"token_type"`
+	ExpiresIn    int    `json:"expires_in"`
+	RefreshToken string `json:"refresh_token"`
+	Scope        string `json:"scope"`
+}
+
+// redeemDeviceCode answers a device's poll (P-DEV-5, P-DEV-6). Every poll
+// runs in one write transaction, so concurrent polls of an approved grant
+// see it in turn and exactly one exchanges it.
+func (s *Server) redeemDeviceCode(c *gin.Context, cl *client) (*tokenResponse, error) {
+	ctx := c.Request.Context()
+	code := c.PostForm("device_code")
+	if code == "" {
+		return nil, errInvalidRequest("device_code is missing")
+	}
+	if !wellFormed(code, prefixDeviceCode) {
+		return nil, errInvalidGrant("unknown device_code")
+	}
+	var resp *tokenResponse
+	var outcome *oauthError
+	err := s.store.Update(ctx, func(tx store.Tx) error {
+		resp, outcome = nil, nil
+		now := s.now()
+		g, err := tx.DeviceGrantByDeviceCode(ctx, hashSecret(code))
+		if errors.Is(err, store.ErrNotFound) || (err == nil && g.ClientID != cl.ID) {
+			outcome = errInvalidGrant("unknown device_code")
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		switch {
+		case g.State == store.GrantExchanged:
+			outcome = errInvalidGrant("this device_code was already exchanged for tokens")
+			return nil
+		case !now.Before(g.ExpiresAt):
+			outcome = &oauthError{http.StatusBadRequest, "expired_token", "the device_code expired; start again"}
+			return nil
+		}
+		tooSoon := !g.LastPolledAt.IsZero() && now.Sub(g.LastPolledAt) < g.Interval
+		g.LastPolledAt = now
+		if tooSoon {
+			g.Interval += slowDownStep
+			outcome = &oauthError{http.StatusBadRequest, "slow_down", "polling too fast; wait at least " + g.Interval.String() + " between polls"}
+			return tx.UpdateDeviceGrant(ctx, g)
+		}
+		switch g.State {
+		case store.GrantPending:
+			outcome = &oauthError{http.StatusBadRequest, "authorization_pending", "waiting for the user to approve"}
+			return tx.UpdateDeviceGrant(ctx, g)
+		case store.GrantDenied:
+			outcome = &oauthError{http.StatusBadRequest, "access_denied", "the user denied the request"}
+			return nil
+		case store.GrantApproved:
+		default:
+			return errors.New("device grant in unknown state " + string(g.State))
+		}
+		user, err := tx.User(ctx, g.UserID)
+		if err != nil {
+			return err
+		}
+		if !user.DeactivatedAt.IsZero() {
+			outcome = &oauthError{http.StatusBadRequest, "access_denied", "the account was deactivated"}
+			return nil
+		}
+		sess, r, err := s.startSession(ctx, tx, user, cl.ID, g.Scope, g.RequesterIP, now)
+		if err != nil {
+			return err
+		}
+		g.State, g.SessionID = store.GrantExchanged, sess.ID
+		resp = r
+		return tx.UpdateDeviceGrant(ctx, g)
+	})
+	if err != nil {
+		return nil, err
+	}
+	if outcome != nil {
+		return nil, outcome
+	}
+	s.log.InfoContext(ctx, "device grant exchanged", "client_id", cl.ID)
+	return resp, nil
+}

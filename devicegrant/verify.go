@@ -1,0 +1,289 @@
+package devicegrant
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/devicegrant/devicegrant/store"
+)
+
+// The phone pages of the device flow (P-DEV-7): enter a code (or arrive
+// with it from the QR code), sign in, compare the code, approve or deny.
+
+func (s *Server) enterCodePage(c *gin.Context) {
+	s.render(c, http.StatusOK, "enter_code", page{Title: "Connect a device", Code: c.Query("user_code")})
+}
+
+func (s *Server) enterCodeSubmit(c *gin.Context) {
+	if !s.csrfOK(c) {
+		s.errorPage(c, http.StatusForbidden, "Please try again", "This form expired. Go back, reload the page and submit it again.")
+		return
+	}
+	typed := c.PostForm("user_code")
+	g, msg := s.lookupUserCode(c, typed)
+	if msg != "" {
+		s.render(c, statusFor(msg), "enter_code", page{Title: "Connect a device", Code: typed, Error: msg})
+		return
+	}
+	c.Redirect(http.StatusSeeOther, s.prefix+"D/"+g.UserCode)
+}
+
+// lookupUserCode finds the live, pending grant behind a code a person
+// typed or followed. Wrong codes count against the address and the global
+// budget (P-DEV-4); while either is spent, no code is looked up at all,
+// so a guesser learns nothing. It returns a message for the person when
+// there is no such grant.
+func (s *Server) lookupUserCode(c *gin.Context, typed string) (store.DeviceGrant, string) {
+	now := s.now()
+	ip := c.ClientIP()
+	if wait := s.codeLimit.wait(ip, now); wait > 0 {
+		c.Header("Retry-After", fmt.Sprint(int(wait.Seconds())+1))
+		return store.DeviceGrant{}, tooManyMsg(wait)
+	}
+	code := normalizeUserCode(typed)
+	if code == "" {
+		s.codeLimit.fail(ip, now)
+		return store.DeviceGrant{}, "That is not a valid code. Codes have 8 letters, like BCDF-GHJK."
+	}
+	g, err := s.store.DeviceGrantByUserCode(c.Request.Context(), code)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		s.log.ErrorContext(c.Request.Context(), "look up user code", "err", err)
+		return store.DeviceGrant{}, "Something went wrong on our side. Please try again."
+	}
+	if err != nil || !now.Before(g.ExpiresAt) {
+		s.codeLimit.fail(ip, now)
+		return store.DeviceGrant{}, "That code is not valid or has expired. Check the device's screen; if its code changed, enter the new one."
+	}
+	return g, ""
+}
+
+func tooManyMsg(wait time.Duration) string {
+	return "Too many wrong codes were tried. Please wait " + humanDuration(wait) + " and try again."
+}
+
+func statusFor(msg string) int {
+	switch {
+	case strings.HasPrefix(msg, "Too many"):
+		return http.StatusTooManyRequests
+	case strings.HasPrefix(msg, "Something"):
+		return http.StatusInternalServerError
+	}
+	return http.StatusBadRequest
+}
+
+// grantPage is verification_uri_complete: /D/<code>.
+func (s *Server) grantPage(c *gin.Context) {
+	g, msg := s.lookupUserCode(c, c.Param("code"))
+	if msg != "" {
+		s.render(c, statusFor(msg), "enter_code", page{Title: "Connect a device", Error: msg})
+		return
+	}
+	user, err := s.signedInUser(c)
+	if err != nil {
+		s.log.ErrorContext(c.Request.Context(), "browser session", "err", err)
+		s.errorPage(c, http.StatusInternalServerError, "Something went wrong", "Please try again.")
+		return
+	}
+	s.showGrant(c, g, user, "")
+}
+
+// showGrant renders what a grant needs next: its outcome when decided, a
+// sign-in form, or the consent page.
+func (s *Server) showGrant(c *gin.Context, g store.DeviceGrant, user *store.User, errMsg string) {
+	if g.State != store.GrantPending {
+		s.render(c, http.StatusOK, "message", page{Title: "Already answered", Kind: "bad", Again: true,
+			Message: "This request was already approved or denied. If the device still shows a code, enter that one."})
+		return
+	}
+	if user == nil {
+		s.render(c, http.StatusOK, "login", page{Title: "Sign in", Code: displayUserCode(g.UserCode), CodeRaw: g.UserCode})
+		return
+	}
+	cl, err := s.loadClient(c, g.ClientID)
+	if err != nil {
+		s.log.ErrorContext(c.Request.Context(), "load client for consent", "err", err)
+		s.errorPage(c, http.StatusInternalServerError, "Something went wrong", "Please try again.")
+		return
+	}
+	now := s.now()
+	cv := clientView{Name: cl.meta.ClientName, URI: cl.meta.ClientURI, LogoURI: cl.meta.LogoURI}
+	if cv.Name == "" {
+		cv.Name = "An unnamed application"
+	}
+	if u, err := url.Parse(cv.URI); err == nil {
+		cv.Host = u.Host
+	}
+	s.render(c, http.StatusOK, "consent", page{
+		Title: "Allow this device?", User: user, Error: errMsg,
+		Code: displayUserCode(g.UserCode), CodeRaw: g.UserCode,
+		Client: cv,
+		Grant: grantView{
+			Ago:       humanDuration(now.Sub(g.CreatedAt)) + " ago (" + g.CreatedAt.UTC().Format("15:04 UTC") + ")",
+			IP:        g.RequesterIP,
+			Agent:     g.RequesterAgent,
+			ExpiresIn: humanDuration(g.ExpiresAt.Sub(now)),
+		},
+		Scopes: describeScopes(g.Scope),
+	})
+}
+
+func (s *Server) grantSubmit(c *gin.Context) {
+	ctx := c.Request.Context()
+	if !s.csrfOK(c) {
+		s.errorPage(c, http.StatusForbidden, "Please try again", "This form expired. Go back, reload the page and submit it again.")
+		return
+	}
+	g, msg := s.lookupUserCode(c, c.Param("code"))
+	if msg != "" {
+		s.render(c, statusFor(msg), "enter_code", page{Title: "Connect a device", Error: msg})
+		return
+	}
+	user, err := s.signedInUser(c)
+	if err != nil || user == nil {
+		if err != nil {
+			s.log.ErrorContext(ctx, "browser session", "err", err)
+		}
+		s.showGrant(c, g, nil, "")
+		return
+	}
+	action := c.PostForm("action")
+	if action != "approve" && action != "deny" {
+		s.showGrant(c, g, user, "Choose Approve or Deny.")
+		return
+	}
+	if action == "approve" && c.PostForm("confirm") != "yes" {
+		s.showGrant(c, g, user, "Tick the box to confirm that you started this sign-in and the codes match.")
+		return
+	}
+	state := store.GrantDenied
+	if action == "approve" {
+		state = store.GrantApproved
+	}
+	var stale bool
+	err = s.store.Update(ctx, func(tx store.Tx) error {
+		cur, err := tx.DeviceGrant(ctx, g.ID)
+		if err != nil {
+			return err
+		}
+		now := s.now()
+		if stale = cur.State != store.GrantPending || !now.Before(cur.ExpiresAt); stale {
+			return nil
+		}
+		cur.State, cur.UserID, cur.DecidedAt = state, user.ID, now
+		return tx.UpdateDeviceGrant(ctx, cur)
+	})
+	switch {
+	case err != nil:
+		s.log.ErrorContext(ctx, "decide device grant", "err", err)
+		s.errorPage(c, http.StatusInternalServerError, "Something went wrong", "Nothing was changed. Please try again.")
+	case stale:
+		s.render(c, http.StatusConflict, "message", page{Title: "Already answered", Kind: "bad", User: user, Again: true,
+			Message: "This request was answered or expired in the meantime. Nothing was changed."})
+	case state == store.GrantApproved:
+		s.log.InfoContext(ctx, "device grant approved", "client_id", g.ClientID, "user", user.Username)
+		s.render(c, http.StatusOK, "message", page{Title: "Device connected", Kind: "ok", User: user,
+			Message: "The device is now signing in to your account. You can close this page."})
+	default:
+		s.log.InfoContext(ctx, "device grant denied", "client_id", g.ClientID, "user", user.Username)
+		s.render(c, http.StatusOK, "message", page{Title: "Request denied", Kind: "bad", User: user,
+			Message: "The device was not given access. If you did not start this, someone may have tried to trick you; nothing was shared."})
+	}
+}
+
+func (s *Server) loginSubmit(c *gin.Context) {
+	ctx := c.Request.Context()
+	if !s.csrfOK(c) {
+		s.errorPage(c, http.StatusForbidden, "Please try again", "This form expired. Go back, reload the page and submit it again.")
+		return
+	}
+	code := normalizeUserCode(c.PostForm("user_code"))
+	username := localpart(c.PostForm("username"), s.cfg.ServerName)
+	p := page{Title: "Sign in", Code: displayUserCode(code), CodeRaw: code, Username: username}
+	ip, now := c.ClientIP(), s.now()
+	if wait := s.loginLimit.wait(ip, now); wait > 0 {
+		c.Header("Retry-After", fmt.Sprint(int(wait.Seconds())+1))
+		p.Error = "Too many failed sign-ins. Please wait " + humanDuration(wait) + " and try again."
+		s.render(c, http.StatusTooManyRequests, "login", p)
+		return
+	}
+	u, err := s.store.UserByUsername(ctx, username)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		s.log.ErrorContext(ctx, "login: look up user", "err", err)
+		s.errorPage(c, http.StatusInternalServerError, "Something went wrong", "Please try again.")
+		return
+	}
+	hash := u.PasswordHash
+	if err != nil {
+		hash = s.dummyHash() // same work for unknown users: no timing oracle
+	}
+	ok, herr := checkPassword(hash, c.PostForm("password"))
+	if herr != nil {
+		s.log.ErrorContext(ctx, "login: password hash", "err", herr)
+	}
+	if err != nil || !ok || !u.DeactivatedAt.IsZero() {
+		s.loginLimit.fail(ip, now)
+		p.Error = "Wrong username or password."
+		s.render(c, http.StatusUnauthorized, "login", p)
+		return
+	}
+	if err := s.signIn(c, u); err != nil {
+		s.log.ErrorContext(ctx, "login: start browser session", "err", err)
+		s.errorPage(c, http.StatusInternalServerError, "Something went wrong", "Please try again.")
+		return
+	}
+	s.log.InfoContext(ctx, "signed in", "user", u.Username, "client", ip)
+	if code != "" {
+		c.Redirect(http.StatusSeeOther, s.prefix+"D/"+code)
+		return
+	}
+	c.Redirect(http.StatusSeeOther, s.prefix+pathVerify)
+}
+
+func (s *Server) logoutSubmit(c *gin.Context) {
+	ctx := c.Request.Context()
+	if !s.csrfOK(c) {
+		s.errorPage(c, http.StatusForbidden, "Please try again", "This form expired. Go back, reload the page and submit it again.")
+		return
+	}
+	if v := s.cookie(c, "dg_session"); v != "" {
+		if b, err := s.store.BrowserSession(ctx, hashSecret(v)); err == nil {
+			if err := s.store.Update(ctx, func(tx store.Tx) error { return tx.DeleteBrowserSession(ctx, b.ID) }); err != nil {
+				s.log.ErrorContext(ctx, "logout", "err", err)
+			}
+		}
+	}
+	s.setCookie(c, "dg_session", "", -time.Second)
+	c.Redirect(http.StatusSeeOther, s.prefix+pathVerify)
+}
+
+// localpart accepts "alice", "@alice" or "@alice:server" and returns the
+// lower-cased localpart (Matrix user ids are case-insensitive to type).
+func localpart(in, serverName string) string {
+	in = strings.TrimSpace(in)
+	in = strings.TrimPrefix(in, "@")
+	in = strings.TrimSuffix(in, ":"+serverName)
+	return strings.ToLower(in)
+}
+
+func humanDuration(d time.Duration) string {
+	switch {
+	case d < 0:
+		return "0 seconds"
+	case d < 90*time.Second:
+		n := int(d.Round(time.Second).Seconds())
+		if n == 1 {
+			return "1 second"
+		}
+		return fmt.Sprintf("%d seconds", n)
+	case d < 90*time.Minute:
+		return fmt.Sprintf("%d minutes", int(d.Round(time.Minute).Minutes()))
+	default:
+		return fmt.Sprintf("%d hours", int(d.Round(time.Hour).Hours()))
+	}
+}

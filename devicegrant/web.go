@@ -1,0 +1,176 @@
+package devicegrant
+
+import (
+	"crypto/subtle"
+	"embed"
+	"errors"
+	"fmt"
+	"html/template"
+	"net/http"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/devicegrant/devicegrant/store"
+)
+
+//go:embed pages
+var pageFS embed.FS
+
+func loadPages() (map[string]*template.Template, error) {
+	out := map[string]*template.Template{}
+	for _, name := range []string{"enter_code", "login", "consent", "message"} {
+		t, err := template.ParseFS(pageFS, "pages/layout.html", "pages/"+name+".html")
+		if err != nil {
+			return nil, fmt.Errorf("devicegrant: page %s: %w", name, err)
+		}
+		out[name] = t
+	}
+	return out, nil
+}
+
+// page is what every template gets; each page uses the fields it needs.
+type page struct {
+	Title      string
+	ServerName string
+	Base       string // the issuer's path, for links
+	CSRF       string
+	User       *store.User
+	Error      string
+
+	Code     string // user code, as XXXX-XXXX
+	CodeRaw  string // user code, normalised
+	Username string
+
+	Client  clientView
+	Grant   grantView
+	Scopes  []string
+	Kind    string // message: ok or bad
+	Message string
+	Again   bool // message: offer to enter another code
+}
+
+type clientView struct{ Name, URI, Host, LogoURI string }
+
+type grantView struct{ Ago, IP, Agent, ExpiresIn string }
+
+func (s *Server) render(c *gin.Context, status int, name string, p page) {
+	p.ServerName = s.cfg.ServerName
+	p.Base = s.prefix
+	p.CSRF = s.csrfToken(c)
+	c.Status(status)
+	c.Header("Content-Type", "text/html; charset=utf-8")
+	if err := s.pages[name].ExecuteTemplate(c.Writer, "layout", p); err != nil {
+		s.log.ErrorContext(c.Request.Context(), "render page", "page", name, "err", err)
+	}
+}
+
+func (s *Server) errorPage(c *gin.Context, status int, title, msg string) {
+	s.render(c, status, "message", page{Title: title, Kind: "bad", Message: msg, Again: true})
+}
+
+// pageHeaders sets the security headers of every HTML page: no framing, no
+// referrer (verification URLs hold user codes), no caching, no scripts.
+func (s *Server) pageHeaders(c *gin.Context) {
+	h := c.Writer.Header()
+	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'self'; img-src 'self' https:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("Cache-Control", "no-store")
+	c.Next()
+}
+
+//go:embed pages/style.css
+var styleCSS []byte
+
+func (s *Server) style(c *gin.Context) {
+	c.Header("Cache-Control", "public, max-age=3600")
+	c.Header("X-Content-Type-Options", "nosniff")
+	c.Data(http.StatusOK, "text/css; charset=utf-8", styleCSS)
+}
+
+// cookieName adds the __Host- prefix on https, which pins a cookie to this
+// host and path / and stops a sibling subdomain from planting one.
+func (s *Server) cookieName(base string) string {
+	if s.secure {
+		return "__Host-" + base
+	}
+	return base
+}
+
+func (s *Server) setCookie(c *gin.Context, name, value string, maxAge time.Duration) {
+	http.SetCookie(c.Writer, &http.Cookie{
+		Name: s.cookieName(name), Value: value, Path: "/", MaxAge: int(maxAge.Seconds()),
+		HttpOnly: true, Secure: s.secure, SameSite: http.SameSiteLaxMode,
+	})
+}
+
+func (s *Server) cookie(c *gin.Context, name string) string {
+	v, err := c.Cookie(s.cookieName(name))
+	if err != nil {
+		return ""
+	}
+	return v
+}
+
+// csrfToken returns the double-submit CSRF token for forms, setting its
+// cookie on first use. A cross-site attacker can neither read the cookie
+// nor, with SameSite=Lax and __Host-, set it.
+func (s *Server) csrfToken(c *gin.Context) string {
+	if v, ok := c.Get("csrf"); ok {
+		return v.(string)
+	}
+	tok := s.cookie(c, "dg_csrf")
+	if len(tok) != 43 {
+		tok = randomString(32)
+		s.setCookie(c, "dg_csrf", tok, 0)
+	}
+	c.Set("csrf", tok)
+	return tok
+}
+
+func (s *Server) csrfOK(c *gin.Context) bool {
+	cookie, form := s.cookie(c, "dg_csrf"), c.PostForm("csrf")
+	return cookie != "" && subtle.ConstantTimeCompare([]byte(cookie), []byte(form)) == 1
+}
+
+// signedInUser returns the person signed in on this browser, or nil.
+func (s *Server) signedInUser(c *gin.Context) (*store.User, error) {
+	v := s.cookie(c, "dg_session")
+	if v == "" {
+		return nil, nil
+	}
+	ctx := c.Request.Context()
+	b, err := s.store.BrowserSession(ctx, hashSecret(v))
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if !s.now().Before(b.ExpiresAt) {
+		return nil, nil
+	}
+	u, err := s.store.User(ctx, b.UserID)
+	if err != nil {
+		return nil, err
+	}
+	if !u.DeactivatedAt.IsZero() {
+		return nil, nil
+	}
+	return &u, nil
+}
+
+// signIn starts a browser session for u.
+func (s *Server) signIn(c *gin.Context, u store.User) error {
+	ctx := c.Request.Context()
+	v := randomString(32)
+	now := s.now()
+	b := store.BrowserSession{ID: newID(), TokenHash: hashSecret(v), UserID: u.ID, CreatedAt: now, ExpiresAt: now.Add(s.cfg.BrowserSessionTTL)}
+	if err := s.store.Update(ctx, func(tx store.Tx) error { return tx.CreateBrowserSession(ctx, b) }); err != nil {
+		return err
+	}
+	s.setCookie(c, "dg_session", v, s.cfg.BrowserSessionTTL)
+	return nil
+}
