@@ -117,9 +117,9 @@ func sampleImages(t *testing.T) map[string][]byte {
 	c := testCard(fitURIs[0])
 	out := map[string][]byte{}
 	for _, p := range []struct {
-		name string
-		w, h int
-		zoom int
+		name  string
+		w, h  int
+		zoom  int
 		clock bool
 	}{{"oled-128x64.png", 128, 64, 4, true}, {"oled-128x32.png", 128, 32, 4, true}, {"epd-250x122.png", 250, 122, 2, false}, {"fb-320x240.png", 320, 240, 2, true}} {
 		opt := LayoutOptions{}
