@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"image/png"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -309,5 +310,24 @@ func TestLiveAppendAndCancel(t *testing.T) {
 	err = c.Live(ctx, &buf, TermOptions{Mode: TermPlain, Now: func() time.Time { return testNow }})
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled Live returned %v", err)
+	}
+}
+
+func TestTermModeFor(t *testing.T) {
+	if m := TermModeFor(&bytes.Buffer{}); m != TermPlain {
+		t.Errorf("buffer: %v", m)
+	}
+	devNull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		t.Skip(err)
+	}
+	defer devNull.Close()
+	t.Setenv("NO_COLOR", "")
+	if m := TermModeFor(devNull); m != TermColor {
+		t.Errorf("character device: %v", m)
+	}
+	t.Setenv("NO_COLOR", "1")
+	if m := TermModeFor(devNull); m != TermPlain {
+		t.Errorf("character device with NO_COLOR: %v", m)
 	}
 }
