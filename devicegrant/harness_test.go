@@ -2,6 +2,7 @@ package devicegrant_test
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -330,4 +331,8 @@ func (p *phone) decide(verificationURIComplete, action string) *page {
 		p.t.Fatalf("expected the consent page, got %d:\n%s", pg.Status, pg.text())
 	}
 	return p.submit(pg, pg.URL.Path, url.Values{"action": {action}, "confirm": {"yes"}})
+}
+
+func basicAuth(id, secret string) string {
+	return base64.StdEncoding.EncodeToString([]byte(url.QueryEscape(id) + ":" + url.QueryEscape(secret)))
 }

@@ -12,15 +12,15 @@ import (
 func (s *Server) metadata(c *gin.Context) {
 	c.Header("Cache-Control", "public, max-age=3600")
 	c.JSON(http.StatusOK, gin.H{
-		"issuer":                                s.issuer,
-		"registration_endpoint":                 s.url(pathRegister),
-		"device_authorization_endpoint":         s.url(pathDevice),
-		"token_endpoint":                        s.url(pathToken),
-		"revocation_endpoint":                   s.url(pathRevoke),
-		"introspection_endpoint":                s.url(pathIntrospect),
-		"grant_types_supported":                 []string{grantDeviceCode, grantRefreshToken},
-		"response_types_supported":              []string{},
-		"scopes_supported":                      []string{scopeAPI, scopeDevicePrefix + "*"},
+		"issuer":                                     s.issuer,
+		"registration_endpoint":                      s.url(pathRegister),
+		"device_authorization_endpoint":              s.url(pathDevice),
+		"token_endpoint":                             s.url(pathToken),
+		"revocation_endpoint":                        s.url(pathRevoke),
+		"introspection_endpoint":                     s.url(pathIntrospect),
+		"grant_types_supported":                      []string{grantDeviceCode, grantRefreshToken},
+		"response_types_supported":                   []string{},
+		"scopes_supported":                           []string{scopeAPI, scopeDevicePrefix + "*"},
 		"token_endpoint_auth_methods_supported":      []string{"none", "client_secret_basic", "client_secret_post"},
 		"revocation_endpoint_auth_methods_supported": []string{"none", "client_secret_basic", "client_secret_post"},
 		// The homeserver may also present its shared secret as a Bearer

@@ -1,0 +1,190 @@
+package devicegrant_test
+
+import (
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// deviceAuth asks for a device code with a raw form post, as firmware would.
+func (e *env) deviceAuth(clientID, deviceID string) map[string]any {
+	e.t.Helper()
+	status, m := e.post("oauth2/device", url.Values{"client_id": {clientID},
+		"scope": {apiScope + " urn:matrix:client:device:" + deviceID}})
+	if status != http.StatusOK {
+		e.t.Fatalf("device authorization: %d %v", status, m)
+	}
+	return m
+}
+
+func (e *env) poll(clientID, deviceCode string) (int, map[string]any) {
+	e.t.Helper()
+	return e.post("oauth2/token", url.Values{"grant_type": {deviceGrant}, "device_code": {deviceCode}, "client_id": {clientID}})
+}
+
+func wantError(t *testing.T, what string, status int, m map[string]any, code string) {
+	t.Helper()
+	if status != http.StatusBadRequest && status != http.StatusUnauthorized || m["error"] != code {
+		t.Errorf("%s: %d %v, want error %s", what, status, m, code)
+	}
+	if d, _ := m["error_description"].(string); d == "" {
+		t.Errorf("%s: no error_description", what)
+	}
+}
+
+// TestPollingSemantics follows one grant through pending, slow_down with a
+// growing interval, and approval, on a settable clock. P-DEV-5, P-DEV-6.
+func TestPollingSemantics(t *testing.T) {
+	e := newEnv(t, withClock())
+	clientID, _ := e.register(deviceClientJSON)
+	da := e.deviceAuth(clientID, "POLLDEVICE1")
+	dc := da["device_code"].(string)
+
+	status, m := e.poll(clientID, dc)
+	wantError(t, "first poll", status, m, "authorization_pending")
+
+	// Polling again at once is too fast: slow_down, and the interval grows
+	// by 5 s each time (RFC 8628 §3.5).
+	status, m = e.poll(clientID, dc)
+	wantError(t, "immediate second poll", status, m, "slow_down")
+	e.Clock.Advance(2 * time.Second) // enough for the old 1 s interval, not the new 6 s
+	status, m = e.poll(clientID, dc)
+	wantError(t, "poll 2 s later", status, m, "slow_down")
+	if !strings.Contains(m["error_description"].(string), "11s") {
+		t.Errorf("interval after two slow_downs: %v, want 11s", m["error_description"])
+	}
+	e.Clock.Advance(11 * time.Second)
+	status, m = e.poll(clientID, dc)
+	wantError(t, "poll after the grown interval", status, m, "authorization_pending")
+
+	// Another client cannot redeem this code.
+	otherID, _ := e.register(deviceClientJSON)
+	e.Clock.Advance(11 * time.Second)
+	status, m = e.poll(otherID, dc)
+	wantError(t, "poll by another client", status, m, "invalid_grant")
+
+	newPhone(t).decide(strings.ToLower(da["verification_uri_complete"].(string)), "approve")
+	e.Clock.Advance(11 * time.Second)
+	status, m = e.poll(clientID, dc)
+	if status != http.StatusOK || m["access_token"] == nil || m["refresh_token"] == nil {
+		t.Fatalf("poll after approval: %d %v", status, m)
+	}
+	e.Clock.Advance(11 * time.Second)
+	status, m = e.poll(clientID, dc)
+	wantError(t, "poll after exchange", status, m, "invalid_grant")
+
+	status, m = e.poll(clientID, "dgd_notarealcodeatallxxxxxxxxxxxxx_AAAAAA")
+	wantError(t, "unknown device code", status, m, "invalid_grant")
+	status, m = e.post("oauth2/token", url.Values{"grant_type": {deviceGrant}, "client_id": {clientID}})
+	wantError(t, "missing device code", status, m, "invalid_request")
+}
+
+// TestDeniedAndExpired: P-DEV-5's access_denied and expired_token, and
+// P-DEV-9's ten-minute default lifetime.
+func TestDeniedAndExpired(t *testing.T) {
+	e := newEnv(t, withClock())
+	clientID, _ := e.register(deviceClientJSON)
+
+	denied := e.deviceAuth(clientID, "DENIEDDEV01")
+	pg := newPhone(t).decide(denied["verification_uri_complete"].(string), "deny")
+	if !strings.Contains(pg.text(), "Request denied") {
+		t.Errorf("deny page: %s", pg.text())
+	}
+	status, m := e.poll(clientID, denied["device_code"].(string))
+	wantError(t, "poll after deny", status, m, "access_denied")
+
+	expiring := e.deviceAuth(clientID, "EXPIREDEV01")
+	if expiring["expires_in"] != float64(600) || expiring["interval"] != float64(1) {
+		t.Errorf("expires_in %v interval %v", expiring["expires_in"], expiring["interval"])
+	}
+	e.Clock.Advance(10*time.Minute + time.Second)
+	status, m = e.poll(clientID, expiring["device_code"].(string))
+	wantError(t, "poll after expiry", status, m, "expired_token")
+
+	// The phone cannot approve an expired code either.
+	pg = newPhone(t).get(expiring["verification_uri_complete"].(string))
+	if pg.Status != http.StatusBadRequest || !strings.Contains(pg.text(), "expired") {
+		t.Errorf("expired code page: %d %s", pg.Status, pg.text())
+	}
+}
+
+// TestExactlyOneRedemption: an approved device code yields tokens exactly
+// once under concurrent polls (P-DEV-6).
+func TestExactlyOneRedemption(t *testing.T) {
+	e := newEnv(t, withClock())
+	clientID, _ := e.register(deviceClientJSON)
+	da := e.deviceAuth(clientID, "RACEDEVICE1")
+	newPhone(t).decide(da["verification_uri_complete"].(string), "approve")
+
+	const n = 24
+	var wg sync.WaitGroup
+	results := make(chan map[string]any, n)
+	statuses := make(chan int, n)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s, m := e.poll(clientID, da["device_code"].(string))
+			statuses <- s
+			results <- m
+		}()
+	}
+	wg.Wait()
+	close(results)
+	close(statuses)
+	ok := 0
+	for m := range results {
+		s := <-statuses
+		switch {
+		case s == http.StatusOK:
+			ok++
+		case m["error"] != "invalid_grant":
+			t.Errorf("losing poll answered %d %v, want invalid_grant", s, m)
+		}
+	}
+	if ok != 1 {
+		t.Fatalf("%d polls received tokens, want exactly 1", ok)
+	}
+}
+
+// TestDeviceAuthorizationErrors: bad requests get clear RFC errors.
+// P-DCR-7, P-SCOPE-1, P-SCOPE-2.
+func TestDeviceAuthorizationErrors(t *testing.T) {
+	e := newEnv(t)
+	clientID, _ := e.register(deviceClientJSON)
+	webID, _ := e.register(`{"client_uri":"https://app.example.org/","redirect_uris":["https://app.example.org/cb"],"token_endpoint_auth_method":"none"}`)
+	cases := []struct {
+		name   string
+		form   url.Values
+		status int
+		code   string
+	}{
+		{"no client", url.Values{"scope": {apiScope}}, 401, "invalid_client"},
+		{"unknown client", url.Values{"client_id": {"nope"}, "scope": {apiScope}}, 401, "invalid_client"},
+		{"P-DCR-7 client without the device grant", url.Values{"client_id": {webID}, "scope": {apiScope}}, 400, "unauthorized_client"},
+		{"public client sending a secret", url.Values{"client_id": {clientID}, "client_secret": {"x"}, "scope": {apiScope}}, 401, "invalid_client"},
+		{"P-SCOPE-1 no scope", url.Values{"client_id": {clientID}}, 400, "invalid_scope"},
+		{"P-SCOPE-1 unknown scope", url.Values{"client_id": {clientID}, "scope": {apiScope + " admin"}}, 400, "invalid_scope"},
+		{"P-SCOPE-2 device scope without api scope", url.Values{"client_id": {clientID}, "scope": {"urn:matrix:client:device:ABCDEFGHIJ"}}, 400, "invalid_scope"},
+		{"P-SCOPE-2 short device id", url.Values{"client_id": {clientID}, "scope": {apiScope + " urn:matrix:client:device:SHORT"}}, 400, "invalid_scope"},
+		{"P-SCOPE-2 two device scopes", url.Values{"client_id": {clientID}, "scope": {apiScope + " urn:matrix:client:device:ABCDEFGHIJ urn:matrix:client:device:KLMNOPQRST"}}, 400, "invalid_scope"},
+		{"P-SCOPE-1 stable and unstable mixed", url.Values{"client_id": {clientID}, "scope": {apiScope + " urn:matrix:org.matrix.msc2967.client:device:ABCDEFGHIJ"}}, 400, "invalid_scope"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			status, m := e.post("oauth2/device", tc.form)
+			if status != tc.status || m["error"] != tc.code {
+				t.Errorf("got %d %v, want %d %s", status, m, tc.status, tc.code)
+			}
+		})
+	}
+	// The unstable forms alone are fine.
+	status, m := e.post("oauth2/device", url.Values{"client_id": {clientID},
+		"scope": {"urn:matrix:org.matrix.msc2967.client:api:* urn:matrix:org.matrix.msc2967.client:device:ABCDEFGHIJ"}})
+	if status != http.StatusOK {
+		t.Errorf("unstable scopes: %d %v", status, m)
+	}
+}
