@@ -62,9 +62,9 @@ func TestDeviceFlowEndToEnd(t *testing.T) {
 
 	// The person scans the QR code; the URL is upper case and must work.
 	p := newPhone(t)
-	done := p.decide(da.VerificationURIComplete, "approve")
-	if done.Status != http.StatusOK || !strings.Contains(done.text(), "Device connected") {
-		t.Fatalf("approval answered %d: %s", done.Status, done.text())
+	done := p.Decide(da.VerificationURIComplete, "approve")
+	if done.Status != http.StatusOK || !strings.Contains(done.Text(), "Device connected") {
+		t.Fatalf("approval answered %d: %s", done.Status, done.Text())
 	}
 
 	r := <-polled
@@ -134,15 +134,15 @@ func TestSignedInPhoneApprovesWithoutPassword(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		pg := p.get(da.VerificationURIComplete)
-		if hasLogin := pg.form("/login") != nil; hasLogin != (i == 0) {
+		pg := p.Get(da.VerificationURIComplete)
+		if hasLogin := pg.Form("/login") != nil; hasLogin != (i == 0) {
 			t.Fatalf("device %d: login form shown = %v", i, hasLogin)
 		}
 		if i == 0 {
-			pg = p.submit(pg, "/login", url.Values{"username": {"@alice:example.org"}, "password": {testPassword}})
+			pg = p.Submit(pg, "/login", url.Values{"username": {"@alice:example.org"}, "password": {testPassword}})
 		}
-		if !strings.Contains(pg.text(), device) {
-			t.Errorf("consent page does not name the device id %s: %s", device, pg.text())
+		if !strings.Contains(pg.Text(), device) {
+			t.Errorf("consent page does not name the device id %s: %s", device, pg.Text())
 		}
 	}
 }

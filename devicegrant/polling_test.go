@@ -66,7 +66,7 @@ func TestPollingSemantics(t *testing.T) {
 	status, m = e.poll(otherID, dc)
 	wantError(t, "poll by another client", status, m, "invalid_grant")
 
-	newPhone(t).decide(strings.ToLower(da["verification_uri_complete"].(string)), "approve")
+	newPhone(t).Decide(strings.ToLower(da["verification_uri_complete"].(string)), "approve")
 	e.Clock.Advance(11 * time.Second)
 	status, m = e.poll(clientID, dc)
 	if status != http.StatusOK || m["access_token"] == nil || m["refresh_token"] == nil {
@@ -89,9 +89,9 @@ func TestDeniedAndExpired(t *testing.T) {
 	clientID, _ := e.register(deviceClientJSON)
 
 	denied := e.deviceAuth(clientID, "DENIEDDEV01")
-	pg := newPhone(t).decide(denied["verification_uri_complete"].(string), "deny")
-	if !strings.Contains(pg.text(), "Request denied") {
-		t.Errorf("deny page: %s", pg.text())
+	pg := newPhone(t).Decide(denied["verification_uri_complete"].(string), "deny")
+	if !strings.Contains(pg.Text(), "Request denied") {
+		t.Errorf("deny page: %s", pg.Text())
 	}
 	status, m := e.poll(clientID, denied["device_code"].(string))
 	wantError(t, "poll after deny", status, m, "access_denied")
@@ -105,9 +105,9 @@ func TestDeniedAndExpired(t *testing.T) {
 	wantError(t, "poll after expiry", status, m, "expired_token")
 
 	// The phone cannot approve an expired code either.
-	pg = newPhone(t).get(expiring["verification_uri_complete"].(string))
-	if pg.Status != http.StatusBadRequest || !strings.Contains(pg.text(), "expired") {
-		t.Errorf("expired code page: %d %s", pg.Status, pg.text())
+	pg = newPhone(t).Get(expiring["verification_uri_complete"].(string))
+	if pg.Status != http.StatusBadRequest || !strings.Contains(pg.Text(), "expired") {
+		t.Errorf("expired code page: %d %s", pg.Status, pg.Text())
 	}
 }
 
@@ -117,7 +117,7 @@ func TestExactlyOneRedemption(t *testing.T) {
 	e := newEnv(t, withClock())
 	clientID, _ := e.register(deviceClientJSON)
 	da := e.deviceAuth(clientID, "RACEDEVICE1")
-	newPhone(t).decide(da["verification_uri_complete"].(string), "approve")
+	newPhone(t).Decide(da["verification_uri_complete"].(string), "approve")
 
 	const n = 24
 	var wg sync.WaitGroup

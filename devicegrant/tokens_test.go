@@ -13,7 +13,7 @@ import (
 func (e *env) signIn(clientID, deviceID string) map[string]any {
 	e.t.Helper()
 	da := e.deviceAuth(clientID, deviceID)
-	newPhone(e.t).decide(da["verification_uri_complete"].(string), "approve")
+	newPhone(e.t).Decide(da["verification_uri_complete"].(string), "approve")
 	status, m := e.poll(clientID, da["device_code"].(string))
 	if status != http.StatusOK {
 		e.t.Fatalf("poll after approval: %d %v", status, m)

@@ -1,0 +1,114 @@
+// Package devtest runs a real devicegrantd core for tests of other
+// packages: loopback HTTP, a real SQLite file, one account, and a phone
+// that walks the approval pages as a person's browser would.
+package devtest
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/devicegrant/devicegrant/devicegrant"
+	"github.com/devicegrant/devicegrant/store/sqlite"
+)
+
+// The account every Server starts with.
+const (
+	Username = "alice"
+	Password = "correct horse battery"
+)
+
+// Clock is a settable clock, safe for concurrent use.
+type Clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+// Now returns the clock's time.
+func (c *Clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+// Advance moves the clock forward.
+func (c *Clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// Server is a running devicegrantd core.
+type Server struct {
+	URL    string // the issuer, with its trailing slash
+	Server *devicegrant.Server
+	Store  *sqlite.Store
+	DBPath string
+	Clock  *Clock // nil unless WithClock was given
+}
+
+// Option changes how Start builds the server.
+type Option func(*devicegrant.Config, *Server)
+
+// WithClock makes the server run on a settable clock.
+func WithClock() Option {
+	return func(c *devicegrant.Config, s *Server) {
+		s.Clock = &Clock{t: time.Now().Truncate(time.Millisecond)}
+		c.Now = s.Clock.Now
+	}
+}
+
+// WithConfig lets a test change any setting.
+func WithConfig(f func(*devicegrant.Config)) Option {
+	return func(c *devicegrant.Config, _ *Server) { f(c) }
+}
+
+// Start runs a server until the test ends. Its defaults suit tests: a one
+// second poll interval, server name example.org, logs discarded.
+func Start(t testing.TB, opts ...Option) *Server {
+	t.Helper()
+	gin.SetMode(gin.ReleaseMode)
+	ctx := context.Background()
+	s := &Server{DBPath: filepath.Join(t.TempDir(), "devicegrantd.db")}
+	st, err := sqlite.Open(ctx, s.DBPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	s.Store = st
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.URL = "http://" + ln.Addr().String() + "/"
+	cfg := devicegrant.Config{
+		Issuer:       s.URL,
+		ServerName:   "example.org",
+		PollInterval: time.Second,
+		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+	for _, o := range opts {
+		o(&cfg, s)
+	}
+	srv, err := devicegrant.New(cfg, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Server = srv
+	hs := &httptest.Server{Listener: ln, Config: &http.Server{Handler: srv}}
+	hs.Start()
+	t.Cleanup(hs.Close)
+	if _, err := devicegrant.CreateUser(ctx, st, Username, Password, "Alice", nil); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
