@@ -33,9 +33,6 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr, os.Getenv)
 	stop()
-	if errors.Is(err, errHelp) {
-		err = nil
-	}
 	if err != nil {
 		if !errors.Is(err, errUsage) {
 			fmt.Fprintln(os.Stderr, "devicegrantd:", err)
@@ -59,15 +56,19 @@ func exitCode(err error) int {
 }
 
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) error {
+	if len(args) > 0 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help") {
+		printUsage(stdout)
+		return nil
+	}
 	cmd := "serve"
 	if len(args) > 0 && (args[0] == "" || args[0][0] != '-') {
 		cmd, args = args[0], args[1:]
 	}
 	switch cmd {
 	case "serve":
-		return serve(ctx, args, stderr, getenv)
+		return helped(serve(ctx, args, stderr, getenv))
 	case "user":
-		return userCmd(ctx, args, stdin, stdout, stderr, getenv)
+		return helped(userCmd(ctx, args, stdin, stdout, stderr, getenv))
 	case "help":
 		printUsage(stdout)
 		return nil
@@ -76,6 +77,14 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		printUsage(stderr)
 		return errUsage
 	}
+}
+
+// helped turns an answered --help into success.
+func helped(err error) error {
+	if errors.Is(err, errHelp) {
+		return nil
+	}
+	return err
 }
 
 func printUsage(w io.Writer) {

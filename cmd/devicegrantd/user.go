@@ -29,11 +29,12 @@ const userUsage = `Usage:
 `
 
 func userCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, userUsage)
+		return errUsage
+	}
+	if args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		fmt.Fprint(stdout, userUsage)
-		if len(args) == 0 {
-			return errUsage
-		}
 		return nil
 	}
 	sub, args := args[0], args[1:]
