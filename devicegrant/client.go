@@ -1,6 +1,7 @@
 package devicegrant
 
 import (
+	"context"
 	"crypto/subtle"
 	"errors"
 	"fmt"
@@ -24,8 +25,8 @@ type client struct {
 	meta *clientmeta.Metadata
 }
 
-func (s *Server) loadClient(c *gin.Context, id string) (*client, error) {
-	sc, err := s.store.Client(c.Request.Context(), id)
+func (s *Server) loadClient(ctx context.Context, id string) (*client, error) {
+	sc, err := s.store.Client(ctx, id)
 	if err != nil {
 		return nil, err
 	}
@@ -34,6 +35,15 @@ func (s *Server) loadClient(c *gin.Context, id string) (*client, error) {
 		return nil, fmt.Errorf("client %s: stored metadata: %w", id, err)
 	}
 	return &client{Client: sc, meta: m}, nil
+}
+
+// name is what people are shown for the client. The name is the client's
+// own claim; pages show its client_uri host beside it.
+func (cl *client) name() string {
+	if cl.meta.ClientName == "" {
+		return "An unnamed application"
+	}
+	return cl.meta.ClientName
 }
 
 // authenticateClient identifies the client of a token, device, revocation
@@ -62,7 +72,7 @@ func (s *Server) authenticateClient(c *gin.Context) (*client, *oauthError) {
 	if id == "" {
 		return nil, errInvalidClient("client_id is missing")
 	}
-	cl, err := s.loadClient(c, id)
+	cl, err := s.loadClient(c.Request.Context(), id)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, errInvalidClient("unknown client_id; register the client again")
 	}

@@ -27,5 +27,13 @@ func (s *Server) metadata(c *gin.Context) {
 		// token; that is not a registered method name, so it is not listed.
 		"introspection_endpoint_auth_methods_supported": []string{"client_secret_basic", "client_secret_post"},
 		"code_challenge_methods_supported":              []string{"S256"},
+		// Not a registered name: a device fetches its own pairing card
+		// here (POST client_id, device_code, format) when it cannot
+		// draw a QR code itself. See firmware-notes.
+		cardEndpointKey: s.url(pathCard),
 	})
 }
+
+// cardEndpointKey is the metadata key of the pairing-card endpoint,
+// prefixed with this project's name so it can clash with nothing standard.
+const cardEndpointKey = "io.github.devicegrant.pairing_card_endpoint"

@@ -256,6 +256,7 @@ func (s *Server) routes() (http.Handler, error) {
 		pathDevice:   s.deviceAuthorization,
 		pathToken:    s.token,
 		pathRevoke:   s.revoke,
+		pathCard:     s.pairingCard,
 	} {
 		api.POST(p, h)
 		api.OPTIONS(p, preflight)
@@ -285,6 +286,7 @@ func (s *Server) routes() (http.Handler, error) {
 const (
 	pathRegister   = "oauth2/registration"
 	pathDevice     = "oauth2/device"
+	pathCard       = "oauth2/device/card"
 	pathToken      = "oauth2/token"
 	pathRevoke     = "oauth2/revoke"
 	pathIntrospect = "oauth2/introspect"

@@ -105,17 +105,14 @@ func (s *Server) showGrant(c *gin.Context, g store.DeviceGrant, user *store.User
 		s.render(c, http.StatusOK, "login", page{Title: "Sign in", Code: displayUserCode(g.UserCode), CodeRaw: g.UserCode})
 		return
 	}
-	cl, err := s.loadClient(c, g.ClientID)
+	cl, err := s.loadClient(c.Request.Context(), g.ClientID)
 	if err != nil {
 		s.log.ErrorContext(c.Request.Context(), "load client for consent", "err", err)
 		s.errorPage(c, http.StatusInternalServerError, "Something went wrong", "Please try again.")
 		return
 	}
 	now := s.now()
-	cv := clientView{Name: cl.meta.ClientName, URI: cl.meta.ClientURI, LogoURI: cl.meta.LogoURI}
-	if cv.Name == "" {
-		cv.Name = "An unnamed application"
-	}
+	cv := clientView{Name: cl.name(), URI: cl.meta.ClientURI, LogoURI: cl.meta.LogoURI}
 	if u, err := url.Parse(cv.URI); err == nil {
 		cv.Host = u.Host
 	}

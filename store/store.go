@@ -138,6 +138,9 @@ type Reader interface {
 	// DeviceGrantByUserCode finds the grant holding a normalised user code.
 	// Callers check expiry themselves.
 	DeviceGrantByUserCode(ctx context.Context, userCode string) (DeviceGrant, error)
+	// PendingDeviceGrants lists, newest first and at most limit, the
+	// grants still waiting for a person at time now.
+	PendingDeviceGrants(ctx context.Context, now time.Time, limit int) ([]DeviceGrant, error)
 
 	Session(ctx context.Context, id string) (Session, error)
 	// SessionsByDevice lists the live (not ended) sessions of a user on one

@@ -41,6 +41,10 @@ type config struct {
 
 	TrustedProxies []string `yaml:"trusted_proxies"`
 
+	Display struct {
+		Panel string `yaml:"panel"`
+	} `yaml:"display"`
+
 	Log struct {
 		Level  string `yaml:"level"`
 		Format string `yaml:"format"`
@@ -104,6 +108,7 @@ func settings() []setting {
 		{"rate_limits.user_code_failures_global", "DEVICEGRANTD_USER_CODE_FAILURES_GLOBAL", "wrong user codes from all addresses together", "100/6s", func(c *config) any { return &c.RateLimits.UserCodeFailuresGlobal }},
 		{"rate_limits.login_failures", "DEVICEGRANTD_LOGIN_FAILURES", "wrong passwords per client address", "10/30s", func(c *config) any { return &c.RateLimits.LoginFailures }},
 		{"trusted_proxies", "DEVICEGRANTD_TRUSTED_PROXIES", "comma-separated proxy addresses/CIDRs whose X-Forwarded-For is believed", "none", func(c *config) any { return &c.TrustedProxies }},
+		{"display.panel", "DEVICEGRANTD_DISPLAY", "appliance mode: show the newest pending pairing on ssd1306:/dev/i2c-1:0x3c, sh1106:..., epd, fb:/dev/fb1, png:FILE:WxH or terminal", "off", func(c *config) any { return &c.Display.Panel }},
 		{"log.level", "DEVICEGRANTD_LOG_LEVEL", "debug, info, warn or error", "info", func(c *config) any { return &c.Log.Level }},
 		{"log.format", "DEVICEGRANTD_LOG_FORMAT", "text or json", "text", func(c *config) any { return &c.Log.Format }},
 	}

@@ -20,6 +20,8 @@ Usage:
   devicegrantd [serve] [--config FILE]     run the server (the default command)
   devicegrantd user add USERNAME [--password-stdin] [--display-name NAME] [--config FILE]
   devicegrantd user list [--config FILE]
+  devicegrantd pending [--all] [--config FILE]
+                                           print devices waiting for approval, with their QR code
   devicegrantd help | --help               this text; "devicegrantd CMD --help" for one command
 
 With no configuration it listens on 127.0.0.1:8080, uses issuer
@@ -69,6 +71,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return helped(serve(ctx, args, stderr, getenv))
 	case "user":
 		return helped(userCmd(ctx, args, stdin, stdout, stderr, getenv))
+	case "pending":
+		return helped(pendingCmd(ctx, args, stdout, stderr, getenv))
 	case "help":
 		printUsage(stdout)
 		return nil

@@ -66,6 +66,11 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	go janitor(ctx, srv, log)
+	if cfg.Display.Panel != "" {
+		if err := appliance(ctx, srv, cfg.Display.Panel, log); err != nil {
+			return err
+		}
+	}
 
 	users, err := st.Users(ctx)
 	if err != nil {

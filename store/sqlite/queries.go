@@ -112,6 +112,24 @@ func (q queries) DeviceGrantByUserCode(ctx context.Context, userCode string) (st
 	return g, wrap("device grant by user code", err)
 }
 
+func (q queries) PendingDeviceGrants(ctx context.Context, now time.Time, limit int) ([]store.DeviceGrant, error) {
+	rows, err := q.db.QueryContext(ctx, `SELECT `+grantCols+` FROM device_grants
+		WHERE state = ? AND expires_at > ? ORDER BY created_at DESC, id LIMIT ?`, store.GrantPending, ms(now), limit)
+	if err != nil {
+		return nil, wrap("pending device grants", err)
+	}
+	defer rows.Close()
+	var out []store.DeviceGrant
+	for rows.Next() {
+		g, err := scanGrant(rows)
+		if err != nil {
+			return nil, wrap("pending device grants", err)
+		}
+		out = append(out, g)
+	}
+	return out, wrap("pending device grants", rows.Err())
+}
+
 func (t *tx) CreateDeviceGrant(ctx context.Context, g store.DeviceGrant) error {
 	// An expired grant gives its user code up to the new one.
 	if _, err := t.db.ExecContext(ctx, `DELETE FROM device_grants WHERE user_code = ? AND expires_at <= ?`,

@@ -29,6 +29,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Clients", testClients},
 		{"DeviceGrants", testDeviceGrants},
 		{"UserCodeUniqueWhileLive", testUserCodeUnique},
+		{"PendingDeviceGrants", testPendingGrants},
 		{"SessionsAndTokens", testSessionsAndTokens},
 		{"BrowserSessions", testBrowserSessions},
 		{"DeleteExpired", testDeleteExpired},
@@ -276,6 +277,32 @@ func testUserCodeUnique(t *testing.T, s store.Store) {
 	mustEqual(t, "grant holding the code", got.ID, later.ID)
 	_, err = s.DeviceGrant(ctx, first.ID)
 	mustNotFound(t, "expired grant that gave its code up", err)
+}
+
+func testPendingGrants(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	c := newClient(t, s)
+	t0 := now()
+	old := newGrant(t, c.ID, "BBBBBBBB", t0.Add(-20*time.Minute)) // expired
+	a := newGrant(t, c.ID, "CCCCCCCC", t0.Add(-2*time.Minute))
+	b := newGrant(t, c.ID, "DDDDDDDD", t0.Add(-time.Minute))
+	decided := newGrant(t, c.ID, "FFFFFFFF", t0)
+	decided.State = store.GrantDenied
+	update(t, s, func(tx store.Tx) error {
+		return errors.Join(tx.CreateDeviceGrant(ctx, old), tx.CreateDeviceGrant(ctx, a),
+			tx.CreateDeviceGrant(ctx, b), tx.CreateDeviceGrant(ctx, decided))
+	})
+	got, err := s.PendingDeviceGrants(ctx, t0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].ID != b.ID || got[1].ID != a.ID {
+		t.Errorf("PendingDeviceGrants = %d grants %+v, want b then a", len(got), got)
+	}
+	got, _ = s.PendingDeviceGrants(ctx, t0, 1)
+	if len(got) != 1 || got[0].ID != b.ID {
+		t.Errorf("limit 1: %+v", got)
+	}
 }
 
 func testSessionsAndTokens(t *testing.T, s store.Store) {
