@@ -33,6 +33,9 @@ type Clock struct {
 	t  time.Time
 }
 
+// NewClock returns a clock showing t.
+func NewClock(t time.Time) *Clock { return &Clock{t: t} }
+
 // Now returns the clock's time.
 func (c *Clock) Now() time.Time {
 	c.mu.Lock()
@@ -62,7 +65,7 @@ type Option func(*devicegrant.Config, *Server)
 // WithClock makes the server run on a settable clock.
 func WithClock() Option {
 	return func(c *devicegrant.Config, s *Server) {
-		s.Clock = &Clock{t: time.Now().Truncate(time.Millisecond)}
+		s.Clock = NewClock(time.Now().Truncate(time.Millisecond))
 		c.Now = s.Clock.Now
 	}
 }

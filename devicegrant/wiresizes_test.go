@@ -1,0 +1,152 @@
+package devicegrant_test
+
+import (
+	"bufio"
+	"bytes"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/devicegrant/devicegrant/devicegrant"
+	"github.com/devicegrant/devicegrant/internal/devtest"
+)
+
+var update = flag.Bool("update", false, "rewrite generated files under firmware-notes/")
+
+const wireSizesFile = "../firmware-notes/wire-sizes.md"
+
+// TestWireSizes measures every request and response of the device flow as
+// a minimal HTTP/1.1 client sends and receives them, for firmware authors
+// sizing buffers, and keeps firmware-notes/wire-sizes.md true: it fails
+// when the file is stale (go test ./devicegrant -run TestWireSizes -update
+// rewrites it).
+//
+// The device talks to a server whose issuer is https://auth.example.org/;
+// the phone approves through a second server on the same database with a
+// loopback issuer, as two instances of one deployment would.
+func TestWireSizes(t *testing.T) {
+	phoneSide := devtest.Start(t, devtest.WithConfig(func(c *devicegrant.Config) { c.PollInterval = 5 * time.Second }))
+	clk := devtest.NewClock(time.Now())
+	deviceSide, err := devicegrant.New(devicegrant.Config{
+		Issuer: "https://auth.example.org/", ServerName: "example.org", Now: clk.Now,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}, phoneSide.Store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &httptest.Server{Listener: ln, Config: &http.Server{Handler: deviceSide}}
+	hs.Start()
+	defer hs.Close()
+
+	type row struct {
+		step      string
+		req, resp int
+		body      int
+		note      string
+	}
+	var rows []row
+	// exchange sends a request as raw bytes, the way small firmware builds
+	// it, and returns the answer's body.
+	exchange := func(step, method, path, contentType, body, note string) string {
+		t.Helper()
+		var req bytes.Buffer
+		fmt.Fprintf(&req, "%s %s HTTP/1.1\r\nHost: auth.example.org\r\nConnection: close\r\n", method, path)
+		if body != "" {
+			fmt.Fprintf(&req, "Content-Type: %s\r\nContent-Length: %d\r\n", contentType, len(body))
+		}
+		req.WriteString("\r\n" + body)
+		conn, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		if _, err := conn.Write(req.Bytes()); err != nil {
+			t.Fatal(err)
+		}
+		raw, err := io.ReadAll(conn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(raw)), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		rows = append(rows, row{step, req.Len(), len(raw), len(b), note})
+		return string(b)
+	}
+	form := "application/x-www-form-urlencoded"
+	field := func(body, name string) string {
+		t.Helper()
+		i := strings.Index(body, `"`+name+`":"`)
+		if i < 0 {
+			t.Fatalf("no %s in %s", name, body)
+		}
+		rest := body[i+len(name)+4:]
+		return rest[:strings.IndexByte(rest, '"')]
+	}
+
+	reg := exchange("register (RFC 7591)", "POST", "/oauth2/registration", "application/json",
+		`{"client_name":"Kitchen display","client_uri":"https://example.org/","application_type":"native","token_endpoint_auth_method":"none","grant_types":["urn:ietf:params:oauth:grant-type:device_code","refresh_token"]}`,
+		"once; keep client_id in flash")
+	clientID := field(reg, "client_id")
+	scope := url.QueryEscape("urn:matrix:client:api:* urn:matrix:client:device:KITCHEN0001")
+	da := exchange("device authorization", "POST", "/oauth2/device", form, "client_id="+clientID+"&scope="+scope, "")
+	deviceCode := field(da, "device_code")
+	poll := "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Adevice_code&client_id=" + clientID + "&device_code=" + deviceCode
+	card := "client_id=" + clientID + "&device_code=" + deviceCode + "&format="
+	exchange("card, ssd1306-128x64", "POST", "/oauth2/device/card", form, card+"ssd1306-128x64", "optional; body is the frame")
+	exchange("card, ssd1306-128x32", "POST", "/oauth2/device/card", form, card+"ssd1306-128x32", "optional")
+	exchange("card, pbm", "POST", "/oauth2/device/card", form, card+"pbm", "optional")
+	exchange("poll: authorization_pending", "POST", "/oauth2/token", form, poll, "every interval")
+	exchange("poll: slow_down", "POST", "/oauth2/token", form, poll, "interval grows by 5 s")
+
+	newPhone(t).Decide(strings.Replace(field(da, "verification_uri_complete"), "HTTPS://AUTH.EXAMPLE.ORG/", phoneSide.URL, 1), "approve")
+	clk.Advance(11 * time.Second) // honour the grown interval
+	tok := exchange("poll: tokens", "POST", "/oauth2/token", form, poll, "store refresh_token")
+	exchange("refresh", "POST", "/oauth2/token", form,
+		"grant_type=refresh_token&client_id="+clientID+"&refresh_token="+field(tok, "refresh_token"), "every ≤ 5 min")
+	exchange("revoke (sign out)", "POST", "/oauth2/revoke", form,
+		"client_id="+clientID+"&token="+field(tok, "access_token"), "")
+
+	var doc strings.Builder
+	doc.WriteString(`# Device flow sizes on the wire
+
+Generated by ` + "`go test ./devicegrant -run TestWireSizes -update`" + `; the test fails when
+this file is stale. Each request is the smallest HTTP/1.1 request that works
+(request line, Host, Connection, Content-Type and Content-Length), for the
+issuer ` + "`https://auth.example.org/`" + ` and the device id ` + "`KITCHEN0001`" + `. Sizes are
+bytes before TLS; add your issuer's length difference where URLs are echoed
+(the device authorization answer holds the issuer twice).
+
+| step | request | response (all) | response body | note |
+|---|---:|---:|---:|---|
+`)
+	for _, r := range rows {
+		fmt.Fprintf(&doc, "| %s | %d | %d | %d | %s |\n", r.step, r.req, r.resp, r.body, r.note)
+	}
+	got := doc.String()
+	if *update {
+		if err := os.WriteFile(wireSizesFile, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(wireSizesFile)
+	if err != nil || string(want) != got {
+		t.Errorf("%s is stale; run go test ./devicegrant -run TestWireSizes -update\n%s", wireSizesFile, got)
+	}
+}
