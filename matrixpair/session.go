@@ -249,13 +249,16 @@ func (s *Session) Expiry() time.Time {
 }
 
 // Remove deletes the profile's state file (not the session at the server:
-// see [Session.Revoke]).
+// see [Session.Revoke]) and forgets the tokens in hand.
 func (s *Session) Remove() error {
 	unlock, err := lockFile(context.Background(), s.Dir, s.Profile)
 	if err != nil {
 		return err
 	}
 	defer unlock()
+	s.mu.Lock()
+	s.tok = token{}
+	s.mu.Unlock()
 	if err := os.Remove(StatePath(s.Dir, s.Profile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("matrixpair: removing state: %w", err)
 	}
