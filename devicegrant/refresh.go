@@ -73,7 +73,7 @@ func (s *Server) refresh(c *gin.Context, cl *client) (*tokenResponse, error) {
 			if !next.UsedAt.IsZero() || !next.RevokedAt.IsZero() {
 				theft = true
 				outcome = errInvalidGrant("this refresh_token was already used; the session has been ended")
-				return endSession(ctx, tx, sess, endReuse, now)
+				return s.endSession(ctx, tx, sess, endReuse, now)
 			}
 			next.RevokedAt = now
 			if err := tx.UpdateTokenPair(ctx, next); err != nil {

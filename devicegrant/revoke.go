@@ -51,7 +51,7 @@ func (s *Server) revoke(c *gin.Context) {
 				return err
 			}
 			ended = true
-			return endSession(ctx, tx, sess, endRevoked, s.now())
+			return s.endSession(ctx, tx, sess, endRevoked, s.now())
 		})
 		if err != nil {
 			s.fail(c, "revoke", err)

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/devicegrant/devicegrant/store"
 )
@@ -34,8 +35,21 @@ type Config struct {
 	// after the colon in @alice:example.org). Default: the issuer's host.
 	ServerName string
 	// HomeserverSecret, when set, lets the homeserver introspect tokens by
-	// presenting it as a Bearer token.
+	// presenting it as a Bearer token, and is presented to it in turn.
 	HomeserverSecret string
+	// HomeserverEndpoint is the homeserver's base URL for /_synapse/mas
+	// calls (P-HS-3). When set, users and devices are provisioned there
+	// through the outbox, and a device receives its tokens only after its
+	// Matrix device exists. Empty: standalone.
+	HomeserverEndpoint string
+	// OutboxBackoff bounds the wait between retries of a failed homeserver
+	// call. Default 1 second, doubling up to 5 minutes.
+	OutboxBackoff Backoff
+	// SyncInterval is how often every user's device list is reconciled
+	// with the homeserver (sync_devices). Default 1 hour.
+	SyncInterval time.Duration
+	// Metrics, when set, receives the server's Prometheus collectors.
+	Metrics prometheus.Registerer
 
 	// AccessTokenTTL is how long an access token lives. Default 5 minutes.
 	AccessTokenTTL time.Duration
@@ -69,6 +83,9 @@ type Config struct {
 	Now func() time.Time
 }
 
+// Backoff is a retry delay that doubles from Min to Max.
+type Backoff struct{ Min, Max time.Duration }
+
 // RateLimit allows Burst events at once, then one per Every.
 type RateLimit struct {
 	Burst int
@@ -100,6 +117,10 @@ type Server struct {
 
 	dummyOnce sync.Once
 	dummy     string // see dummyHash
+
+	outboxKick chan struct{} // wakes the outbox deliverer
+	httpClient *http.Client  // for homeserver calls
+	metrics    *metrics
 }
 
 // New checks cfg and returns a server on st.
@@ -125,6 +146,18 @@ func New(cfg Config, st store.Store) (*Server, error) {
 	cfg.UserCodeFailures = cfg.UserCodeFailures.orDefault(RateLimit{Burst: 10, Every: time.Minute})
 	cfg.UserCodeFailuresGlobal = cfg.UserCodeFailuresGlobal.orDefault(RateLimit{Burst: 100, Every: 6 * time.Second})
 	cfg.LoginFailures = cfg.LoginFailures.orDefault(RateLimit{Burst: 10, Every: 30 * time.Second})
+	if cfg.HomeserverEndpoint != "" {
+		u, err := url.Parse(cfg.HomeserverEndpoint)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("devicegrant: homeserver endpoint %q must be an http(s) URL", cfg.HomeserverEndpoint)
+		}
+		if cfg.HomeserverSecret == "" {
+			return nil, errors.New("devicegrant: a homeserver endpoint needs the shared homeserver secret")
+		}
+	}
+	cfg.OutboxBackoff.Min = orDuration(cfg.OutboxBackoff.Min, time.Second)
+	cfg.OutboxBackoff.Max = max(orDuration(cfg.OutboxBackoff.Max, 5*time.Minute), cfg.OutboxBackoff.Min)
+	cfg.SyncInterval = orDuration(cfg.SyncInterval, time.Hour)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -146,6 +179,11 @@ func New(cfg Config, st store.Store) (*Server, error) {
 		pages:      pages,
 		codeLimit:  newLimiter(cfg.UserCodeFailures, &cfg.UserCodeFailuresGlobal),
 		loginLimit: newLimiter(cfg.LoginFailures, nil),
+		outboxKick: make(chan struct{}, 1),
+		httpClient: &http.Client{Timeout: 20 * time.Second},
+	}
+	if s.metrics, err = newMetrics(cfg.Metrics, st); err != nil {
+		return nil, err
 	}
 	if s.handler, err = s.routes(); err != nil {
 		return nil, err
@@ -158,6 +196,45 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.S
 
 // Issuer returns the issuer URL, with its trailing slash.
 func (s *Server) Issuer() string { return s.issuer }
+
+// Run does the server's background work until ctx is done: deleting
+// long-expired rows, delivering homeserver calls, and reconciling devices
+// with the homeserver (at start, and every SyncInterval). Serving HTTP
+// does not need it, but nothing reaches the homeserver without it.
+func (s *Server) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	if s.provisioning() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.deliverOutbox(ctx)
+		}()
+		if err := s.SyncDevices(ctx, true); err != nil {
+			s.log.ErrorContext(ctx, "sync devices at start", "err", err)
+		}
+	}
+	cleanup := time.NewTicker(10 * time.Minute)
+	defer cleanup.Stop()
+	sync := time.NewTicker(s.cfg.SyncInterval)
+	defer sync.Stop()
+	for {
+		if n, err := s.Cleanup(ctx); err != nil && ctx.Err() == nil {
+			s.log.ErrorContext(ctx, "cleanup", "err", err)
+		} else if n > 0 {
+			s.log.DebugContext(ctx, "cleanup", "deleted", n)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-cleanup.C:
+		case <-sync.C:
+			if err := s.SyncDevices(ctx, false); err != nil && ctx.Err() == nil {
+				s.log.ErrorContext(ctx, "sync devices", "err", err)
+			}
+		}
+	}
+}
 
 // Cleanup deletes device grants and browser sessions that expired more
 // than a day ago. The daemon calls it periodically; a day of grace lets a

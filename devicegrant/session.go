@@ -9,9 +9,11 @@ import (
 
 // Reasons a session ended, kept for the account page and the logs.
 const (
-	endRevoked  = "revoked"
-	endReplaced = "replaced by a new sign-in on the same device"
-	endReuse    = "refresh token reused (possible theft)"
+	endRevoked     = "signed out"
+	endReplaced    = "replaced by a new sign-in on the same device"
+	endReuse       = "refresh token reused (possible theft)"
+	endByUser      = "ended on the account page"
+	endDeactivated = "account deactivated"
 )
 
 // startSession creates a session and its first token pair inside tx.
@@ -28,7 +30,7 @@ func (s *Server) startSession(ctx context.Context, tx store.Tx, user store.User,
 			return store.Session{}, nil, err
 		}
 		for _, o := range old {
-			if err := endSession(ctx, tx, o, endReplaced, now); err != nil {
+			if err := s.endSession(ctx, tx, o, endReplaced, now); err != nil {
 				return store.Session{}, nil, err
 			}
 		}
@@ -60,14 +62,4 @@ func (s *Server) issuePair(ctx context.Context, tx store.Tx, sess store.Session,
 		AccessToken: access, TokenType: "Bearer", ExpiresIn: int(s.cfg.AccessTokenTTL.Seconds()),
 		RefreshToken: refresh, Scope: sess.Scope,
 	}, nil
-}
-
-// endSession ends a session: every token of it stops working at once,
-// since validity is read through the session.
-func endSession(ctx context.Context, tx store.Tx, sess store.Session, reason string, now time.Time) error {
-	if !sess.EndedAt.IsZero() {
-		return nil
-	}
-	sess.EndedAt, sess.EndReason = now, reason
-	return tx.UpdateSession(ctx, sess)
 }

@@ -110,10 +110,13 @@ func (s *Server) redeemDeviceCode(c *gin.Context, cl *client) (*tokenResponse, e
 		case store.GrantPending:
 			outcome = &oauthError{http.StatusBadRequest, "authorization_pending", "waiting for the user to approve"}
 			return tx.UpdateDeviceGrant(ctx, g)
+		case store.GrantApproved:
+			outcome = &oauthError{http.StatusBadRequest, "authorization_pending", "approved; waiting for the homeserver to create the device"}
+			return tx.UpdateDeviceGrant(ctx, g)
 		case store.GrantDenied:
 			outcome = &oauthError{http.StatusBadRequest, "access_denied", "the user denied the request"}
 			return nil
-		case store.GrantApproved:
+		case store.GrantReady:
 		default:
 			return errors.New("device grant in unknown state " + string(g.State))
 		}

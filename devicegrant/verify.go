@@ -158,9 +158,10 @@ func (s *Server) grantSubmit(c *gin.Context) {
 		s.showGrant(c, g, user, "Tick the box to confirm that you started this sign-in and the codes match.")
 		return
 	}
-	state := store.GrantDenied
-	if action == "approve" {
-		state = store.GrantApproved
+	approve := action == "approve"
+	deviceName := ""
+	if cl, err := s.loadClient(ctx, g.ClientID); err == nil {
+		deviceName = cl.name()
 	}
 	var stale bool
 	err = s.store.Update(ctx, func(tx store.Tx) error {
@@ -172,7 +173,26 @@ func (s *Server) grantSubmit(c *gin.Context) {
 		if stale = cur.State != store.GrantPending || !now.Before(cur.ExpiresAt); stale {
 			return nil
 		}
-		cur.State, cur.UserID, cur.DecidedAt = state, user.ID, now
+		cur.UserID, cur.DecidedAt = user.ID, now
+		if !approve {
+			cur.State = store.GrantDenied
+			return tx.UpdateDeviceGrant(ctx, cur)
+		}
+		// The Matrix device must exist before its token is handed out
+		// (P-HS-3): the grant waits, approved, until the outbox has
+		// delivered upsert_device.
+		cur.State = store.GrantReady
+		sc, err := parseScopes(cur.Scope)
+		if err != nil {
+			return err
+		}
+		if s.provisioning() && sc.deviceID != "" {
+			cur.State = store.GrantApproved
+			body := deviceBody{Localpart: user.Username, DeviceID: sc.deviceID, DisplayName: deviceName}
+			if err := s.enqueue(ctx, tx, user.Username, callUpsertDevice, body, cur.ID); err != nil {
+				return err
+			}
+		}
 		return tx.UpdateDeviceGrant(ctx, cur)
 	})
 	switch {
@@ -182,7 +202,7 @@ func (s *Server) grantSubmit(c *gin.Context) {
 	case stale:
 		s.render(c, http.StatusConflict, "message", page{Title: "Already answered", Kind: "bad", User: user, Again: true,
 			Message: "This request was answered or expired in the meantime. Nothing was changed."})
-	case state == store.GrantApproved:
+	case approve:
 		s.log.InfoContext(ctx, "device grant approved", "client_id", g.ClientID, "user", user.Username)
 		s.render(c, http.StatusOK, "message", page{Title: "Device connected", Kind: "ok", User: user,
 			Message: "The device is now signing in to your account. You can close this page."})

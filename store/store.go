@@ -48,9 +48,15 @@ type GrantState string
 
 // The states of a device grant. Expiry is not a state: a grant is expired
 // when the clock has passed ExpiresAt, whatever its state.
+//
+//	pending ─approve─▶ approved ─device provisioned─▶ ready ─poll─▶ exchanged
+//	   └─deny─▶ denied
+//
+// Without a homeserver to provision, approval goes straight to ready.
 const (
 	GrantPending   GrantState = "pending"
 	GrantApproved  GrantState = "approved"
+	GrantReady     GrantState = "ready"
 	GrantDenied    GrantState = "denied"
 	GrantExchanged GrantState = "exchanged"
 )
@@ -125,6 +131,21 @@ type BrowserSession struct {
 	ExpiresAt time.Time
 }
 
+// OutboxEntry is a call the homeserver must receive.
+type OutboxEntry struct {
+	ID            int64  // assigned by Enqueue, increasing
+	UserKey       string // entries with the same key are delivered in ID order
+	Call          string // the homeserver endpoint, e.g. "upsert_device"
+	Body          []byte // JSON
+	GrantID       string // a device grant that becomes ready when this is delivered
+	CreatedAt     time.Time
+	Attempts      int
+	NextAttemptAt time.Time
+	LeaseUntil    time.Time // a deliverer holds it until then
+	LastError     string
+	ParkedAt      time.Time // non-zero: set aside until an operator retries it
+}
+
 // Reader holds the lookups. Each returns ErrNotFound when nothing matches.
 type Reader interface {
 	User(ctx context.Context, id string) (User, error)
@@ -154,6 +175,22 @@ type Reader interface {
 	AccessToken(ctx context.Context, hash []byte) (AccessToken, error)
 
 	BrowserSession(ctx context.Context, tokenHash []byte) (BrowserSession, error)
+
+	// SessionsByUser lists a user's sessions, newest first; ended ones only
+	// when includeEnded.
+	SessionsByUser(ctx context.Context, userID string, includeEnded bool) ([]Session, error)
+	// GrantsAwaitingDevice lists a user's grants that are approved or
+	// ready and not yet expired at now: their Matrix devices must exist.
+	GrantsAwaitingDevice(ctx context.Context, userID string, now time.Time) ([]DeviceGrant, error)
+
+	// OutboxDue returns, for each user key, the oldest entry that is not
+	// parked, if it is due at now and not leased: the next call to make
+	// for that user. At most limit entries, oldest first.
+	OutboxDue(ctx context.Context, now time.Time, limit int) ([]OutboxEntry, error)
+	// OutboxEntry reads one entry.
+	OutboxEntry(ctx context.Context, id int64) (OutboxEntry, error)
+	// Outbox lists entries in ID order, at most limit.
+	Outbox(ctx context.Context, limit int) ([]OutboxEntry, error)
 }
 
 // Tx is one write transaction. Everything written through it becomes visible
@@ -182,6 +219,13 @@ type Tx interface {
 	CreateBrowserSession(ctx context.Context, b BrowserSession) error
 	DeleteBrowserSession(ctx context.Context, id string) error
 
+	// Enqueue appends an entry and returns its ID.
+	Enqueue(ctx context.Context, e OutboxEntry) (int64, error)
+	// UpdateOutbox saves an entry's delivery state (attempts, times, error,
+	// lease, parked).
+	UpdateOutbox(ctx context.Context, e OutboxEntry) error
+	// DeleteOutbox removes a delivered entry.
+	DeleteOutbox(ctx context.Context, id int64) error
 	// DeleteExpired removes device grants and browser sessions that expired
 	// before the given time. It returns how many rows went.
 	DeleteExpired(ctx context.Context, before time.Time) (int64, error)

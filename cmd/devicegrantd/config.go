@@ -40,6 +40,7 @@ type config struct {
 	} `yaml:"rate_limits"`
 
 	TrustedProxies []string `yaml:"trusted_proxies"`
+	MetricsListen  string   `yaml:"metrics_listen"`
 
 	Display struct {
 		Panel string `yaml:"panel"`
@@ -52,6 +53,7 @@ type config struct {
 }
 
 type homeserver struct {
+	Endpoint   string `yaml:"endpoint"`
 	Secret     string `yaml:"secret"`
 	SecretFile string `yaml:"secret_file"`
 }
@@ -96,7 +98,8 @@ func settings() []setting {
 		{"issuer", "DEVICEGRANTD_ISSUER", "public base URL; https unless loopback", "http://<listen>/", func(c *config) any { return &c.Issuer }},
 		{"database", "DEVICEGRANTD_DATABASE", "SQLite database file (created mode 0600)", "./devicegrantd.db", func(c *config) any { return &c.Database }},
 		{"server_name", "DEVICEGRANTD_SERVER_NAME", "Matrix server name, as in @alice:<server_name>", "the issuer's host", func(c *config) any { return &c.ServerName }},
-		{"homeserver.secret", "DEVICEGRANTD_HOMESERVER_SECRET", "shared secret the homeserver presents as a Bearer token at introspection", "none", func(c *config) any { return &c.Homeserver.Secret }},
+		{"homeserver.endpoint", "DEVICEGRANTD_HOMESERVER_ENDPOINT", "homeserver base URL for /_synapse/mas provisioning (Synapse's matrix_authentication_service mode)", "standalone", func(c *config) any { return &c.Homeserver.Endpoint }},
+		{"homeserver.secret", "DEVICEGRANTD_HOMESERVER_SECRET", "shared secret: the homeserver presents it at introspection, devicegrantd at /_synapse/mas", "none", func(c *config) any { return &c.Homeserver.Secret }},
 		{"homeserver.secret_file", "DEVICEGRANTD_HOMESERVER_SECRET_FILE", "file holding that secret (instead of secret)", "", func(c *config) any { return &c.Homeserver.SecretFile }},
 		{"tls.cert_file", "DEVICEGRANTD_TLS_CERT_FILE", "serve TLS with this certificate chain (PEM)", "plain HTTP", func(c *config) any { return &c.TLS.CertFile }},
 		{"tls.key_file", "DEVICEGRANTD_TLS_KEY_FILE", "and this private key (PEM)", "", func(c *config) any { return &c.TLS.KeyFile }},
@@ -108,6 +111,7 @@ func settings() []setting {
 		{"rate_limits.user_code_failures_global", "DEVICEGRANTD_USER_CODE_FAILURES_GLOBAL", "wrong user codes from all addresses together", "100/6s", func(c *config) any { return &c.RateLimits.UserCodeFailuresGlobal }},
 		{"rate_limits.login_failures", "DEVICEGRANTD_LOGIN_FAILURES", "wrong passwords per client address", "10/30s", func(c *config) any { return &c.RateLimits.LoginFailures }},
 		{"trusted_proxies", "DEVICEGRANTD_TRUSTED_PROXIES", "comma-separated proxy addresses/CIDRs whose X-Forwarded-For is believed", "none", func(c *config) any { return &c.TrustedProxies }},
+		{"metrics_listen", "DEVICEGRANTD_METRICS_LISTEN", "host:port serving Prometheus /metrics (keep it private)", "off", func(c *config) any { return &c.MetricsListen }},
 		{"display.panel", "DEVICEGRANTD_DISPLAY", "appliance mode: show the newest pending pairing on ssd1306:/dev/i2c-1:0x3c, sh1106:..., epd, fb:/dev/fb1, png:FILE:WxH or terminal", "off", func(c *config) any { return &c.Display.Panel }},
 		{"log.level", "DEVICEGRANTD_LOG_LEVEL", "debug, info, warn or error", "info", func(c *config) any { return &c.Log.Level }},
 		{"log.format", "DEVICEGRANTD_LOG_FORMAT", "text or json", "text", func(c *config) any { return &c.Log.Format }},
@@ -214,6 +218,7 @@ func (c *config) server() devicegrant.Config {
 		Issuer:                 c.Issuer,
 		ServerName:             c.ServerName,
 		HomeserverSecret:       c.Homeserver.Secret,
+		HomeserverEndpoint:     c.Homeserver.Endpoint,
 		AccessTokenTTL:         c.AccessTokenTTL,
 		DeviceCodeTTL:          c.DeviceCodeTTL,
 		PollInterval:           c.PollInterval,

@@ -20,8 +20,11 @@ Usage:
   devicegrantd [serve] [--config FILE]     run the server (the default command)
   devicegrantd user add USERNAME [--password-stdin] [--display-name NAME] [--config FILE]
   devicegrantd user list [--config FILE]
+  devicegrantd user deactivate USERNAME [--config FILE]
   devicegrantd pending [--all] [--config FILE]
                                            print devices waiting for approval, with their QR code
+  devicegrantd outbox [retry] [--config FILE]
+                                           show (or retry) calls waiting for the homeserver
   devicegrantd help | --help               this text; "devicegrantd CMD --help" for one command
 
 With no configuration it listens on 127.0.0.1:8080, uses issuer
@@ -73,6 +76,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return helped(userCmd(ctx, args, stdin, stdout, stderr, getenv))
 	case "pending":
 		return helped(pendingCmd(ctx, args, stdout, stderr, getenv))
+	case "outbox":
+		return helped(outboxCmd(ctx, args, stdout, stderr, getenv))
 	case "help":
 		printUsage(stdout)
 		return nil

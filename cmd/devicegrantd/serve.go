@@ -13,6 +13,9 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/devicegrant/devicegrant/devicegrant"
 	"github.com/devicegrant/devicegrant/store/sqlite"
@@ -48,6 +51,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 	gin.SetMode(gin.ReleaseMode)
 	sc := cfg.server()
 	sc.Logger = log
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	sc.Metrics = reg
 	srv, err := devicegrant.New(sc, st)
 	if err != nil {
 		return err
@@ -65,7 +71,21 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	go janitor(ctx, srv, log)
+	runDone := make(chan struct{})
+	go func() {
+		defer close(runDone)
+		srv.Run(ctx)
+	}()
+	defer func() { <-runDone }()
+	if cfg.MetricsListen != "" {
+		mln, err := net.Listen("tcp", cfg.MetricsListen)
+		if err != nil {
+			return fmt.Errorf("metrics listen: %w", err)
+		}
+		ms := &http.Server{Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 10 * time.Second}
+		go ms.Serve(mln)
+		defer ms.Close()
+	}
 	if cfg.Display.Panel != "" {
 		if err := appliance(ctx, srv, cfg.Display.Panel, log); err != nil {
 			return err
@@ -78,7 +98,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 	}
 	welcome(stderr, cfg, srv.Issuer(), len(users), ln.Addr().String())
 	log.Info("listening", "addr", ln.Addr().String(), "issuer", srv.Issuer(), "database", cfg.Database,
-		"homeserver_secret", cfg.Homeserver.Secret != "")
+		"homeserver_secret", cfg.Homeserver.Secret != "", "homeserver", cfg.Homeserver.Endpoint)
 
 	errc := make(chan error, 1)
 	go func() {
@@ -102,27 +122,6 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 	return nil
 }
 
-// janitor deletes long-expired device grants and browser sessions.
-func janitor(ctx context.Context, srv *devicegrant.Server, log *slog.Logger) {
-	t := time.NewTicker(10 * time.Minute)
-	defer t.Stop()
-	for {
-		if n, err := srv.Cleanup(ctx); err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			log.Error("cleanup", "err", err)
-		} else if n > 0 {
-			log.Debug("cleanup", "deleted", n)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
-}
-
 // welcome tells a person who just started the daemon what to do next.
 func welcome(w io.Writer, cfg *config, issuer string, users int, addr string) {
 	fmt.Fprintf(w, `
@@ -135,6 +134,9 @@ devicegrantd is running.
 `, addr, issuer, issuer, issuer, cfg.Database)
 	if cfg.Homeserver.Secret == "" {
 		fmt.Fprintln(w, "  introspection  confidential clients only (set DEVICEGRANTD_HOMESERVER_SECRET for a homeserver)")
+	}
+	if cfg.Homeserver.Endpoint != "" {
+		fmt.Fprintf(w, "  homeserver     %s (users and devices provisioned through /_synapse/mas)\n", cfg.Homeserver.Endpoint)
 	}
 	if users == 0 {
 		args := ""

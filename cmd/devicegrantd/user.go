@@ -26,6 +26,10 @@ const userUsage = `Usage:
       --password-stdin.
   devicegrantd user list [--config FILE]
       List accounts.
+  devicegrantd user deactivate USERNAME [--config FILE]
+      Deactivate an account for good: its sessions end at once, the
+      homeserver (when configured) deactivates the Matrix user, and the
+      username is never given to anyone again.
 `
 
 func userCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) error {
@@ -48,7 +52,7 @@ func userCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	case "add":
 		passwordStdin = fs.Bool("password-stdin", false, "read the password from the first line of standard input")
 		displayName = fs.String("display-name", "", "display `NAME`")
-	case "list":
+	case "list", "deactivate":
 	default:
 		fmt.Fprintf(stderr, "devicegrantd: unknown user command %q\n\n%s", sub, userUsage)
 		return errUsage
@@ -102,11 +106,26 @@ func userCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		fmt.Fprint(stderr, userUsage)
 		return errUsage
 	}
+	srv, err := devicegrant.New(cfg.server(), st)
+	if err != nil {
+		return err
+	}
+	if sub == "deactivate" {
+		u, err := st.UserByUsername(ctx, positional[0])
+		if err != nil {
+			return fmt.Errorf("user %q: %w", positional[0], err)
+		}
+		if err := srv.DeactivateUser(ctx, u.ID); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "deactivated @%s:%s\n", u.Username, cfg.ServerName)
+		return nil
+	}
 	password, err := readPassword(stdin, stderr, *passwordStdin)
 	if err != nil {
 		return err
 	}
-	u, err := devicegrant.CreateUser(ctx, st, positional[0], password, *displayName, nil)
+	u, err := srv.CreateUser(ctx, positional[0], password, *displayName)
 	if err != nil {
 		return err
 	}

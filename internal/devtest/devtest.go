@@ -75,8 +75,10 @@ func WithConfig(f func(*devicegrant.Config)) Option {
 	return func(c *devicegrant.Config, _ *Server) { f(c) }
 }
 
-// Start runs a server until the test ends. Its defaults suit tests: a one
-// second poll interval, server name example.org, logs discarded.
+// Start runs a server, with its background work (Server.Run), until the
+// test ends. Its defaults suit tests: a one second poll interval, server
+// name example.org, homeserver retries from 20 ms to 200 ms, logs
+// discarded.
 func Start(t testing.TB, opts ...Option) *Server {
 	t.Helper()
 	gin.SetMode(gin.ReleaseMode)
@@ -94,10 +96,11 @@ func Start(t testing.TB, opts ...Option) *Server {
 	}
 	s.URL = "http://" + ln.Addr().String() + "/"
 	cfg := devicegrant.Config{
-		Issuer:       s.URL,
-		ServerName:   "example.org",
-		PollInterval: time.Second,
-		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Issuer:        s.URL,
+		ServerName:    "example.org",
+		PollInterval:  time.Second,
+		OutboxBackoff: devicegrant.Backoff{Min: 20 * time.Millisecond, Max: 200 * time.Millisecond},
+		Logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
 	for _, o := range opts {
 		o(&cfg, s)
@@ -109,8 +112,17 @@ func Start(t testing.TB, opts ...Option) *Server {
 	s.Server = srv
 	hs := &httptest.Server{Listener: ln, Config: &http.Server{Handler: srv}}
 	hs.Start()
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		srv.Run(runCtx)
+	}()
+	// Cleanups run last-in first-out: stop the background work, then the
+	// HTTP server, then close the store (registered first, above).
 	t.Cleanup(hs.Close)
-	if _, err := devicegrant.CreateUser(ctx, st, Username, Password, "Alice", nil); err != nil {
+	t.Cleanup(func() { stop(); <-done })
+	if _, err := srv.CreateUser(ctx, Username, Password, "Alice"); err != nil {
 		t.Fatal(err)
 	}
 	return s

@@ -306,3 +306,108 @@ func nullString(s string) any {
 	}
 	return s
 }
+
+func (q queries) SessionsByUser(ctx context.Context, userID string, includeEnded bool) ([]store.Session, error) {
+	query := `SELECT ` + sessionCols + ` FROM sessions WHERE user_id = ?`
+	if !includeEnded {
+		query += ` AND ended_at IS NULL`
+	}
+	rows, err := q.db.QueryContext(ctx, query+` ORDER BY created_at DESC, id`, userID)
+	if err != nil {
+		return nil, wrap("sessions by user", err)
+	}
+	defer rows.Close()
+	var out []store.Session
+	for rows.Next() {
+		s, err := scanSession(rows)
+		if err != nil {
+			return nil, wrap("sessions by user", err)
+		}
+		out = append(out, s)
+	}
+	return out, wrap("sessions by user", rows.Err())
+}
+
+func (q queries) GrantsAwaitingDevice(ctx context.Context, userID string, now time.Time) ([]store.DeviceGrant, error) {
+	rows, err := q.db.QueryContext(ctx, `SELECT `+grantCols+` FROM device_grants
+		WHERE user_id = ? AND state IN (?, ?) AND expires_at > ? ORDER BY created_at`,
+		userID, store.GrantApproved, store.GrantReady, ms(now))
+	if err != nil {
+		return nil, wrap("grants awaiting device", err)
+	}
+	defer rows.Close()
+	var out []store.DeviceGrant
+	for rows.Next() {
+		g, err := scanGrant(rows)
+		if err != nil {
+			return nil, wrap("grants awaiting device", err)
+		}
+		out = append(out, g)
+	}
+	return out, wrap("grants awaiting device", rows.Err())
+}
+
+const outboxCols = `id, user_key, call, body, grant_id, created_at, attempts, next_attempt_at, lease_until, last_error, parked_at`
+
+func scanOutbox(s scanner) (e store.OutboxEntry, err error) {
+	var grant sql.NullString
+	err = s.Scan(&e.ID, &e.UserKey, &e.Call, &e.Body, &grant, nt(&e.CreatedAt), &e.Attempts, nt(&e.NextAttemptAt),
+		nt(&e.LeaseUntil), &e.LastError, nt(&e.ParkedAt))
+	e.GrantID = grant.String
+	return e, err
+}
+
+func (q queries) outboxList(ctx context.Context, what, query string, args ...any) ([]store.OutboxEntry, error) {
+	rows, err := q.db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, wrap(what, err)
+	}
+	defer rows.Close()
+	var out []store.OutboxEntry
+	for rows.Next() {
+		e, err := scanOutbox(rows)
+		if err != nil {
+			return nil, wrap(what, err)
+		}
+		out = append(out, e)
+	}
+	return out, wrap(what, rows.Err())
+}
+
+func (q queries) OutboxDue(ctx context.Context, now time.Time, limit int) ([]store.OutboxEntry, error) {
+	return q.outboxList(ctx, "outbox due", `SELECT `+outboxCols+` FROM outbox WHERE id IN (
+			SELECT MIN(id) FROM outbox WHERE parked_at IS NULL GROUP BY user_key)
+		AND next_attempt_at <= ? AND (lease_until IS NULL OR lease_until <= ?)
+		ORDER BY id LIMIT ?`, ms(now), ms(now), limit)
+}
+
+func (q queries) Outbox(ctx context.Context, limit int) ([]store.OutboxEntry, error) {
+	return q.outboxList(ctx, "outbox", `SELECT `+outboxCols+` FROM outbox ORDER BY id LIMIT ?`, limit)
+}
+
+func (q queries) OutboxEntry(ctx context.Context, id int64) (store.OutboxEntry, error) {
+	e, err := scanOutbox(q.db.QueryRowContext(ctx, `SELECT `+outboxCols+` FROM outbox WHERE id = ?`, id))
+	return e, wrap("outbox entry", err)
+}
+
+func (t *tx) Enqueue(ctx context.Context, e store.OutboxEntry) (int64, error) {
+	res, err := t.db.ExecContext(ctx, `INSERT INTO outbox (user_key, call, body, grant_id, created_at, attempts,
+		next_attempt_at, lease_until, last_error, parked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		e.UserKey, e.Call, e.Body, nullString(e.GrantID), ms(e.CreatedAt), e.Attempts, ms(e.NextAttemptAt),
+		ms(e.LeaseUntil), e.LastError, ms(e.ParkedAt))
+	if err != nil {
+		return 0, wrap("enqueue", err)
+	}
+	id, err := res.LastInsertId()
+	return id, wrap("enqueue", err)
+}
+
+func (t *tx) UpdateOutbox(ctx context.Context, e store.OutboxEntry) error {
+	return t.exec1(ctx, "update outbox", `UPDATE outbox SET attempts = ?, next_attempt_at = ?, lease_until = ?,
+		last_error = ?, parked_at = ? WHERE id = ?`,
+		e.Attempts, ms(e.NextAttemptAt), ms(e.LeaseUntil), e.LastError, ms(e.ParkedAt), e.ID)
+}
+
+func (t *tx) DeleteOutbox(ctx context.Context, id int64) error {
+	return t.exec1(ctx, "delete outbox entry", `DELETE FROM outbox WHERE id = ?`, id)
+}

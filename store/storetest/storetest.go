@@ -32,6 +32,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"PendingDeviceGrants", testPendingGrants},
 		{"SessionsAndTokens", testSessionsAndTokens},
 		{"BrowserSessions", testBrowserSessions},
+		{"SessionsByUserAndAwaitingGrants", testSessionsByUser},
+		{"OutboxOrderPerUser", testOutbox},
 		{"DeleteExpired", testDeleteExpired},
 		{"UpdateRollsBack", testRollback},
 		{"UpdateSerializes", testSerializes},
@@ -499,5 +501,116 @@ func testForeignKeys(t *testing.T, s store.Store) {
 	})
 	if err == nil {
 		t.Error("session for a missing client was accepted")
+	}
+}
+
+func testSessionsByUser(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	c := newClient(t, s)
+	alice, bob := newUser(t, s, "alice"), newUser(t, s, "bob")
+	a1 := newSession(t, s, alice, c, "ALICEDEV01")
+	time.Sleep(2 * time.Millisecond)
+	a2 := newSession(t, s, alice, c, "ALICEDEV02")
+	newSession(t, s, bob, c, "BOBDEVICE1")
+	a1.EndedAt = now()
+	update(t, s, func(tx store.Tx) error { return tx.UpdateSession(ctx, a1) })
+
+	live, err := s.SessionsByUser(ctx, alice.ID, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(live) != 1 || live[0].ID != a2.ID {
+		t.Errorf("live sessions = %+v, want a2", live)
+	}
+	all, _ := s.SessionsByUser(ctx, alice.ID, true)
+	if len(all) != 2 || all[0].ID != a2.ID {
+		t.Errorf("all sessions = %+v, want a2 then a1", all)
+	}
+
+	t0 := now()
+	states := map[store.GrantState]string{store.GrantPending: "BBBBBBBB", store.GrantApproved: "CCCCCCCC",
+		store.GrantReady: "DDDDDDDD", store.GrantExchanged: "FFFFFFFF"}
+	for state, code := range states {
+		g := newGrant(t, c.ID, code, t0)
+		g.State, g.UserID = state, alice.ID
+		update(t, s, func(tx store.Tx) error { return tx.CreateDeviceGrant(ctx, g) })
+	}
+	waiting, err := s.GrantsAwaitingDevice(ctx, alice.ID, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(waiting) != 2 {
+		t.Errorf("GrantsAwaitingDevice = %d grants, want the approved and the ready one", len(waiting))
+	}
+	if w, _ := s.GrantsAwaitingDevice(ctx, alice.ID, t0.Add(time.Hour)); len(w) != 0 {
+		t.Errorf("expired grants still awaiting a device: %+v", w)
+	}
+}
+
+func testOutbox(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	t0 := now()
+	enqueue := func(user, call string) int64 {
+		var id int64
+		update(t, s, func(tx store.Tx) (err error) {
+			id, err = tx.Enqueue(ctx, store.OutboxEntry{UserKey: user, Call: call, Body: []byte(`{"localpart":"` + user + `"}`),
+				CreatedAt: t0, NextAttemptAt: t0})
+			return err
+		})
+		return id
+	}
+	a1 := enqueue("alice", "provision_user")
+	a2 := enqueue("alice", "upsert_device")
+	b1 := enqueue("bob", "provision_user")
+	if !(a1 < a2 && a2 < b1) {
+		t.Fatalf("ids not increasing: %d %d %d", a1, a2, b1)
+	}
+	due, err := s.OutboxDue(ctx, t0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(due) != 2 || due[0].ID != a1 || due[1].ID != b1 {
+		t.Fatalf("OutboxDue = %+v, want alice's first and bob's first", due)
+	}
+	mustEqual(t, "Call", due[0].Call, "provision_user")
+	mustEqual(t, "Body", string(due[0].Body), `{"localpart":"alice"}`)
+
+	// A failed head keeps the user's later calls waiting: order per user.
+	e := due[0]
+	e.Attempts, e.LastError, e.NextAttemptAt = 1, "connection refused", t0.Add(time.Minute)
+	update(t, s, func(tx store.Tx) error { return tx.UpdateOutbox(ctx, e) })
+	due, _ = s.OutboxDue(ctx, t0, 10)
+	if len(due) != 1 || due[0].ID != b1 {
+		t.Errorf("with alice's head backing off, OutboxDue = %+v, want only bob's", due)
+	}
+	got, err := s.OutboxEntry(ctx, a1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustEqual(t, "Attempts", got.Attempts, 1)
+	mustEqual(t, "LastError", got.LastError, "connection refused")
+
+	// A leased head is not handed out twice.
+	b := due[0]
+	b.LeaseUntil = t0.Add(30 * time.Second)
+	update(t, s, func(tx store.Tx) error { return tx.UpdateOutbox(ctx, b) })
+	if due, _ = s.OutboxDue(ctx, t0, 10); len(due) != 0 {
+		t.Errorf("leased entry handed out again: %+v", due)
+	}
+	if due, _ = s.OutboxDue(ctx, t0.Add(31*time.Second), 10); len(due) != 1 {
+		t.Errorf("expired lease: OutboxDue = %+v", due)
+	}
+
+	// Delivered: the next one for that user comes up. Parked: skipped.
+	update(t, s, func(tx store.Tx) error { return tx.DeleteOutbox(ctx, b1) })
+	e.ParkedAt = t0
+	update(t, s, func(tx store.Tx) error { return tx.UpdateOutbox(ctx, e) })
+	due, _ = s.OutboxDue(ctx, t0.Add(time.Hour), 10)
+	if len(due) != 1 || due[0].ID != a2 {
+		t.Errorf("after parking alice's head, OutboxDue = %+v, want alice's second", due)
+	}
+	all, _ := s.Outbox(ctx, 10)
+	if len(all) != 2 || all[0].ID != a1 || all[0].ParkedAt.IsZero() {
+		t.Errorf("Outbox = %+v", all)
 	}
 }

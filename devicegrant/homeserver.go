@@ -1,0 +1,99 @@
+package devicegrant
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/devicegrant/devicegrant/store"
+)
+
+// The homeserver contract (P-HS-3, P-HS-4): current Synapse creates no
+// users or devices itself; its auth server provisions them through
+// /_synapse/mas/*. Every such call goes through the outbox, written in the
+// same transaction as the change that causes it, so none is lost when the
+// homeserver is down or this process restarts.
+
+// Homeserver calls, as path names under /_synapse/mas/.
+const (
+	callProvisionUser = "provision_user"
+	callUpsertDevice  = "upsert_device"
+	callDeleteDevice  = "delete_device"
+	callSyncDevices   = "sync_devices"
+	callDeleteUser    = "delete_user"
+)
+
+// provisioning reports whether a homeserver is configured to provision.
+func (s *Server) provisioning() bool { return s.cfg.HomeserverEndpoint != "" }
+
+// enqueue adds a homeserver call to the outbox inside tx. It does nothing
+// without a homeserver. grantID names a device grant that waits for the
+// call.
+func (s *Server) enqueue(ctx context.Context, tx store.Tx, localpart, call string, body any, grantID string) error {
+	if !s.provisioning() {
+		return nil
+	}
+	b, err := json.Marshal(body)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", call, err)
+	}
+	now := s.now()
+	_, err = tx.Enqueue(ctx, store.OutboxEntry{UserKey: localpart, Call: call, Body: b, GrantID: grantID,
+		CreatedAt: now, NextAttemptAt: now})
+	if err == nil {
+		// Wake the deliverer once the transaction commits; until then it
+		// sees nothing new, and a spurious wake-up costs one query.
+		s.kickOutbox()
+	}
+	return err
+}
+
+func (s *Server) kickOutbox() {
+	select {
+	case s.outboxKick <- struct{}{}:
+	default:
+	}
+}
+
+// homeserverError is a failed call, with whether trying again can help.
+type homeserverError struct {
+	status    int // 0 for transport errors
+	msg       string
+	permanent bool
+}
+
+func (e *homeserverError) Error() string { return e.msg }
+
+// callHomeserver POSTs one call to {endpoint}/_synapse/mas/{call}.
+func (s *Server) callHomeserver(ctx context.Context, call string, body []byte) error {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	u := strings.TrimSuffix(s.cfg.HomeserverEndpoint, "/") + "/_synapse/mas/" + call
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
+	if err != nil {
+		return &homeserverError{msg: err.Error(), permanent: true}
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+s.cfg.HomeserverSecret)
+	resp, err := s.httpClient.Do(req)
+	if err != nil {
+		return &homeserverError{msg: fmt.Sprintf("%s: %v", call, err)}
+	}
+	defer resp.Body.Close()
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		return nil
+	}
+	return &homeserverError{
+		status: resp.StatusCode,
+		msg:    fmt.Sprintf("%s: homeserver answered %s: %s", call, resp.Status, bytes.TrimSpace(msg)),
+		// 4xx (but a timeout or a rate limit) will not change by
+		// waiting; such calls are parked after a while.
+		permanent: resp.StatusCode >= 400 && resp.StatusCode < 500 && resp.StatusCode != 408 && resp.StatusCode != 429,
+	}
+}

@@ -1,0 +1,78 @@
+package devicegrant
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/devicegrant/devicegrant/store"
+)
+
+// metrics are the server's Prometheus collectors. They always exist, so
+// code can count without checking; they are exported only when
+// Config.Metrics is set.
+type metrics struct {
+	delivered *prometheus.CounterVec
+	failures  *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer, st store.Store) (*metrics, error) {
+	m := &metrics{
+		delivered: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "devicegrant_outbox_delivered_total", Help: "Homeserver calls delivered, by call.",
+		}, []string{"call"}),
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "devicegrant_outbox_failures_total", Help: "Failed attempts at homeserver calls, by call.",
+		}, []string{"call"}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	waiting := outboxGauge{st: st,
+		pending: prometheus.NewDesc("devicegrant_outbox_pending", "Homeserver calls waiting to be delivered (parked ones included).", nil, nil),
+		parked:  prometheus.NewDesc("devicegrant_outbox_parked", "Homeserver calls set aside after repeated refusals.", nil, nil),
+		oldest:  prometheus.NewDesc("devicegrant_outbox_oldest_seconds", "Age of the oldest waiting homeserver call.", nil, nil),
+	}
+	for _, c := range []prometheus.Collector{m.delivered, m.failures, waiting} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("devicegrant: metrics: %w", err)
+		}
+	}
+	return m, nil
+}
+
+// outboxGauge reads the outbox when scraped.
+type outboxGauge struct {
+	st                      store.Reader
+	pending, parked, oldest *prometheus.Desc
+}
+
+func (g outboxGauge) Describe(ch chan<- *prometheus.Desc) {
+	ch <- g.pending
+	ch <- g.parked
+	ch <- g.oldest
+}
+
+func (g outboxGauge) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	entries, err := g.st.Outbox(ctx, 100_000)
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(g.pending, err)
+		return
+	}
+	parked, oldest := 0, 0.0
+	for i, e := range entries {
+		if !e.ParkedAt.IsZero() {
+			parked++
+		}
+		if i == 0 {
+			oldest = time.Since(e.CreatedAt).Seconds()
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(g.pending, prometheus.GaugeValue, float64(len(entries)))
+	ch <- prometheus.MustNewConstMetric(g.parked, prometheus.GaugeValue, float64(parked))
+	ch <- prometheus.MustNewConstMetric(g.oldest, prometheus.GaugeValue, oldest)
+}

@@ -1,0 +1,179 @@
+package devicegrant
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/devicegrant/devicegrant/store"
+)
+
+// parkAfter is how many permanent (4xx) failures park an entry: it then
+// stops holding up the user's later calls and waits for an operator
+// ("devicegrantd outbox retry"). Transport errors and 5xx never park: an
+// outage only delays.
+const parkAfter = 20
+
+// leaseFor is how long a deliverer holds an entry it is sending.
+const leaseFor = time.Minute
+
+// deliverOutbox runs until ctx is done, making due calls in order per user.
+func (s *Server) deliverOutbox(ctx context.Context) {
+	tick := min(time.Second, s.cfg.OutboxBackoff.Min)
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	for {
+		for s.deliverDue(ctx) {
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-s.outboxKick:
+		}
+	}
+}
+
+// deliverDue makes one pass over the due heads and reports whether it
+// delivered anything (so the caller looks again at once).
+func (s *Server) deliverDue(ctx context.Context) bool {
+	due, err := s.store.OutboxDue(ctx, s.now(), 100)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.ErrorContext(ctx, "outbox: read", "err", err)
+		}
+		return false
+	}
+	delivered := false
+	for _, e := range due {
+		ok, err := s.deliver(ctx, e)
+		if err != nil && ctx.Err() == nil {
+			s.log.ErrorContext(ctx, "outbox: record delivery", "id", e.ID, "err", err)
+		}
+		delivered = delivered || ok
+	}
+	return delivered
+}
+
+// deliver claims e, makes the call and records the outcome.
+func (s *Server) deliver(ctx context.Context, e store.OutboxEntry) (bool, error) {
+	claimed := false
+	err := s.store.Update(ctx, func(tx store.Tx) error {
+		cur, err := tx.OutboxEntry(ctx, e.ID)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil // another deliverer finished it
+		}
+		if err != nil {
+			return err
+		}
+		now := s.now()
+		if !cur.ParkedAt.IsZero() || cur.LeaseUntil.After(now) {
+			return nil
+		}
+		cur.LeaseUntil = now.Add(leaseFor)
+		claimed = true
+		e = cur
+		return tx.UpdateOutbox(ctx, cur)
+	})
+	if err != nil || !claimed {
+		return false, err
+	}
+
+	callErr := s.callHomeserver(ctx, e.Call, e.Body)
+	if callErr == nil {
+		err = s.store.Update(ctx, func(tx store.Tx) error {
+			if err := tx.DeleteOutbox(ctx, e.ID); err != nil {
+				return err
+			}
+			if e.GrantID == "" {
+				return nil
+			}
+			// The device exists now: its token may be handed out.
+			g, err := tx.DeviceGrant(ctx, e.GrantID)
+			if errors.Is(err, store.ErrNotFound) {
+				return nil
+			}
+			if err != nil || g.State != store.GrantApproved {
+				return err
+			}
+			g.State = store.GrantReady
+			return tx.UpdateDeviceGrant(ctx, g)
+		})
+		if err == nil {
+			s.metrics.delivered.WithLabelValues(e.Call).Inc()
+			s.log.DebugContext(ctx, "outbox: delivered", "call", e.Call, "user", e.UserKey, "attempts", e.Attempts+1)
+		}
+		return err == nil, err
+	}
+
+	s.metrics.failures.WithLabelValues(e.Call).Inc()
+	var he *homeserverError
+	permanent := errors.As(callErr, &he) && he.permanent
+	err = s.store.Update(ctx, func(tx store.Tx) error {
+		cur, err := tx.OutboxEntry(ctx, e.ID)
+		if err != nil {
+			return err
+		}
+		now := s.now()
+		cur.Attempts++
+		cur.LastError = callErr.Error()
+		cur.LeaseUntil = time.Time{}
+		cur.NextAttemptAt = now.Add(s.backoff(cur.Attempts))
+		if permanent && cur.Attempts >= parkAfter {
+			cur.ParkedAt = now
+		}
+		if !cur.ParkedAt.IsZero() {
+			s.log.ErrorContext(ctx, "outbox: call parked after repeated refusals; run devicegrantd outbox",
+				"call", cur.Call, "user", cur.UserKey, "attempts", cur.Attempts, "err", callErr)
+		} else {
+			s.log.WarnContext(ctx, "outbox: call failed; will retry", "call", cur.Call, "user", cur.UserKey,
+				"attempts", cur.Attempts, "retry_in", cur.NextAttemptAt.Sub(now).Round(time.Millisecond), "err", callErr)
+		}
+		return tx.UpdateOutbox(ctx, cur)
+	})
+	return false, err
+}
+
+// backoff doubles from the minimum to the maximum.
+func (s *Server) backoff(attempts int) time.Duration {
+	d := s.cfg.OutboxBackoff.Min
+	for i := 1; i < attempts && d < s.cfg.OutboxBackoff.Max; i++ {
+		d *= 2
+	}
+	return min(d, s.cfg.OutboxBackoff.Max)
+}
+
+// RetryParked puts every parked outbox entry back in line and returns how
+// many there were.
+func (s *Server) RetryParked(ctx context.Context) (int, error) {
+	n := 0
+	err := s.store.Update(ctx, func(tx store.Tx) error {
+		n = 0
+		all, err := tx.Outbox(ctx, 1_000_000)
+		if err != nil {
+			return err
+		}
+		now := s.now()
+		for _, e := range all {
+			if e.ParkedAt.IsZero() {
+				continue
+			}
+			e.ParkedAt, e.Attempts, e.NextAttemptAt = time.Time{}, 0, now
+			if err := tx.UpdateOutbox(ctx, e); err != nil {
+				return err
+			}
+			n++
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("devicegrant: retry parked: %w", err)
+	}
+	return n, nil
+}
+
+// Outbox lists the calls waiting for the homeserver, oldest first.
+func (s *Server) Outbox(ctx context.Context, limit int) ([]store.OutboxEntry, error) {
+	return s.store.Outbox(ctx, limit)
+}
