@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"image"
+	_ "image/png"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -464,5 +466,39 @@ func TestTmuxLogin(t *testing.T) {
 	}
 	if !strings.Contains(screen, "Signed in as "+w.UserID()) || !strings.Contains(screen, "EXIT=0") {
 		t.Fatalf("screen:\n%s", screen)
+	}
+}
+
+// TestCLIDisplayPNG shows the card on a panel (the PNG stand-in, at an
+// OLED's 128×64), decodes the symbol from the file and approves with it.
+func TestCLIDisplayPNG(t *testing.T) {
+	w := pairtest.Start(t, fakesynapse.Stable)
+	c := newCLI(t)
+	png := filepath.Join(t.TempDir(), "card.png")
+	l := c.startLogin("--display", "png:"+png+":128x64", w.UserID())
+	var uri string
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if f, err := os.Open(png); err == nil {
+			img, _, err := image.Decode(f)
+			f.Close()
+			if err == nil {
+				if uri, err = qrtest.Decode(img); err == nil {
+					break
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no readable card in %s\n%s", png, l.stderr)
+		}
+	}
+	if uri != l.uri() {
+		t.Fatalf("panel shows %q, want %q", uri, l.uri())
+	}
+	w.Phone.Decide(uri, "approve")
+	if res, code := l.finish(t); code != 0 || res["event"] != "login" {
+		t.Fatalf("exit %d %v\n%s", code, res, l.stderr)
+	}
+	if !strings.Contains(l.stderr.String(), l.auth["user_code"].(string)) {
+		t.Fatalf("the user code is not on stderr:\n%s", l.stderr)
 	}
 }
