@@ -26,6 +26,8 @@ const (
 	callDeleteDevice  = "delete_device"
 	callSyncDevices   = "sync_devices"
 	callDeleteUser    = "delete_user"
+
+	callAllowCrossSigningReset = "allow_cross_signing_reset"
 )
 
 // provisioning reports whether a homeserver is configured to provision.

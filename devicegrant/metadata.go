@@ -27,6 +27,8 @@ func (s *Server) metadata(c *gin.Context) {
 		// token; that is not a registered method name, so it is not listed.
 		"introspection_endpoint_auth_methods_supported": []string{"client_secret_basic", "client_secret_post"},
 		"code_challenge_methods_supported":              []string{"S256"},
+		"account_management_uri":                        s.url(pathAccount),
+		"account_management_actions_supported":          s.accountActions(),
 		// Not a registered name: a device fetches its own pairing card
 		// here (POST client_id, device_code, format) when it cannot
 		// draw a QR code itself. See firmware-notes.

@@ -354,6 +354,12 @@ func (s *Server) routes() (http.Handler, error) {
 	}
 	pg.POST(pathLogin, s.loginSubmit)
 	pg.POST(pathLogout, s.logoutSubmit)
+	pg.GET(pathAccount, s.accountPage)
+	pg.POST(pathAccount+"/profile", s.profileSubmit)
+	pg.POST(pathAccount+"/password", s.passwordSubmit)
+	pg.POST(pathAccount+"/sessions/end", s.endSessionSubmit)
+	pg.POST(pathAccount+"/deactivate", s.deactivateSubmit)
+	pg.POST(pathAccount+"/cross-signing-reset", s.crossSigningResetSubmit)
 	g.GET(pathStyle, s.style)
 	return e, nil
 }
@@ -370,6 +376,7 @@ const (
 	pathVerify     = "device"
 	pathLogin      = "login"
 	pathLogout     = "logout"
+	pathAccount    = "account"
 	pathStyle      = "static/style.css"
 )
 

@@ -220,8 +220,9 @@ func (s *Server) loginSubmit(c *gin.Context) {
 		return
 	}
 	code := normalizeUserCode(c.PostForm("user_code"))
+	next, _ := s.safeNext(c.PostForm("next"))
 	username := localpart(c.PostForm("username"), s.cfg.ServerName)
-	p := page{Title: "Sign in", Code: displayUserCode(code), CodeRaw: code, Username: username}
+	p := page{Title: "Sign in", Code: displayUserCode(code), CodeRaw: code, Username: username, Next: next}
 	ip, now := c.ClientIP(), s.now()
 	if wait := s.loginLimit.wait(ip, now); wait > 0 {
 		c.Header("Retry-After", fmt.Sprint(int(wait.Seconds())+1))
@@ -255,6 +256,10 @@ func (s *Server) loginSubmit(c *gin.Context) {
 		return
 	}
 	s.log.InfoContext(ctx, "signed in", "user", u.Username, "client", ip)
+	if next != "" {
+		c.Redirect(http.StatusSeeOther, next)
+		return
+	}
 	if code != "" {
 		c.Redirect(http.StatusSeeOther, s.prefix+"D/"+code)
 		return
@@ -263,19 +268,11 @@ func (s *Server) loginSubmit(c *gin.Context) {
 }
 
 func (s *Server) logoutSubmit(c *gin.Context) {
-	ctx := c.Request.Context()
 	if !s.csrfOK(c) {
 		s.errorPage(c, http.StatusForbidden, "Please try again", "This form expired. Go back, reload the page and submit it again.")
 		return
 	}
-	if v := s.cookie(c, "dg_session"); v != "" {
-		if b, err := s.store.BrowserSession(ctx, hashSecret(v)); err == nil {
-			if err := s.store.Update(ctx, func(tx store.Tx) error { return tx.DeleteBrowserSession(ctx, b.ID) }); err != nil {
-				s.log.ErrorContext(ctx, "logout", "err", err)
-			}
-		}
-	}
-	s.setCookie(c, "dg_session", "", -time.Second)
+	s.signOut(c)
 	c.Redirect(http.StatusSeeOther, s.prefix+pathVerify)
 }
 

@@ -19,7 +19,7 @@ var pageFS embed.FS
 
 func loadPages() (map[string]*template.Template, error) {
 	out := map[string]*template.Template{}
-	for _, name := range []string{"enter_code", "login", "consent", "message"} {
+	for _, name := range []string{"enter_code", "login", "consent", "message", "account", "session", "confirm"} {
 		t, err := template.ParseFS(pageFS, "pages/layout.html", "pages/"+name+".html")
 		if err != nil {
 			return nil, fmt.Errorf("devicegrant: page %s: %w", name, err)
@@ -38,9 +38,20 @@ type page struct {
 	User       *store.User
 	Error      string
 
+	Info     string
+	Next     string // login: where to go afterwards
 	Code     string // user code, as XXXX-XXXX
 	CodeRaw  string // user code, normalised
 	Username string
+
+	// account pages
+	Sessions      []sessionView
+	Session       sessionView
+	CrossSigning  bool
+	Action        string            // confirm: the form's path
+	Hidden        map[string]string // confirm: hidden fields
+	Button        string            // confirm: the button's label
+	TypeToConfirm string            // confirm: text to type
 
 	Client  clientView
 	Grant   grantView
@@ -160,6 +171,19 @@ func (s *Server) signedInUser(c *gin.Context) (*store.User, error) {
 		return nil, nil
 	}
 	return &u, nil
+}
+
+// signOut ends this browser's session.
+func (s *Server) signOut(c *gin.Context) {
+	ctx := c.Request.Context()
+	if v := s.cookie(c, "dg_session"); v != "" {
+		if b, err := s.store.BrowserSession(ctx, hashSecret(v)); err == nil {
+			if err := s.store.Update(ctx, func(tx store.Tx) error { return tx.DeleteBrowserSession(ctx, b.ID) }); err != nil {
+				s.log.ErrorContext(ctx, "sign out", "err", err)
+			}
+		}
+	}
+	s.setCookie(c, "dg_session", "", -time.Second)
 }
 
 // signIn starts a browser session for u.

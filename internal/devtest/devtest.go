@@ -57,6 +57,8 @@ type Server struct {
 	Store  *sqlite.Store
 	DBPath string
 	Clock  *Clock // nil unless WithClock was given
+
+	noRun bool
 }
 
 // Option changes how Start builds the server.
@@ -68,6 +70,12 @@ func WithClock() Option {
 		s.Clock = NewClock(time.Now().Truncate(time.Millisecond))
 		c.Now = s.Clock.Now
 	}
+}
+
+// WithoutRun leaves the background work (Server.Run: homeserver calls,
+// cleanup) stopped, as if the process died before doing it.
+func WithoutRun() Option {
+	return func(_ *devicegrant.Config, s *Server) { s.noRun = true }
 }
 
 // WithConfig lets a test change any setting.
@@ -116,7 +124,9 @@ func Start(t testing.TB, opts ...Option) *Server {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		srv.Run(runCtx)
+		if !s.noRun {
+			srv.Run(runCtx)
+		}
 	}()
 	// Cleanups run last-in first-out: stop the background work, then the
 	// HTTP server, then close the store (registered first, above).

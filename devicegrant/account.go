@@ -1,0 +1,371 @@
+package devicegrant
+
+import (
+	"crypto/subtle"
+	"errors"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/devicegrant/devicegrant/store"
+)
+
+// Account management (P-ACCT-1): the account_management_uri a Matrix
+// client links to, with ?action=… deep links. Destructive actions explain
+// themselves and ask for the password again, because such links are easy
+// to forge.
+
+// Account management actions, as Matrix names them. The session_* names
+// are the spec's; device_* the older unstable ones, still sent by clients.
+const (
+	actionProfile       = "org.matrix.profile"
+	actionSessionsList  = "org.matrix.sessions_list"
+	actionSessionView   = "org.matrix.session_view"
+	actionSessionEnd    = "org.matrix.session_end"
+	actionDevicesList   = "org.matrix.devices_list"
+	actionDeviceView    = "org.matrix.device_view"
+	actionDeviceDelete  = "org.matrix.device_delete"
+	actionDeactivate    = "org.matrix.account_deactivate"
+	actionCrossSigReset = "org.matrix.cross_signing_reset"
+)
+
+func (s *Server) accountActions() []string {
+	a := []string{actionProfile, actionSessionsList, actionSessionView, actionSessionEnd,
+		actionDevicesList, actionDeviceView, actionDeviceDelete, actionDeactivate}
+	if s.provisioning() {
+		a = append(a, actionCrossSigReset)
+	}
+	return a
+}
+
+// sessionView is one session as the account pages show it.
+type sessionView struct {
+	ID, DeviceID                      string
+	ClientName, ClientURI, ClientHost string
+	LogoURI                           string
+	Created, LastActive, LastIP       string
+	Scopes                            []string
+}
+
+func (s *Server) viewSession(c *gin.Context, x store.Session) sessionView {
+	v := sessionView{ID: x.ID, DeviceID: x.DeviceID, ClientName: "An unnamed application", LastIP: x.LastIP,
+		Created: s.when(x.CreatedAt), LastActive: s.when(x.LastActiveAt), Scopes: describeScopes(x.Scope)}
+	if cl, err := s.loadClient(c.Request.Context(), x.ClientID); err == nil {
+		v.ClientName, v.ClientURI, v.LogoURI = cl.name(), cl.meta.ClientURI, cl.meta.LogoURI
+		if u, err := url.Parse(v.ClientURI); err == nil {
+			v.ClientHost = u.Host
+		}
+	}
+	return v
+}
+
+// when says a past time in words a person reads at a glance.
+func (s *Server) when(t time.Time) string {
+	if t.IsZero() {
+		return "never"
+	}
+	return humanDuration(s.now().Sub(t)) + " ago (" + t.UTC().Format("2 Jan 2006 15:04 UTC") + ")"
+}
+
+// requireUser returns the signed-in person, or shows the sign-in form
+// (coming back here afterwards) and returns nil.
+func (s *Server) requireUser(c *gin.Context) *store.User {
+	user, err := s.signedInUser(c)
+	if err != nil {
+		s.log.ErrorContext(c.Request.Context(), "browser session", "err", err)
+		s.errorPage(c, http.StatusInternalServerError, "Something went wrong", "Please try again.")
+		return nil
+	}
+	if user == nil {
+		next := c.Request.URL.RequestURI()
+		if c.Request.Method != http.MethodGet {
+			next = s.prefix + pathAccount
+		}
+		s.render(c, http.StatusOK, "login", page{Title: "Sign in", Next: next})
+	}
+	return user
+}
+
+// liveSessionByDevice finds the person's live session on a Matrix device.
+func (s *Server) liveSessionByDevice(c *gin.Context, user *store.User, deviceID string) (store.Session, bool) {
+	if deviceID == "" {
+		return store.Session{}, false
+	}
+	list, err := s.store.SessionsByDevice(c.Request.Context(), user.ID, deviceID)
+	if err != nil || len(list) == 0 {
+		return store.Session{}, false
+	}
+	return list[0], true
+}
+
+func (s *Server) accountPage(c *gin.Context) {
+	user := s.requireUser(c)
+	if user == nil {
+		return
+	}
+	deviceID := c.Query("device_id")
+	switch c.Query("action") {
+	case actionSessionView, actionDeviceView:
+		x, ok := s.liveSessionByDevice(c, user, deviceID)
+		if !ok {
+			s.showAccount(c, user, http.StatusNotFound, "No signed-in device has the id "+deviceID+".", "")
+			return
+		}
+		s.render(c, http.StatusOK, "session", page{Title: "Device", User: user, Session: s.viewSession(c, x)})
+	case actionSessionEnd, actionDeviceDelete:
+		x, ok := s.liveSessionByDevice(c, user, deviceID)
+		if !ok {
+			s.showAccount(c, user, http.StatusNotFound, "No signed-in device has the id "+deviceID+".", "")
+			return
+		}
+		v := s.viewSession(c, x)
+		s.render(c, http.StatusOK, "confirm", page{Title: "Sign out " + v.ClientName + "?", User: user,
+			Message: "The device " + v.DeviceID + " (" + v.ClientName + ") will be signed out at once and must be paired again to use your account. Its messages stay on the server; if it held the only copy of your encryption keys, encrypted history may become unreadable on it.",
+			Action:  pathAccount + "/sessions/end", Hidden: map[string]string{"session_id": x.ID}, Button: "Sign the device out"})
+	case actionDeactivate:
+		s.render(c, http.StatusOK, "confirm", page{Title: "Deactivate your account?", User: user,
+			Message: "Deactivating @" + user.Username + ":" + s.cfg.ServerName + " signs out every device, removes you from the homeserver, and cannot be undone. Nobody, not even you, can register this username again.",
+			Action:  pathAccount + "/deactivate", Button: "Deactivate my account for good",
+			TypeToConfirm: user.Username})
+	case actionCrossSigReset:
+		if !s.provisioning() {
+			s.showAccount(c, user, http.StatusNotFound, "Resetting the encryption identity is not available here.", "")
+			return
+		}
+		s.render(c, http.StatusOK, "confirm", page{Title: "Reset your encryption identity?", User: user,
+			Message: "This lets one of your signed-in apps replace your cross-signing keys without further checks for the next 10 minutes. Do it only if you lost your recovery key and all your verified devices, and then start the reset in your app. Other people will see that your identity changed.",
+			Action:  pathAccount + "/cross-signing-reset", Button: "Allow the reset"})
+	default: // profile, sessions list, or no action
+		s.showAccount(c, user, http.StatusOK, "", "")
+	}
+}
+
+func (s *Server) showAccount(c *gin.Context, user *store.User, status int, errMsg, info string) {
+	list, err := s.store.SessionsByUser(c.Request.Context(), user.ID, false)
+	if err != nil {
+		s.log.ErrorContext(c.Request.Context(), "account: sessions", "err", err)
+	}
+	views := make([]sessionView, 0, len(list))
+	for _, x := range list {
+		views = append(views, s.viewSession(c, x))
+	}
+	s.render(c, status, "account", page{Title: "Your account", User: user, Sessions: views,
+		Error: errMsg, Info: info, CrossSigning: s.provisioning()})
+}
+
+// reauth checks the password of a destructive action, counting failures
+// like sign-in does. It renders the confirmation again on failure.
+func (s *Server) reauth(c *gin.Context, user *store.User, again page) bool {
+	ip, now := c.ClientIP(), s.now()
+	if wait := s.loginLimit.wait(ip, now); wait > 0 {
+		again.Error = "Too many wrong passwords. Please wait " + humanDuration(wait) + " and try again."
+		s.render(c, http.StatusTooManyRequests, "confirm", again)
+		return false
+	}
+	ok, err := checkPassword(user.PasswordHash, c.PostForm("password"))
+	if err != nil || !ok {
+		s.loginLimit.fail(ip, now)
+		again.Error = "Wrong password; nothing was changed."
+		s.render(c, http.StatusUnauthorized, "confirm", again)
+		return false
+	}
+	return true
+}
+
+// accountForm runs the checks every account POST shares.
+func (s *Server) accountForm(c *gin.Context) *store.User {
+	if !s.csrfOK(c) {
+		s.errorPage(c, http.StatusForbidden, "Please try again", "This form expired. Go back, reload the page and submit it again.")
+		return nil
+	}
+	return s.requireUser(c)
+}
+
+func (s *Server) endSessionSubmit(c *gin.Context) {
+	ctx := c.Request.Context()
+	user := s.accountForm(c)
+	if user == nil {
+		return
+	}
+	x, err := s.store.Session(ctx, c.PostForm("session_id"))
+	if err != nil || x.UserID != user.ID || !x.EndedAt.IsZero() {
+		s.showAccount(c, user, http.StatusNotFound, "That device is not signed in any more.", "")
+		return
+	}
+	v := s.viewSession(c, x)
+	again := page{Title: "Sign out " + v.ClientName + "?", User: user, Message: "Enter your password to sign the device " + v.DeviceID + " out.",
+		Action: pathAccount + "/sessions/end", Hidden: map[string]string{"session_id": x.ID}, Button: "Sign the device out"}
+	if !s.reauth(c, user, again) {
+		return
+	}
+	err = s.store.Update(ctx, func(tx store.Tx) error {
+		cur, err := tx.Session(ctx, x.ID)
+		if err != nil {
+			return err
+		}
+		return s.endSession(ctx, tx, cur, endByUser, s.now())
+	})
+	if err != nil {
+		s.log.ErrorContext(ctx, "account: end session", "err", err)
+		s.showAccount(c, user, http.StatusInternalServerError, "Something went wrong; the device may still be signed in.", "")
+		return
+	}
+	s.log.InfoContext(ctx, "session ended on the account page", "user", user.Username, "session", x.ID)
+	s.showAccount(c, user, http.StatusOK, "", v.ClientName+" ("+v.DeviceID+") is signed out.")
+}
+
+func (s *Server) deactivateSubmit(c *gin.Context) {
+	ctx := c.Request.Context()
+	user := s.accountForm(c)
+	if user == nil {
+		return
+	}
+	again := page{Title: "Deactivate your account?", User: user, Message: "Enter your password and your username to deactivate @" + user.Username + ":" + s.cfg.ServerName + " for good.",
+		Action: pathAccount + "/deactivate", Button: "Deactivate my account for good", TypeToConfirm: user.Username}
+	if subtle.ConstantTimeCompare([]byte(strings.TrimSpace(c.PostForm("confirm_text"))), []byte(user.Username)) != 1 {
+		again.Error = "Type your username exactly to confirm; nothing was changed."
+		s.render(c, http.StatusBadRequest, "confirm", again)
+		return
+	}
+	if !s.reauth(c, user, again) {
+		return
+	}
+	if err := s.DeactivateUser(ctx, user.ID); err != nil {
+		s.log.ErrorContext(ctx, "account: deactivate", "err", err)
+		s.errorPage(c, http.StatusInternalServerError, "Something went wrong", "Your account was not deactivated. Please try again.")
+		return
+	}
+	s.log.InfoContext(ctx, "account deactivated", "user", user.Username)
+	s.signOut(c)
+	s.render(c, http.StatusOK, "message", page{Title: "Account deactivated", Kind: "ok",
+		Message: "@" + user.Username + ":" + s.cfg.ServerName + " is deactivated and all its devices are signed out."})
+}
+
+func (s *Server) crossSigningResetSubmit(c *gin.Context) {
+	ctx := c.Request.Context()
+	user := s.accountForm(c)
+	if user == nil {
+		return
+	}
+	if !s.provisioning() {
+		s.showAccount(c, user, http.StatusNotFound, "Resetting the encryption identity is not available here.", "")
+		return
+	}
+	again := page{Title: "Reset your encryption identity?", User: user, Message: "Enter your password to allow the reset.",
+		Action: pathAccount + "/cross-signing-reset", Button: "Allow the reset"}
+	if !s.reauth(c, user, again) {
+		return
+	}
+	err := s.store.Update(ctx, func(tx store.Tx) error {
+		return s.enqueue(ctx, tx, user.Username, callAllowCrossSigningReset, struct {
+			Localpart string `json:"localpart"`
+		}{user.Username}, "")
+	})
+	if err != nil {
+		s.log.ErrorContext(ctx, "account: cross-signing reset", "err", err)
+		s.showAccount(c, user, http.StatusInternalServerError, "Something went wrong; nothing was changed.", "")
+		return
+	}
+	s.showAccount(c, user, http.StatusOK, "", "Allowed: within the next 10 minutes, start the reset in your Matrix app.")
+}
+
+func (s *Server) profileSubmit(c *gin.Context) {
+	ctx := c.Request.Context()
+	user := s.accountForm(c)
+	if user == nil {
+		return
+	}
+	name := strings.TrimSpace(c.PostForm("display_name"))
+	if len(name) > 256 {
+		s.showAccount(c, user, http.StatusBadRequest, "The display name is longer than 256 bytes.", "")
+		return
+	}
+	err := s.store.Update(ctx, func(tx store.Tx) error {
+		u, err := tx.User(ctx, user.ID)
+		if err != nil {
+			return err
+		}
+		u.DisplayName = name
+		if err := tx.UpdateUser(ctx, u); err != nil {
+			return err
+		}
+		*user = u
+		body := map[string]any{"localpart": u.Username}
+		if name == "" {
+			body["unset_displayname"] = true
+		} else {
+			body["set_displayname"] = name
+		}
+		return s.enqueue(ctx, tx, u.Username, callProvisionUser, body, "")
+	})
+	if err != nil {
+		s.log.ErrorContext(ctx, "account: profile", "err", err)
+		s.showAccount(c, user, http.StatusInternalServerError, "Something went wrong; the name was not saved.", "")
+		return
+	}
+	s.showAccount(c, user, http.StatusOK, "", "Name saved.")
+}
+
+func (s *Server) passwordSubmit(c *gin.Context) {
+	ctx := c.Request.Context()
+	user := s.accountForm(c)
+	if user == nil {
+		return
+	}
+	ip, now := c.ClientIP(), s.now()
+	if wait := s.loginLimit.wait(ip, now); wait > 0 {
+		s.showAccount(c, user, http.StatusTooManyRequests, "Too many wrong passwords. Please wait "+humanDuration(wait)+".", "")
+		return
+	}
+	if ok, err := checkPassword(user.PasswordHash, c.PostForm("current")); err != nil || !ok {
+		s.loginLimit.fail(ip, now)
+		s.showAccount(c, user, http.StatusUnauthorized, "The current password is wrong; nothing was changed.", "")
+		return
+	}
+	newPassword := c.PostForm("new")
+	if newPassword != c.PostForm("repeat") {
+		s.showAccount(c, user, http.StatusBadRequest, "The new passwords differ; nothing was changed.", "")
+		return
+	}
+	if err := checkNewPassword(newPassword); err != nil {
+		s.showAccount(c, user, http.StatusBadRequest, "The new "+err.Error()+".", "")
+		return
+	}
+	hash, err := HashPassword(newPassword)
+	if err == nil {
+		err = s.store.Update(ctx, func(tx store.Tx) error {
+			u, err := tx.User(ctx, user.ID)
+			if err != nil {
+				return err
+			}
+			u.PasswordHash = hash
+			*user = u
+			return tx.UpdateUser(ctx, u)
+		})
+	}
+	if err != nil {
+		s.log.ErrorContext(ctx, "account: password", "err", err)
+		s.showAccount(c, user, http.StatusInternalServerError, "Something went wrong; the password was not changed.", "")
+		return
+	}
+	s.log.InfoContext(ctx, "password changed", "user", user.Username)
+	s.showAccount(c, user, http.StatusOK, "", "Password changed.")
+}
+
+var errNoNext = errors.New("no next")
+
+// safeNext accepts only a path on this server to go back to after
+// signing in: never another host (no open redirect).
+func (s *Server) safeNext(next string) (string, error) {
+	if next == "" || !strings.HasPrefix(next, s.prefix) || strings.HasPrefix(next, "//") || strings.ContainsAny(next, "\\\r\n") {
+		return "", errNoNext
+	}
+	u, err := url.Parse(next)
+	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil {
+		return "", errNoNext
+	}
+	return next, nil
+}
