@@ -11,6 +11,7 @@ step() { printf '\n== %s\n' "$*"; }
 need_pkgs=()
 command -v tmux >/dev/null || need_pkgs+=(tmux)
 command -v gcc >/dev/null || need_pkgs+=(gcc)
+command -v aarch64-linux-gnu-gcc >/dev/null || need_pkgs+=(gcc-aarch64-linux-gnu)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   step "installing ${need_pkgs[*]}"
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -37,3 +38,11 @@ step "staticcheck"
 
 step "go test -race"
 go test -race -count=1 -timeout 15m ./...
+
+step "cross builds for the Raspberry Pi (firmware-notes/README.md)"
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+GOOS=linux GOARCH=arm GOARM=6 CGO_ENABLED=0 go build -o "$out/matrix-pair-armv6" ./cmd/matrix-pair
+GOOS=linux GOARCH=arm64 CGO_ENABLED=0 go build -o "$out/matrix-pair-arm64" ./cmd/matrix-pair
+CC=aarch64-linux-gnu-gcc CGO_ENABLED=1 GOOS=linux GOARCH=arm64 go build -o "$out/devicegrantd-arm64" ./cmd/devicegrantd
+echo "built: $(cd "$out" && ls | tr '\n' ' ')"
