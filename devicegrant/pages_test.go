@@ -81,7 +81,9 @@ func TestCSRF(t *testing.T) {
 	da := e.deviceAuth(clientID, "CSRFDEVICE")
 	p := newPhone(t)
 	pg := p.Get(da["verification_uri_complete"].(string))
-	pg = p.Submit(pg, "/login", url.Values{"username": {testUser}, "password": {testPassword}})
+	if pg = p.Submit(pg, "/login", url.Values{"username": {testUser}, "password": {testPassword}}); pg.Form(pg.URL.Path) == nil {
+		t.Fatalf("no consent form after signing in: %s", pg.Text())
+	}
 	code := strings.ReplaceAll(da["user_code"].(string), "-", "")
 
 	// A cross-site form post: the browser sends cookies (say, a top-level
@@ -199,7 +201,9 @@ func TestLogin(t *testing.T) {
 		t.Fatalf("login: %s", pg.Text())
 	}
 	// Sign out: the next visit asks for the password again.
-	pg = p.Submit(pg, "/logout", nil)
+	if pg = p.Submit(pg, "/logout", nil); pg.Form("/device") == nil {
+		t.Errorf("signing out did not lead to the code form: %s", pg.Text())
+	}
 	pg = p.Get(da["verification_uri_complete"].(string))
 	if pg.Form("/login") == nil {
 		t.Error("still signed in after signing out")
