@@ -32,6 +32,10 @@ type User struct {
 	CreatedAt    time.Time
 	// DeactivatedAt is zero for an active account.
 	DeactivatedAt time.Time
+	// TermsURL is the terms the person accepted when registering, and
+	// TermsAcceptedAt when; empty for accounts an operator created.
+	TermsURL        string
+	TermsAcceptedAt time.Time
 }
 
 // Client is a registered OAuth client. The store keeps its RFC 7591
@@ -41,6 +45,7 @@ type Client struct {
 	SecretHash []byte // nil for public clients
 	Metadata   []byte // JSON of the registered metadata
 	CreatedAt  time.Time
+	Trusted    bool // the operator lets it skip the consent page
 }
 
 // GrantState is where a device grant is in its state machine.
@@ -78,6 +83,48 @@ type DeviceGrant struct {
 	UserID         string    // who approved or denied
 	DecidedAt      time.Time // when they did
 	SessionID      string    // the session the exchange created
+}
+
+// AuthCodeStatus is where an authorization-code request is.
+type AuthCodeStatus string
+
+// The life of an authorization code: approved and waiting for the Matrix
+// device to exist, ready for its code to be minted, issued (the code went
+// to the client), used (exchanged for tokens).
+const (
+	AuthCodeWaiting AuthCodeStatus = "waiting"
+	AuthCodeReady   AuthCodeStatus = "ready"
+	AuthCodeIssued  AuthCodeStatus = "issued"
+	AuthCodeUsed    AuthCodeStatus = "used"
+)
+
+// AuthCode is one approved authorization request (RFC 6749 §4.1) and the
+// code minted for it.
+type AuthCode struct {
+	ID            string
+	CodeHash      []byte // nil until the code is minted
+	ClientID      string
+	RedirectURI   string // exactly as presented at the authorization endpoint
+	CodeChallenge string // PKCE S256 challenge
+	Scope         string
+	Nonce         string
+	State         string // the client's state parameter, to send back
+	ResponseMode  string // query or fragment
+	UserID        string
+	AuthTime      time.Time // when the person last signed in
+	CreatedAt     time.Time
+	ExpiresAt     time.Time
+	Status        AuthCodeStatus
+	SessionID     string // the session its exchange created
+}
+
+// SigningKey is an OpenID Connect signing key.
+type SigningKey struct {
+	ID         string // the JWK "kid"
+	Alg        string // e.g. RS256
+	PrivatePEM []byte // PKCS#8
+	CreatedAt  time.Time
+	RetiredAt  time.Time // zero while it signs
 }
 
 // Session is one sign-in of one client for one user and one Matrix device.
@@ -183,6 +230,12 @@ type Reader interface {
 	// ready and not yet expired at now: their Matrix devices must exist.
 	GrantsAwaitingDevice(ctx context.Context, userID string, now time.Time) ([]DeviceGrant, error)
 
+	AuthCode(ctx context.Context, id string) (AuthCode, error)
+	AuthCodeByCode(ctx context.Context, hash []byte) (AuthCode, error)
+
+	// SigningKeys lists the OpenID signing keys, newest first.
+	SigningKeys(ctx context.Context) ([]SigningKey, error)
+
 	// OutboxDue returns, for each user key, the oldest entry that is not
 	// parked, if it is due at now and not leased: the next call to make
 	// for that user. At most limit entries, oldest first.
@@ -203,6 +256,13 @@ type Tx interface {
 	UpdateUser(ctx context.Context, u User) error
 
 	CreateClient(ctx context.Context, c Client) error
+	UpdateClient(ctx context.Context, c Client) error
+
+	CreateAuthCode(ctx context.Context, a AuthCode) error
+	UpdateAuthCode(ctx context.Context, a AuthCode) error
+
+	CreateSigningKey(ctx context.Context, k SigningKey) error
+	UpdateSigningKey(ctx context.Context, k SigningKey) error
 
 	// CreateDeviceGrant fails with ErrAlreadyExists when another grant that
 	// has not expired at g.CreatedAt holds the same user code. An expired
@@ -226,8 +286,8 @@ type Tx interface {
 	UpdateOutbox(ctx context.Context, e OutboxEntry) error
 	// DeleteOutbox removes a delivered entry.
 	DeleteOutbox(ctx context.Context, id int64) error
-	// DeleteExpired removes device grants and browser sessions that expired
-	// before the given time. It returns how many rows went.
+	// DeleteExpired removes device grants, authorization codes and browser
+	// sessions that expired before the given time. It returns how many rows went.
 	DeleteExpired(ctx context.Context, before time.Time) (int64, error)
 }
 

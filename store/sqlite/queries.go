@@ -27,10 +27,11 @@ var _ store.Tx = (*tx)(nil)
 
 type scanner interface{ Scan(dest ...any) error }
 
-const userCols = `id, username, password_hash, display_name, created_at, deactivated_at`
+const userCols = `id, username, password_hash, display_name, created_at, deactivated_at, terms_url, terms_accepted_at`
 
 func scanUser(s scanner) (u store.User, err error) {
-	err = s.Scan(&u.ID, &u.Username, &u.PasswordHash, &u.DisplayName, nt(&u.CreatedAt), nt(&u.DeactivatedAt))
+	err = s.Scan(&u.ID, &u.Username, &u.PasswordHash, &u.DisplayName, nt(&u.CreatedAt), nt(&u.DeactivatedAt),
+		&u.TermsURL, nt(&u.TermsAcceptedAt))
 	return u, err
 }
 
@@ -62,26 +63,93 @@ func (q queries) Users(ctx context.Context) ([]store.User, error) {
 }
 
 func (t *tx) CreateUser(ctx context.Context, u store.User) error {
-	_, err := t.db.ExecContext(ctx, `INSERT INTO users (`+userCols+`) VALUES (?, ?, ?, ?, ?, ?)`,
-		u.ID, u.Username, u.PasswordHash, u.DisplayName, ms(u.CreatedAt), ms(u.DeactivatedAt))
+	_, err := t.db.ExecContext(ctx, `INSERT INTO users (`+userCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+		u.ID, u.Username, u.PasswordHash, u.DisplayName, ms(u.CreatedAt), ms(u.DeactivatedAt), u.TermsURL, ms(u.TermsAcceptedAt))
 	return wrap("create user", err)
 }
 
 func (t *tx) UpdateUser(ctx context.Context, u store.User) error {
-	return t.exec1(ctx, "update user", `UPDATE users SET username = ?, password_hash = ?, display_name = ?, deactivated_at = ? WHERE id = ?`,
-		u.Username, u.PasswordHash, u.DisplayName, ms(u.DeactivatedAt), u.ID)
+	return t.exec1(ctx, "update user", `UPDATE users SET username = ?, password_hash = ?, display_name = ?, deactivated_at = ?,
+		terms_url = ?, terms_accepted_at = ? WHERE id = ?`,
+		u.Username, u.PasswordHash, u.DisplayName, ms(u.DeactivatedAt), u.TermsURL, ms(u.TermsAcceptedAt), u.ID)
 }
 
 func (q queries) Client(ctx context.Context, id string) (c store.Client, err error) {
-	err = q.db.QueryRowContext(ctx, `SELECT id, secret_hash, metadata, created_at FROM clients WHERE id = ?`, id).
-		Scan(&c.ID, &c.SecretHash, &c.Metadata, nt(&c.CreatedAt))
+	err = q.db.QueryRowContext(ctx, `SELECT id, secret_hash, metadata, created_at, trusted FROM clients WHERE id = ?`, id).
+		Scan(&c.ID, &c.SecretHash, &c.Metadata, nt(&c.CreatedAt), &c.Trusted)
 	return c, wrap("client", err)
 }
 
 func (t *tx) CreateClient(ctx context.Context, c store.Client) error {
-	_, err := t.db.ExecContext(ctx, `INSERT INTO clients (id, secret_hash, metadata, created_at) VALUES (?, ?, ?, ?)`,
-		c.ID, c.SecretHash, c.Metadata, ms(c.CreatedAt))
+	_, err := t.db.ExecContext(ctx, `INSERT INTO clients (id, secret_hash, metadata, created_at, trusted) VALUES (?, ?, ?, ?, ?)`,
+		c.ID, c.SecretHash, c.Metadata, ms(c.CreatedAt), c.Trusted)
 	return wrap("create client", err)
+}
+
+func (t *tx) UpdateClient(ctx context.Context, c store.Client) error {
+	return t.exec1(ctx, "update client", `UPDATE clients SET secret_hash = ?, metadata = ?, trusted = ? WHERE id = ?`,
+		c.SecretHash, c.Metadata, c.Trusted, c.ID)
+}
+
+const authCodeCols = `id, code_hash, client_id, redirect_uri, code_challenge, scope, nonce, state_param, response_mode,
+	user_id, auth_time, created_at, expires_at, status, session_id`
+
+func scanAuthCode(s scanner) (a store.AuthCode, err error) {
+	var session sql.NullString
+	err = s.Scan(&a.ID, &a.CodeHash, &a.ClientID, &a.RedirectURI, &a.CodeChallenge, &a.Scope, &a.Nonce, &a.State,
+		&a.ResponseMode, &a.UserID, nt(&a.AuthTime), nt(&a.CreatedAt), nt(&a.ExpiresAt), &a.Status, &session)
+	a.SessionID = session.String
+	return a, err
+}
+
+func (q queries) AuthCode(ctx context.Context, id string) (store.AuthCode, error) {
+	a, err := scanAuthCode(q.db.QueryRowContext(ctx, `SELECT `+authCodeCols+` FROM auth_codes WHERE id = ?`, id))
+	return a, wrap("auth code", err)
+}
+
+func (q queries) AuthCodeByCode(ctx context.Context, hash []byte) (store.AuthCode, error) {
+	a, err := scanAuthCode(q.db.QueryRowContext(ctx, `SELECT `+authCodeCols+` FROM auth_codes WHERE code_hash = ?`, hash))
+	return a, wrap("auth code by code", err)
+}
+
+func (t *tx) CreateAuthCode(ctx context.Context, a store.AuthCode) error {
+	_, err := t.db.ExecContext(ctx, `INSERT INTO auth_codes (`+authCodeCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		a.ID, a.CodeHash, a.ClientID, a.RedirectURI, a.CodeChallenge, a.Scope, a.Nonce, a.State, a.ResponseMode,
+		a.UserID, ms(a.AuthTime), ms(a.CreatedAt), ms(a.ExpiresAt), a.Status, nullString(a.SessionID))
+	return wrap("create auth code", err)
+}
+
+func (t *tx) UpdateAuthCode(ctx context.Context, a store.AuthCode) error {
+	return t.exec1(ctx, "update auth code", `UPDATE auth_codes SET code_hash = ?, expires_at = ?, status = ?, session_id = ?
+		WHERE id = ?`, a.CodeHash, ms(a.ExpiresAt), a.Status, nullString(a.SessionID), a.ID)
+}
+
+func (q queries) SigningKeys(ctx context.Context) ([]store.SigningKey, error) {
+	rows, err := q.db.QueryContext(ctx, `SELECT id, alg, private_pem, created_at, retired_at FROM signing_keys
+		ORDER BY created_at DESC, id DESC`)
+	if err != nil {
+		return nil, wrap("signing keys", err)
+	}
+	defer rows.Close()
+	var out []store.SigningKey
+	for rows.Next() {
+		var k store.SigningKey
+		if err := rows.Scan(&k.ID, &k.Alg, &k.PrivatePEM, nt(&k.CreatedAt), nt(&k.RetiredAt)); err != nil {
+			return nil, wrap("signing keys", err)
+		}
+		out = append(out, k)
+	}
+	return out, wrap("signing keys", rows.Err())
+}
+
+func (t *tx) CreateSigningKey(ctx context.Context, k store.SigningKey) error {
+	_, err := t.db.ExecContext(ctx, `INSERT INTO signing_keys (id, alg, private_pem, created_at, retired_at) VALUES (?, ?, ?, ?, ?)`,
+		k.ID, k.Alg, k.PrivatePEM, ms(k.CreatedAt), ms(k.RetiredAt))
+	return wrap("create signing key", err)
+}
+
+func (t *tx) UpdateSigningKey(ctx context.Context, k store.SigningKey) error {
+	return t.exec1(ctx, "update signing key", `UPDATE signing_keys SET retired_at = ? WHERE id = ?`, ms(k.RetiredAt), k.ID)
 }
 
 const grantCols = `id, device_code_hash, user_code, client_id, scope, requester_ip, requester_agent,
@@ -265,6 +333,7 @@ func (t *tx) DeleteExpired(ctx context.Context, before time.Time) (int64, error)
 	var total int64
 	for _, q := range []string{
 		`DELETE FROM device_grants WHERE expires_at < ?`,
+		`DELETE FROM auth_codes WHERE expires_at < ?`,
 		`DELETE FROM browser_sessions WHERE expires_at < ?`,
 	} {
 		res, err := t.db.ExecContext(ctx, q, ms(before))

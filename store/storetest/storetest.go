@@ -34,6 +34,9 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"BrowserSessions", testBrowserSessions},
 		{"SessionsByUserAndAwaitingGrants", testSessionsByUser},
 		{"OutboxOrderPerUser", testOutbox},
+		{"AuthCodes", testAuthCodes},
+		{"SigningKeys", testSigningKeys},
+		{"ClientTrustAndUserTerms", testTrustAndTerms},
 		{"DeleteExpired", testDeleteExpired},
 		{"UpdateRollsBack", testRollback},
 		{"UpdateSerializes", testSerializes},
@@ -612,5 +615,81 @@ func testOutbox(t *testing.T, s store.Store) {
 	all, _ := s.Outbox(ctx, 10)
 	if len(all) != 2 || all[0].ID != a1 || all[0].ParkedAt.IsZero() {
 		t.Errorf("Outbox = %+v", all)
+	}
+}
+
+func testAuthCodes(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	c := newClient(t, s)
+	u := newUser(t, s, "alice")
+	t0 := now()
+	a := store.AuthCode{ID: id(t), ClientID: c.ID, RedirectURI: "http://127.0.0.1:5555/cb", CodeChallenge: "abc",
+		Scope: "openid", Nonce: "n", State: "st", ResponseMode: "fragment", UserID: u.ID, AuthTime: t0.Add(-time.Hour),
+		CreatedAt: t0, ExpiresAt: t0.Add(10 * time.Minute), Status: store.AuthCodeWaiting}
+	update(t, s, func(tx store.Tx) error { return tx.CreateAuthCode(ctx, a) })
+	got, err := s.AuthCode(ctx, a.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.CodeHash != nil || got.Status != store.AuthCodeWaiting || got.State != "st" || got.ResponseMode != "fragment" ||
+		got.Nonce != "n" || !got.AuthTime.Equal(a.AuthTime) || got.RedirectURI != a.RedirectURI {
+		t.Errorf("AuthCode = %+v", got)
+	}
+	sess := newSession(t, s, u, c, "DEVICE0001")
+	a.CodeHash, a.Status, a.ExpiresAt, a.SessionID = hash("code"), store.AuthCodeUsed, t0.Add(time.Minute), sess.ID
+	update(t, s, func(tx store.Tx) error { return tx.UpdateAuthCode(ctx, a) })
+	got, err = s.AuthCodeByCode(ctx, hash("code"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustEqual(t, "Status", got.Status, store.AuthCodeUsed)
+	mustEqual(t, "SessionID", got.SessionID, sess.ID)
+	_, err = s.AuthCodeByCode(ctx, hash("other"))
+	mustNotFound(t, "AuthCodeByCode", err)
+
+	var n int64
+	update(t, s, func(tx store.Tx) (err error) { n, err = tx.DeleteExpired(ctx, t0.Add(2*time.Minute)); return err })
+	mustEqual(t, "rows deleted", n, int64(1))
+	_, err = s.AuthCode(ctx, a.ID)
+	mustNotFound(t, "expired auth code", err)
+}
+
+func testSigningKeys(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	t0 := now()
+	old := store.SigningKey{ID: "k1", Alg: "RS256", PrivatePEM: []byte("pem1"), CreatedAt: t0.Add(-time.Hour)}
+	cur := store.SigningKey{ID: "k2", Alg: "RS256", PrivatePEM: []byte("pem2"), CreatedAt: t0}
+	update(t, s, func(tx store.Tx) error { return errors.Join(tx.CreateSigningKey(ctx, old), tx.CreateSigningKey(ctx, cur)) })
+	old.RetiredAt = t0
+	update(t, s, func(tx store.Tx) error { return tx.UpdateSigningKey(ctx, old) })
+	keys, err := s.SigningKeys(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) != 2 || keys[0].ID != "k2" || keys[1].ID != "k1" || !keys[1].RetiredAt.Equal(t0) ||
+		string(keys[0].PrivatePEM) != "pem2" || !keys[0].RetiredAt.IsZero() {
+		t.Errorf("SigningKeys = %+v, want k2 then retired k1", keys)
+	}
+	err = s.Update(ctx, func(tx store.Tx) error { return tx.CreateSigningKey(ctx, cur) })
+	if !errors.Is(err, store.ErrAlreadyExists) {
+		t.Errorf("duplicate kid: %v", err)
+	}
+}
+
+func testTrustAndTerms(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	c := newClient(t, s)
+	c.Trusted = true
+	update(t, s, func(tx store.Tx) error { return tx.UpdateClient(ctx, c) })
+	got, err := s.Client(ctx, c.ID)
+	if err != nil || !got.Trusted {
+		t.Errorf("trusted client: %+v %v", got, err)
+	}
+	u := store.User{ID: id(t), Username: "carol", PasswordHash: "x", CreatedAt: now(),
+		TermsURL: "https://example.org/terms-v2", TermsAcceptedAt: now()}
+	update(t, s, func(tx store.Tx) error { return tx.CreateUser(ctx, u) })
+	gu, err := s.User(ctx, u.ID)
+	if err != nil || gu.TermsURL != u.TermsURL || !gu.TermsAcceptedAt.Equal(u.TermsAcceptedAt) {
+		t.Errorf("user terms: %+v %v", gu, err)
 	}
 }
