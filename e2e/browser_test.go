@@ -1,0 +1,782 @@
+//go:build linux
+
+// Package e2e tests devicegrantd's phone pages in a real browser: Debian's
+// Chromium, headless at a phone's size, driven by playwright-core from the
+// Node scripts beside this file, against a real devicegrantd on loopback.
+// The Go side plays the device (golang.org/x/oauth2), the app's loopback
+// redirect and the homeserver's introspection, and asserts on what really
+// happened. Every page visited is screenshotted to
+// artifacts/browser/<scenario>/NN-<page>.png at the repository root.
+//
+// Without /usr/bin/chromium or e2e/node_modules (npm ci in e2e/) these
+// tests skip, unless DEVICEGRANT_BROWSER_TESTS=1 (test.sh sets it): then
+// they fail, so CI never skips them silently.
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/oauth2"
+
+	"github.com/devicegrant/devicegrant/devicegrant"
+	"github.com/devicegrant/devicegrant/internal/devtest"
+)
+
+const (
+	homeserverSecret = "hs-secret-for-browser-tests"
+	apiScope         = "urn:matrix:client:api:*"
+	deviceScope      = "urn:matrix:client:device:"
+	// scenarioTimeout bounds one browser run, launch included.
+	scenarioTimeout = 60 * time.Second
+)
+
+func chromiumPath() string {
+	if p := os.Getenv("DEVICEGRANT_CHROMIUM"); p != "" {
+		return p
+	}
+	return "/usr/bin/chromium"
+}
+
+// requireBrowser skips the test when the browser or playwright-core is
+// missing, or fails it when DEVICEGRANT_BROWSER_TESTS=1.
+func requireBrowser(t *testing.T) {
+	t.Helper()
+	problem := browserProblem()
+	if problem == "" {
+		return
+	}
+	if os.Getenv("DEVICEGRANT_BROWSER_TESTS") == "1" {
+		t.Fatalf("browser tests cannot run (DEVICEGRANT_BROWSER_TESTS=1): %s", problem)
+	}
+	t.Skipf("browser tests skipped: %s (./test.sh installs what they need; set DEVICEGRANT_BROWSER_TESTS=1 to make this a failure)", problem)
+}
+
+func browserProblem() string {
+	if fi, err := os.Stat(chromiumPath()); err != nil || fi.Mode()&0o111 == 0 {
+		return chromiumPath() + " is missing (apt-get install chromium)"
+	}
+	if _, err := exec.LookPath("node"); err != nil {
+		return "node is not on PATH"
+	}
+	var lock struct {
+		Packages map[string]struct {
+			Version string `json:"version"`
+		} `json:"packages"`
+	}
+	b, err := os.ReadFile("package-lock.json")
+	if err != nil {
+		return err.Error()
+	}
+	if err := json.Unmarshal(b, &lock); err != nil {
+		return "e2e/package-lock.json: " + err.Error()
+	}
+	want := lock.Packages["node_modules/playwright-core"].Version
+	var installed struct {
+		Version string `json:"version"`
+	}
+	b, err = os.ReadFile("node_modules/playwright-core/package.json")
+	if err != nil {
+		return "e2e/node_modules/playwright-core is missing (cd e2e && npm ci)"
+	}
+	if err := json.Unmarshal(b, &installed); err != nil || installed.Version != want {
+		return fmt.Sprintf("e2e/node_modules has playwright-core %q, the lock file %q (cd e2e && npm ci)", installed.Version, want)
+	}
+	return ""
+}
+
+// syncBuffer collects a child's stderr; safe to read while it runs.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// line is one JSON line a scenario prints (see lib.mjs).
+type line struct {
+	Checkpoint string          `json:"checkpoint"`
+	Done       bool            `json:"done"`
+	Error      string          `json:"error"`
+	URL        string          `json:"url"`
+	Data       json.RawMessage `json:"data"`
+	Pages      []visitedPage   `json:"pages"`
+	Violations []string        `json:"violations"`
+	Notes      []string        `json:"notes"`
+
+	raw []byte
+}
+
+type visitedPage struct {
+	N      int    `json:"n"`
+	Name   string `json:"name"`
+	URL    string `json:"url"`
+	Status int    `json:"status"`
+	Title  string `json:"title"`
+}
+
+// browserRun is one scenario script running in node.
+type browserRun struct {
+	t        *testing.T
+	scenario string
+	dir      string // its screenshots
+	cmd      *exec.Cmd
+	stdin    io.WriteCloser
+	lines    chan line
+	stderr   *syncBuffer
+	cancel   context.CancelFunc
+	waitOnce sync.Once
+	waitErr  error
+}
+
+// startBrowser runs `node <script>.mjs <args>` with the screenshots going
+// to artifacts/browser/<scenario>/.
+func startBrowser(t *testing.T, script, scenario string, args map[string]any) *browserRun {
+	t.Helper()
+	dir, err := filepath.Abs(filepath.Join("..", "artifacts", "browser", scenario))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	args["artifacts"] = dir
+	argJSON, err := json.Marshal(args)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), scenarioTimeout)
+	cmd := exec.CommandContext(ctx, "node", script+".mjs", string(argJSON))
+	cmd.Env = append(os.Environ(), "DEVICEGRANT_CHROMIUM="+chromiumPath())
+	// Chromium runs in node's process group; a timeout kills them all.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 5 * time.Second
+	r := &browserRun{t: t, scenario: scenario, dir: dir, cmd: cmd, lines: make(chan line, 16), stderr: &syncBuffer{}, cancel: cancel}
+	cmd.Stderr = r.stderr
+	if r.stdin, err = cmd.StdinPipe(); err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		cancel()
+		t.Fatalf("start node %s.mjs: %v", script, err)
+	}
+	t.Cleanup(func() {
+		r.stdin.Close()
+		r.wait()
+		cancel()
+	})
+	go func() {
+		defer close(r.lines)
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(make([]byte, 0, 64<<10), 4<<20)
+		for sc.Scan() {
+			var l line
+			b := append([]byte(nil), sc.Bytes()...)
+			if err := json.Unmarshal(b, &l); err != nil {
+				l = line{Error: "not a JSON line: " + string(b)}
+			}
+			l.raw = b
+			r.lines <- l
+		}
+		// Drain so node never blocks on a full pipe.
+		_, _ = io.Copy(io.Discard, stdout)
+	}()
+	return r
+}
+
+func (r *browserRun) wait() error {
+	r.waitOnce.Do(func() { r.waitErr = r.cmd.Wait() })
+	return r.waitErr
+}
+
+// next returns the scenario's next line, failing the test if it ended
+// or failed instead.
+func (r *browserRun) next() line {
+	r.t.Helper()
+	l, ok := <-r.lines
+	if !ok {
+		err := r.wait()
+		r.t.Fatalf("%s: the browser script ended without a result (%v); stderr:\n%s", r.scenario, err, r.stderr.String())
+	}
+	if l.Error != "" {
+		r.report(l)
+		r.t.Fatalf("%s: the browser script failed at %s: %s\nstderr:\n%s\nscreenshots: %s", r.scenario, l.URL, l.Error, r.stderr.String(), r.dir)
+	}
+	return l
+}
+
+// checkpoint waits for the scenario to reach a checkpoint and decodes
+// what it says there into v.
+func (r *browserRun) checkpoint(name string, v any) {
+	r.t.Helper()
+	l := r.next()
+	if l.Checkpoint != name {
+		r.t.Fatalf("%s: want checkpoint %q, got %s", r.scenario, name, l.raw)
+	}
+	if err := json.Unmarshal(l.raw, v); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// resume lets the scenario go on past a checkpoint.
+func (r *browserRun) resume() {
+	r.t.Helper()
+	if _, err := io.WriteString(r.stdin, "continue\n"); err != nil {
+		r.t.Fatalf("%s: resume: %v", r.scenario, err)
+	}
+}
+
+// finish waits for the scenario's result, reports the page audit's
+// violations as errors, and decodes its data into v.
+func (r *browserRun) finish(v any) []visitedPage {
+	r.t.Helper()
+	l := r.next()
+	if !l.Done {
+		r.t.Fatalf("%s: want the result line, got %s", r.scenario, l.raw)
+	}
+	if err := r.wait(); err != nil {
+		r.t.Errorf("%s: node: %v; stderr:\n%s", r.scenario, err, r.stderr.String())
+	}
+	r.report(l)
+	if err := json.Unmarshal(l.Data, v); err != nil {
+		r.t.Fatalf("%s: result data: %v: %s", r.scenario, err, l.Data)
+	}
+	for _, p := range l.Pages {
+		shot := filepath.Join(r.dir, fmt.Sprintf("%02d-%s.png", p.N, p.Name))
+		if fi, err := os.Stat(shot); err != nil || fi.Size() == 0 {
+			r.t.Errorf("%s: no screenshot of page %d (%s): %v", r.scenario, p.N, p.Name, err)
+		}
+	}
+	return l.Pages
+}
+
+func (r *browserRun) report(l line) {
+	r.t.Helper()
+	for _, v := range l.Violations {
+		r.t.Errorf("%s: phone layout: %s", r.scenario, v)
+	}
+	for _, n := range l.Notes {
+		r.t.Logf("%s: note: %s", r.scenario, n)
+	}
+	for _, p := range l.Pages {
+		r.t.Logf("%s: page %02d %-20s %d %s", r.scenario, p.N, p.Name, p.Status, p.URL)
+	}
+}
+
+func pageNames(pages []visitedPage) string {
+	var names []string
+	for _, p := range pages {
+		names = append(names, p.Name)
+	}
+	return strings.Join(names, " ")
+}
+
+// env is a real devicegrantd on loopback with the requests the tests make
+// of it as a device and as the homeserver.
+type env struct {
+	*devtest.Server
+	t *testing.T
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	requireBrowser(t)
+	s := devtest.Start(t, devtest.WithConfig(func(c *devicegrant.Config) { c.HomeserverSecret = homeserverSecret }))
+	return &env{Server: s, t: t}
+}
+
+func (e *env) do(req *http.Request) (int, map[string]any) {
+	e.t.Helper()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var m map[string]any
+	if len(b) > 0 {
+		if err := json.Unmarshal(b, &m); err != nil {
+			e.t.Fatalf("%s %s: not JSON (%d): %s", req.Method, req.URL.Path, resp.StatusCode, b)
+		}
+	}
+	return resp.StatusCode, m
+}
+
+func (e *env) post(path string, form url.Values, hdr ...string) (int, map[string]any) {
+	e.t.Helper()
+	req, err := http.NewRequest("POST", e.URL+path, strings.NewReader(form.Encode()))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	return e.do(req)
+}
+
+// register registers a client (RFC 7591) and returns its id.
+func (e *env) register(body string) string {
+	e.t.Helper()
+	req, err := http.NewRequest("POST", e.URL+"oauth2/registration", strings.NewReader(body))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	status, m := e.do(req)
+	if status != http.StatusCreated {
+		e.t.Fatalf("register: %d %v", status, m)
+	}
+	id, _ := m["client_id"].(string)
+	if id == "" {
+		e.t.Fatalf("register: no client_id in %v", m)
+	}
+	return id
+}
+
+func (e *env) metadata() map[string]any {
+	e.t.Helper()
+	req, err := http.NewRequest("GET", e.URL+".well-known/openid-configuration", nil)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	status, m := e.do(req)
+	if status != http.StatusOK {
+		e.t.Fatalf("metadata: %d %v", status, m)
+	}
+	return m
+}
+
+func (e *env) introspect(token string) map[string]any {
+	e.t.Helper()
+	status, m := e.post("oauth2/introspect", url.Values{"token": {token}},
+		"Authorization", "Bearer "+homeserverSecret, "X-MAS-Supports-Device-Id", "1")
+	if status != http.StatusOK {
+		e.t.Fatalf("introspect: %d %v", status, m)
+	}
+	return m
+}
+
+const deviceClientJSON = `{
+	"client_name": "Kitchen display",
+	"client_uri": "https://kitchen.example.org/",
+	"application_type": "native",
+	"token_endpoint_auth_method": "none",
+	"grant_types": ["urn:ietf:params:oauth:grant-type:device_code", "refresh_token"]
+}`
+
+// device is a device that asked for a code and polls for its tokens.
+type device struct {
+	conf *oauth2.Config
+	auth *oauth2.DeviceAuthResponse
+	id   string // its Matrix device id
+}
+
+func (e *env) newDevice(ctx context.Context, deviceID string) *device {
+	e.t.Helper()
+	clientID := e.register(deviceClientJSON)
+	conf := &oauth2.Config{
+		ClientID: clientID,
+		Endpoint: oauth2.Endpoint{
+			DeviceAuthURL: e.URL + "oauth2/device",
+			TokenURL:      e.URL + "oauth2/token",
+			AuthStyle:     oauth2.AuthStyleInParams,
+		},
+		Scopes: []string{apiScope, deviceScope + deviceID},
+	}
+	da, err := conf.DeviceAuth(ctx)
+	if err != nil {
+		e.t.Fatalf("DeviceAuth: %v", err)
+	}
+	return &device{conf: conf, auth: da, id: deviceID}
+}
+
+type polled struct {
+	tok *oauth2.Token
+	err error
+}
+
+// poll starts the device's polling (x/oauth2 waits one interval before
+// its first request).
+func (d *device) poll(ctx context.Context) <-chan polled {
+	ch := make(chan polled, 1)
+	go func() {
+		tok, err := d.conf.DeviceAccessToken(ctx, d.auth)
+		ch <- polled{tok, err}
+	}()
+	return ch
+}
+
+// pollOnce asks the token endpoint once, as the device would, and returns
+// its error code ("" when it handed out tokens).
+func (e *env) pollOnce(d *device) string {
+	e.t.Helper()
+	status, m := e.post("oauth2/token", url.Values{
+		"grant_type":  {"urn:ietf:params:oauth:grant-type:device_code"},
+		"device_code": {d.auth.DeviceCode},
+		"client_id":   {d.conf.ClientID},
+	})
+	code, _ := m["error"].(string)
+	if code == "" && status != http.StatusOK {
+		e.t.Fatalf("token endpoint: %d %v", status, m)
+	}
+	return code
+}
+
+func (e *env) wantActive(tok, deviceID string) {
+	e.t.Helper()
+	info := e.introspect(tok)
+	if info["active"] != true || info["username"] != devtest.Username || info["device_id"] != deviceID {
+		e.t.Errorf("introspection of the device's token: %v, want active for %s on %s", info, devtest.Username, deviceID)
+	}
+}
+
+// deviceData is what device.mjs reports.
+type deviceData struct {
+	Opened     string `json:"opened"`
+	ConsentURL string `json:"consentURL"`
+	Status     int    `json:"status"`
+	H1         string `json:"h1"`
+	Message    string `json:"message"`
+}
+
+// untickedData is what device.mjs reports after tapping Approve with the
+// box not ticked.
+type untickedData struct {
+	Navigated         bool     `json:"navigated"`
+	Requests          []string `json:"requests"`
+	ValueMissing      bool     `json:"valueMissing"`
+	ValidationMessage string   `json:"validationMessage"`
+	URL               string   `json:"url"`
+	H1                string   `json:"h1"`
+}
+
+// TestBrowserDeviceApprove: scan the QR code's upper-case URL, sign in,
+// try Approve without ticking the box (the browser must not send the form
+// and the grant stays pending), tick, approve; the device gets tokens.
+func TestBrowserDeviceApprove(t *testing.T) {
+	e := newEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	d := e.newDevice(ctx, "E2EAPPROVE")
+	if want := "HTTP://"; !strings.HasPrefix(d.auth.VerificationURIComplete, want) {
+		t.Fatalf("verification_uri_complete %q is not upper case", d.auth.VerificationURIComplete)
+	}
+	code := strings.ReplaceAll(d.auth.UserCode, "-", "")
+
+	run := startBrowser(t, "device", "device-approve", map[string]any{
+		"url": d.auth.VerificationURIComplete, "userCode": d.auth.UserCode,
+		"username": devtest.Username, "password": devtest.Password,
+		"action": "approve", "tryUnticked": true,
+	})
+
+	var un untickedData
+	run.checkpoint("unticked", &un)
+	if un.Navigated || len(un.Requests) != 0 || un.H1 != "Allow this device?" {
+		t.Errorf("Approve with the box not ticked left the page: navigated=%v requests=%v h1=%q", un.Navigated, un.Requests, un.H1)
+	}
+	if !un.ValueMissing || un.ValidationMessage == "" {
+		t.Errorf("the box is not flagged as missing: valueMissing=%v message=%q", un.ValueMissing, un.ValidationMessage)
+	}
+	if got := e.pollOnce(d); got != "authorization_pending" {
+		t.Errorf("after Approve with the box not ticked the token endpoint says %q, want authorization_pending", got)
+	}
+	// Start the device polling only now: the manual poll above and its
+	// first poll are an interval apart, so no slow_down.
+	tokens := d.poll(ctx)
+	run.resume()
+
+	var res deviceData
+	pages := run.finish(&res)
+	if u, err := url.Parse(res.Opened); err != nil || u.Path != "/D/"+code {
+		t.Errorf("the browser opened %q, want path /D/%s", res.Opened, code)
+	}
+	if res.Status != http.StatusOK || res.H1 != "Device connected" {
+		t.Errorf("after Approve: %d %q: %s", res.Status, res.H1, res.Message)
+	}
+	if got, want := pageNames(pages), "sign-in consent consent-not-ticked approved"; got != want {
+		t.Errorf("pages visited: %q, want %q", got, want)
+	}
+
+	var p polled
+	select {
+	case p = <-tokens:
+	case <-ctx.Done():
+		t.Fatal("the device got no answer")
+	}
+	if p.err != nil {
+		t.Fatalf("the device's DeviceAccessToken: %v", p.err)
+	}
+	if !strings.HasPrefix(p.tok.AccessToken, "dga_") || p.tok.RefreshToken == "" {
+		t.Errorf("tokens: access %.4s… refresh set %v", p.tok.AccessToken, p.tok.RefreshToken != "")
+	}
+	e.wantActive(p.tok.AccessToken, d.id)
+}
+
+// TestBrowserDeviceDeny: the person taps Deny; the device hears
+// access_denied.
+func TestBrowserDeviceDeny(t *testing.T) {
+	e := newEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	d := e.newDevice(ctx, "E2EDENY001")
+	tokens := d.poll(ctx)
+	run := startBrowser(t, "device", "device-deny", map[string]any{
+		"url": d.auth.VerificationURIComplete, "userCode": d.auth.UserCode,
+		"username": devtest.Username, "password": devtest.Password,
+		"action": "deny",
+	})
+	var res deviceData
+	pages := run.finish(&res)
+	if res.Status != http.StatusOK || res.H1 != "Request denied" {
+		t.Errorf("after Deny: %d %q: %s", res.Status, res.H1, res.Message)
+	}
+	if got, want := pageNames(pages), "sign-in consent denied"; got != want {
+		t.Errorf("pages visited: %q, want %q", got, want)
+	}
+	var p polled
+	select {
+	case p = <-tokens:
+	case <-ctx.Done():
+		t.Fatal("the device got no answer")
+	}
+	var re *oauth2.RetrieveError
+	if !errors.As(p.err, &re) || re.ErrorCode != "access_denied" {
+		t.Fatalf("the device got %v (token %v), want access_denied", p.err, p.tok)
+	}
+}
+
+type wrongCodeData struct {
+	Status    int    `json:"status"`
+	URL       string `json:"url"`
+	H1        string `json:"h1"`
+	Error     string `json:"error"`
+	ErrorRole string `json:"errorRole"`
+	Typed     string `json:"typed"`
+}
+
+// TestBrowserWrongCode: a code that no device shows, typed at
+// verification_uri, gets a clear error and the form again.
+func TestBrowserWrongCode(t *testing.T) {
+	e := newEnv(t)
+	run := startBrowser(t, "wrongcode", "wrong-code", map[string]any{"url": e.URL + "device", "code": "bcdf-ghjk"})
+	var res wrongCodeData
+	pages := run.finish(&res)
+	if res.Status != http.StatusBadRequest || !strings.Contains(res.Error, "not valid or has expired") || res.ErrorRole != "alert" {
+		t.Errorf("wrong code: %d error %q (role %q)", res.Status, res.Error, res.ErrorRole)
+	}
+	if res.H1 != "Connect a device" || !strings.EqualFold(res.Typed, "bcdf-ghjk") {
+		t.Errorf("wrong code: want the form again with the code kept, got h1 %q, field %q", res.H1, res.Typed)
+	}
+	if got, want := pageNames(pages), "enter-code wrong-code"; got != want {
+		t.Errorf("pages visited: %q, want %q", got, want)
+	}
+}
+
+type authCodeData struct {
+	ConsentH1   string `json:"consentH1"`
+	ConsentText string `json:"consentText"`
+	HasConfirm  bool   `json:"hasConfirm"`
+	URL         string `json:"url"`
+	Status      int    `json:"status"`
+	Text        string `json:"text"`
+}
+
+const nativeClientJSON = `{"client_name":"Browser test","client_uri":"https://app.example.org/",` +
+	`"application_type":"native","token_endpoint_auth_method":"none",` +
+	`"redirect_uris":["http://127.0.0.1/callback"],"grant_types":["authorization_code","refresh_token"]}`
+
+func randomHex(t *testing.T, n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b)
+}
+
+// TestBrowserAuthorizationCode: a native app signs in with the
+// authorization-code grant and PKCE; the browser returns to the app's
+// loopback redirect URI (registered without a port), whose code the app
+// exchanges for tokens. It skips until the server lists an
+// authorization_endpoint.
+func TestBrowserAuthorizationCode(t *testing.T) {
+	e := newEnv(t)
+	meta := e.metadata()
+	authURL, _ := meta["authorization_endpoint"].(string)
+	if authURL == "" {
+		t.Skip("authorization endpoint not built yet (no authorization_endpoint in /.well-known/openid-configuration)")
+	}
+	tokenURL, _ := meta["token_endpoint"].(string)
+	clientID := e.register(nativeClientJSON)
+
+	type callback struct{ query url.Values }
+	calls := make(chan callback, 4)
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/callback" {
+			http.NotFound(w, r)
+			return
+		}
+		calls <- callback{r.URL.Query()}
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		fmt.Fprint(w, `<!doctype html><meta name="viewport" content="width=device-width, initial-scale=1">`+
+			`<title>Browser test</title><body style="font:17px/1.5 sans-serif;margin:1.25rem">`+
+			`<h1>Signed in</h1><p>You can return to the app.</p>`)
+	}))
+	defer app.Close()
+	redirectURI := app.URL + "/callback" // http://127.0.0.1:PORT/callback
+
+	const deviceID = "E2EAUTHCODE"
+	conf := &oauth2.Config{
+		ClientID:    clientID,
+		Endpoint:    oauth2.Endpoint{AuthURL: authURL, TokenURL: tokenURL, AuthStyle: oauth2.AuthStyleInParams},
+		RedirectURL: redirectURI,
+		Scopes:      []string{apiScope, deviceScope + deviceID},
+	}
+	verifier := oauth2.GenerateVerifier()
+	state, nonce := randomHex(t, 16), randomHex(t, 16)
+	u := conf.AuthCodeURL(state, oauth2.S256ChallengeOption(verifier), oauth2.SetAuthURLParam("nonce", nonce))
+
+	run := startBrowser(t, "authcode", "authorization-code", map[string]any{
+		"url": u, "username": devtest.Username, "password": devtest.Password, "redirectPrefix": redirectURI,
+	})
+	var res authCodeData
+	pages := run.finish(&res)
+	t.Logf("consent page (confirm box: %v): %s", res.HasConfirm, res.ConsentText)
+	if got, want := pageNames(pages), "sign-in consent back-in-app"; got != want {
+		t.Errorf("pages visited: %q, want %q", got, want)
+	}
+
+	var cb callback
+	select {
+	case cb = <-calls:
+	default:
+		t.Fatalf("the app's redirect URI was never called; the browser is at %s", res.URL)
+	}
+	q := cb.query
+	if q.Get("state") != state || q.Get("code") == "" || q.Get("error") != "" {
+		t.Fatalf("redirect: %v, want code and state %s", q, state)
+	}
+	if iss := q.Get("iss"); iss != e.URL && iss != meta["issuer"] {
+		t.Errorf("redirect iss = %q, want the issuer %q", iss, meta["issuer"])
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	tok, err := conf.Exchange(ctx, q.Get("code"), oauth2.VerifierOption(verifier))
+	if err != nil {
+		t.Fatalf("Exchange: %v", err)
+	}
+	if tok.AccessToken == "" || tok.RefreshToken == "" {
+		t.Errorf("Exchange gave access %v refresh %v", tok.AccessToken != "", tok.RefreshToken != "")
+	}
+	info := e.introspect(tok.AccessToken)
+	if info["active"] != true || info["username"] != devtest.Username {
+		t.Errorf("introspection of the app's token: %v", info)
+	}
+	// A code is good once.
+	_, err = conf.Exchange(ctx, q.Get("code"), oauth2.VerifierOption(verifier))
+	var re *oauth2.RetrieveError
+	if !errors.As(err, &re) || re.ErrorCode != "invalid_grant" {
+		t.Errorf("second Exchange of the same code: %v, want invalid_grant", err)
+	}
+}
+
+type accountData struct {
+	SignedIn       bool   `json:"signedIn"`
+	SessionsBefore string `json:"sessionsBefore"`
+	SessionText    string `json:"sessionText"`
+	ConfirmH1      string `json:"confirmH1"`
+	ConfirmText    string `json:"confirmText"`
+	Status         int    `json:"status"`
+	URL            string `json:"url"`
+	H1             string `json:"h1"`
+	Notice         string `json:"notice"`
+	Error          string `json:"error"`
+	SessionsAfter  string `json:"sessionsAfter"`
+}
+
+// TestBrowserAccountSignOut: a device is signed in; the account page
+// lists it, the person opens it, signs it out with the password, and its
+// token is dead at introspection.
+func TestBrowserAccountSignOut(t *testing.T) {
+	e := newEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	d := e.newDevice(ctx, "E2EACCOUNT")
+	tokens := d.poll(ctx)
+	// The approval itself was tested above; here it is quick, without a
+	// browser.
+	if pg := devtest.NewPhone(t).Decide(d.auth.VerificationURIComplete, "approve"); !strings.Contains(pg.Text(), "Device connected") {
+		t.Fatalf("approval: %d %s", pg.Status, pg.Text())
+	}
+	p := <-tokens
+	if p.err != nil {
+		t.Fatalf("DeviceAccessToken: %v", p.err)
+	}
+	e.wantActive(p.tok.AccessToken, d.id)
+
+	run := startBrowser(t, "account", "account-sign-out", map[string]any{
+		"url": e.URL + "account", "deviceID": d.id, "username": devtest.Username, "password": devtest.Password,
+	})
+	var res accountData
+	pages := run.finish(&res)
+	if got, want := pageNames(pages), "sign-in account device confirm-sign-out signed-out"; got != want {
+		t.Errorf("pages visited: %q, want %q", got, want)
+	}
+	if !strings.Contains(res.SessionsBefore, "Kitchen display") || !strings.Contains(res.SessionText, d.id) {
+		t.Errorf("account page lists %q; device page says %q", res.SessionsBefore, res.SessionText)
+	}
+	if !strings.Contains(res.ConfirmText, d.id) || !strings.Contains(res.ConfirmH1, "Sign out") {
+		t.Errorf("confirmation page: %q: %s", res.ConfirmH1, res.ConfirmText)
+	}
+	if res.Status != http.StatusOK || res.H1 != "Your account" || !strings.Contains(res.Notice, "is signed out") || res.Error != "" {
+		t.Errorf("after signing out: %d %q notice %q error %q", res.Status, res.H1, res.Notice, res.Error)
+	}
+	if strings.Contains(res.SessionsAfter, d.id) {
+		t.Errorf("the account page still lists %s: %q", d.id, res.SessionsAfter)
+	}
+
+	if info := e.introspect(p.tok.AccessToken); info["active"] != false {
+		t.Errorf("introspection after signing the device out: %v, want inactive", info)
+	}
+	stale := *p.tok
+	stale.Expiry = time.Now().Add(-time.Minute)
+	_, err := d.conf.TokenSource(ctx, &stale).Token()
+	var re *oauth2.RetrieveError
+	if !errors.As(err, &re) || re.ErrorCode != "invalid_grant" {
+		t.Errorf("refresh after signing the device out: %v, want invalid_grant", err)
+	}
+}
