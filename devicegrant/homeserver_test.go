@@ -301,3 +301,5 @@ func TestSynapseMetadataContract(t *testing.T) {
 		}
 	}
 }
+
+func fakeUser(localpart string) fakesynapse.User { return fakesynapse.User{Localpart: localpart} }

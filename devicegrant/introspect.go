@@ -57,8 +57,7 @@ func (s *Server) introspect(c *gin.Context) {
 		return
 	}
 	now := s.now()
-	if !now.Before(at.Pair.AccessExpiresAt) || !at.Pair.RevokedAt.IsZero() ||
-		!at.Session.EndedAt.IsZero() || !at.User.DeactivatedAt.IsZero() {
+	if !s.accessActive(at) {
 		c.JSON(http.StatusOK, inactive)
 		return
 	}
@@ -122,4 +121,10 @@ func (s *Server) markUsed(c *gin.Context, at store.AccessToken) error {
 		sess.LastActiveAt = now
 		return tx.UpdateSession(ctx, sess)
 	})
+}
+
+// accessActive reports whether an access token may be used now.
+func (s *Server) accessActive(at store.AccessToken) bool {
+	return s.now().Before(at.Pair.AccessExpiresAt) && at.Pair.RevokedAt.IsZero() &&
+		at.Session.EndedAt.IsZero() && at.User.DeactivatedAt.IsZero()
 }

@@ -89,16 +89,25 @@ func (s *Server) deliver(ctx context.Context, e store.OutboxEntry) (bool, error)
 			if e.GrantID == "" {
 				return nil
 			}
-			// The device exists now: its token may be handed out.
+			// The device exists now: the device grant or authorization
+			// code that waited for it may go on.
 			g, err := tx.DeviceGrant(ctx, e.GrantID)
+			if err == nil && g.State == store.GrantApproved {
+				g.State = store.GrantReady
+				return tx.UpdateDeviceGrant(ctx, g)
+			}
+			if !errors.Is(err, store.ErrNotFound) {
+				return err
+			}
+			a, err := tx.AuthCode(ctx, e.GrantID)
+			if err == nil && a.Status == store.AuthCodeWaiting {
+				a.Status = store.AuthCodeReady
+				return tx.UpdateAuthCode(ctx, a)
+			}
 			if errors.Is(err, store.ErrNotFound) {
 				return nil
 			}
-			if err != nil || g.State != store.GrantApproved {
-				return err
-			}
-			g.State = store.GrantReady
-			return tx.UpdateDeviceGrant(ctx, g)
+			return err
 		})
 		if err == nil {
 			s.metrics.delivered.WithLabelValues(e.Call).Inc()

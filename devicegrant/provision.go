@@ -151,30 +151,7 @@ var ErrUsernameTaken = errors.New("username is taken")
 // CreateUser adds a local account with an argon2id hash of password and,
 // with a homeserver configured, queues its provisioning.
 func (s *Server) CreateUser(ctx context.Context, username, password, displayName string) (store.User, error) {
-	if err := checkNewUsername(username); err != nil {
-		return store.User{}, err
-	}
-	if err := checkNewPassword(password); err != nil {
-		return store.User{}, err
-	}
-	hash, err := HashPassword(password)
-	if err != nil {
-		return store.User{}, err
-	}
-	u := store.User{ID: newID(), Username: username, PasswordHash: hash, DisplayName: displayName, CreatedAt: s.now()}
-	err = s.store.Update(ctx, func(tx store.Tx) error {
-		if err := tx.CreateUser(ctx, u); err != nil {
-			return err
-		}
-		return s.enqueue(ctx, tx, username, callProvisionUser, provisionUserBody{Localpart: username, SetDisplayname: displayName}, "")
-	})
-	if errors.Is(err, store.ErrAlreadyExists) {
-		return store.User{}, fmt.Errorf("%q: %w", username, ErrUsernameTaken)
-	}
-	if err != nil {
-		return store.User{}, fmt.Errorf("create user: %w", err)
-	}
-	return u, nil
+	return s.createUser(ctx, username, password, displayName, "")
 }
 
 // DeactivateUser deactivates an account for good (P-ACCT-2: the username

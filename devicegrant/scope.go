@@ -30,16 +30,17 @@ type scopeError struct{ msg string }
 
 func (e *scopeError) Error() string { return e.msg }
 
-// parseScopes checks a space-separated scope request against P-SCOPE-1 and
-// P-SCOPE-2. The API scope is required: a token without it is useless to a
-// homeserver (P-HS-2), so refusing early gives the client a clear error.
+// parseScopes checks a space-separated scope request against P-SCOPE-1…3.
+// The API scope is required unless openid is asked for: a token with
+// neither is useless to a homeserver (P-HS-2) and to OpenID, so refusing
+// early gives the client a clear error.
 func parseScopes(raw string) (scopes, error) {
 	var out scopes
 	if len(raw) > 2048 {
 		return out, &scopeError{"scope is longer than 2048 bytes"}
 	}
 	seen := map[string]bool{}
-	stable, unstable, api := false, false, false
+	stable, unstable, api, openid := false, false, false, false
 	for _, s := range strings.Fields(raw) {
 		if seen[s] {
 			continue
@@ -50,6 +51,9 @@ func parseScopes(raw string) (scopes, error) {
 			stable, api = true, true
 		case s == scopeAPIUnstable:
 			unstable, api = true, true
+		case s == "openid":
+			openid = true
+		case s == "profile" || s == "email":
 		case strings.HasPrefix(s, scopeDevicePrefix), strings.HasPrefix(s, scopeDevicePrefixUnstabl):
 			id := strings.TrimPrefix(strings.TrimPrefix(s, scopeDevicePrefix), scopeDevicePrefixUnstabl)
 			if strings.HasPrefix(s, scopeDevicePrefix) {
@@ -74,8 +78,10 @@ func parseScopes(raw string) (scopes, error) {
 		return out, &scopeError{"scope is required; ask for " + scopeAPI + " and " + scopeDevicePrefix + "<device id>"}
 	case stable && unstable:
 		return out, &scopeError{"stable and unstable (msc2967) Matrix scopes cannot be mixed in one request"}
-	case !api:
-		return out, &scopeError{"the Matrix API scope " + scopeAPI + " is required"}
+	case !api && !openid:
+		return out, &scopeError{"ask for the Matrix API scope " + scopeAPI + " (or openid)"}
+	case !api && out.deviceID != "":
+		return out, &scopeError{"a device scope needs the Matrix API scope " + scopeAPI}
 	}
 	return out, nil
 }
@@ -103,6 +109,12 @@ func describeScopes(raw string) []string {
 			out = append(out, "Sign in as the Matrix device "+strings.TrimPrefix(s, scopeDevicePrefix))
 		case strings.HasPrefix(s, scopeDevicePrefixUnstabl):
 			out = append(out, "Sign in as the Matrix device "+strings.TrimPrefix(s, scopeDevicePrefixUnstabl))
+		case s == "openid":
+			out = append(out, "Confirm your identity (your Matrix ID) to the application")
+		case s == "profile":
+			out = append(out, "See your display name")
+		case s == "email":
+			out = append(out, "See your email address, if one is stored")
 		default:
 			out = append(out, s)
 		}

@@ -16,6 +16,7 @@ const (
 	prefixRefresh    = "dgr_" // refresh token
 	prefixDeviceCode = "dgd_" // RFC 8628 device code
 	prefixSecret     = "dgs_" // confidential client secret
+	prefixAuthCode   = "dgc_" // authorization code
 )
 
 const (

@@ -8,6 +8,7 @@ package devicegrant
 
 import (
 	"context"
+	"crypto"
 	"errors"
 	"fmt"
 	"html/template"
@@ -48,6 +49,9 @@ type Config struct {
 	// SyncInterval is how often every user's device list is reconciled
 	// with the homeserver (sync_devices). Default 1 hour.
 	SyncInterval time.Duration
+	// Registration enables self-registration (prompt=create).
+	Registration Registration
+
 	// Metrics, when set, receives the server's Prometheus collectors.
 	Metrics prometheus.Registerer
 
@@ -83,6 +87,17 @@ type Config struct {
 	Now func() time.Time
 }
 
+// Registration says whether people may create their own accounts.
+type Registration struct {
+	Enabled bool
+	// TermsURL, when set, must be accepted to register; the URL accepted
+	// is recorded with the account (put a version in it).
+	TermsURL string
+	// PerAddress limits new accounts per client address. Default: 3, then
+	// one an hour.
+	PerAddress RateLimit
+}
+
 // Backoff is a retry delay that doubles from Min to Max.
 type Backoff struct{ Min, Max time.Duration }
 
@@ -114,13 +129,19 @@ type Server struct {
 
 	codeLimit  *limiter // failed user-code entries per address and overall
 	loginLimit *limiter // failed logins per address
+	regLimit   *limiter // new accounts per address
 
 	dummyOnce sync.Once
 	dummy     string // see dummyHash
 
+	keyMu    sync.Mutex
+	keyCache map[string]crypto.Signer // parsed signing keys by id
+
 	outboxKick chan struct{} // wakes the outbox deliverer
 	httpClient *http.Client  // for homeserver calls
 	metrics    *metrics
+
+	metadataJSON []byte
 }
 
 // New checks cfg and returns a server on st.
@@ -146,6 +167,7 @@ func New(cfg Config, st store.Store) (*Server, error) {
 	cfg.UserCodeFailures = cfg.UserCodeFailures.orDefault(RateLimit{Burst: 10, Every: time.Minute})
 	cfg.UserCodeFailuresGlobal = cfg.UserCodeFailuresGlobal.orDefault(RateLimit{Burst: 100, Every: 6 * time.Second})
 	cfg.LoginFailures = cfg.LoginFailures.orDefault(RateLimit{Burst: 10, Every: 30 * time.Second})
+	cfg.Registration.PerAddress = cfg.Registration.PerAddress.orDefault(RateLimit{Burst: 3, Every: time.Hour})
 	if cfg.HomeserverEndpoint != "" {
 		u, err := url.Parse(cfg.HomeserverEndpoint)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -179,10 +201,15 @@ func New(cfg Config, st store.Store) (*Server, error) {
 		pages:      pages,
 		codeLimit:  newLimiter(cfg.UserCodeFailures, &cfg.UserCodeFailuresGlobal),
 		loginLimit: newLimiter(cfg.LoginFailures, nil),
+		regLimit:   newLimiter(cfg.Registration.PerAddress, nil),
 		outboxKick: make(chan struct{}, 1),
+		keyCache:   map[string]crypto.Signer{},
 		httpClient: &http.Client{Timeout: 20 * time.Second},
 	}
 	if s.metrics, err = newMetrics(cfg.Metrics, st); err != nil {
+		return nil, err
+	}
+	if s.metadataJSON, err = s.buildMetadata(); err != nil {
 		return nil, err
 	}
 	if s.handler, err = s.routes(); err != nil {
@@ -339,6 +366,10 @@ func (s *Server) routes() (http.Handler, error) {
 		api.OPTIONS(p, preflight)
 	}
 	g.POST(pathIntrospect, s.introspect) // server to server: no CORS
+	api.GET(pathJWKS, s.jwks)
+	api.GET(pathUserinfo, s.userinfo)
+	api.POST(pathUserinfo, s.userinfo)
+	api.OPTIONS(pathUserinfo, preflight)
 
 	pg := g.Group("", s.pageHeaders)
 	pg.GET(pathVerify, s.enterCodePage)
@@ -354,6 +385,11 @@ func (s *Server) routes() (http.Handler, error) {
 	}
 	pg.POST(pathLogin, s.loginSubmit)
 	pg.POST(pathLogout, s.logoutSubmit)
+	pg.GET(pathAuthorize, s.authorize)
+	pg.POST(pathAuthorize, s.authorizeSubmit)
+	pg.GET(pathAuthorize+"/continue", s.authorizeContinue)
+	pg.GET(pathRegisterPage, s.registerPage)
+	pg.POST(pathRegisterPage, s.registerSubmit)
 	pg.GET(pathAccount, s.accountPage)
 	pg.POST(pathAccount+"/profile", s.profileSubmit)
 	pg.POST(pathAccount+"/password", s.passwordSubmit)
@@ -367,17 +403,21 @@ func (s *Server) routes() (http.Handler, error) {
 // Endpoint paths, relative to the issuer. The oauth2/ ones are where a
 // homeserver configured for matrix-authentication-service looks (P-HS-2).
 const (
-	pathRegister   = "oauth2/registration"
-	pathDevice     = "oauth2/device"
-	pathCard       = "oauth2/device/card"
-	pathToken      = "oauth2/token"
-	pathRevoke     = "oauth2/revoke"
-	pathIntrospect = "oauth2/introspect"
-	pathVerify     = "device"
-	pathLogin      = "login"
-	pathLogout     = "logout"
-	pathAccount    = "account"
-	pathStyle      = "static/style.css"
+	pathRegister     = "oauth2/registration"
+	pathDevice       = "oauth2/device"
+	pathCard         = "oauth2/device/card"
+	pathToken        = "oauth2/token"
+	pathRevoke       = "oauth2/revoke"
+	pathIntrospect   = "oauth2/introspect"
+	pathVerify       = "device"
+	pathLogin        = "login"
+	pathLogout       = "logout"
+	pathAccount      = "account"
+	pathAuthorize    = "oauth2/authorize"
+	pathJWKS         = "oauth2/keys.json"
+	pathUserinfo     = "oauth2/userinfo"
+	pathRegisterPage = "register"
+	pathStyle        = "static/style.css"
 )
 
 func (s *Server) healthz(c *gin.Context) {

@@ -14,6 +14,7 @@ const (
 	endReuse       = "refresh token reused (possible theft)"
 	endByUser      = "ended on the account page"
 	endDeactivated = "account deactivated"
+	endCodeReplay  = "authorization code replayed (possible theft)"
 )
 
 // startSession creates a session and its first token pair inside tx.

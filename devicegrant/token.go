@@ -23,7 +23,7 @@ func (s *Server) token(c *gin.Context) {
 	}
 	grant := c.PostForm("grant_type")
 	switch grant {
-	case grantDeviceCode, grantRefreshToken:
+	case grantDeviceCode, grantRefreshToken, grantAuthorizationCode:
 	case "":
 		writeError(c, errInvalidRequest("grant_type is missing"))
 		return
@@ -39,9 +39,12 @@ func (s *Server) token(c *gin.Context) {
 		resp *tokenResponse
 		err  error
 	)
-	if grant == grantDeviceCode {
+	switch grant {
+	case grantDeviceCode:
 		resp, err = s.redeemDeviceCode(c, cl)
-	} else {
+	case grantAuthorizationCode:
+		resp, err = s.exchangeCode(c, cl)
+	default:
 		resp, err = s.refresh(c, cl)
 	}
 	var e *oauthError
@@ -64,6 +67,7 @@ type tokenResponse struct {
 	ExpiresIn    int    `json:"expires_in"`
 	RefreshToken string `json:"refresh_token"`
 	Scope        string `json:"scope"`
+	IDToken      string `json:"id_token,omitempty"`
 }
 
 // redeemDeviceCode answers a device's poll (P-DEV-5, P-DEV-6). Every poll

@@ -19,7 +19,7 @@ var pageFS embed.FS
 
 func loadPages() (map[string]*template.Template, error) {
 	out := map[string]*template.Template{}
-	for _, name := range []string{"enter_code", "login", "consent", "message", "account", "session", "confirm"} {
+	for _, name := range []string{"enter_code", "login", "consent", "message", "account", "session", "confirm", "authorize", "register"} {
 		t, err := template.ParseFS(pageFS, "pages/layout.html", "pages/"+name+".html")
 		if err != nil {
 			return nil, fmt.Errorf("devicegrant: page %s: %w", name, err)
@@ -38,11 +38,15 @@ type page struct {
 	User       *store.User
 	Error      string
 
-	Info     string
-	Next     string // login: where to go afterwards
-	Code     string // user code, as XXXX-XXXX
-	CodeRaw  string // user code, normalised
-	Username string
+	Info         string
+	Refresh      int    // seconds before the page reloads itself; 0 never
+	RegisterURL  string // login: offer self-registration
+	TermsURL     string // register: terms to accept
+	RedirectHost string // authorize: where the person goes back to
+	Next         string // login: where to go afterwards
+	Code         string // user code, as XXXX-XXXX
+	CodeRaw      string // user code, normalised
+	Username     string
 
 	// account pages
 	Sessions      []sessionView
@@ -146,24 +150,29 @@ func (s *Server) csrfOK(c *gin.Context) bool {
 	return cookie != "" && subtle.ConstantTimeCompare([]byte(cookie), []byte(form)) == 1
 }
 
-// signedInUser returns the person signed in on this browser, or nil.
-func (s *Server) signedInUser(c *gin.Context) (*store.User, error) {
+// browserSession returns this browser's live session, or nil.
+func (s *Server) browserSession(c *gin.Context) (*store.BrowserSession, error) {
 	v := s.cookie(c, "dg_session")
 	if v == "" {
 		return nil, nil
 	}
-	ctx := c.Request.Context()
-	b, err := s.store.BrowserSession(ctx, hashSecret(v))
-	if errors.Is(err, store.ErrNotFound) {
+	b, err := s.store.BrowserSession(c.Request.Context(), hashSecret(v))
+	if errors.Is(err, store.ErrNotFound) || (err == nil && !s.now().Before(b.ExpiresAt)) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	if !s.now().Before(b.ExpiresAt) {
-		return nil, nil
+	return &b, nil
+}
+
+// signedInUser returns the person signed in on this browser, or nil.
+func (s *Server) signedInUser(c *gin.Context) (*store.User, error) {
+	b, err := s.browserSession(c)
+	if err != nil || b == nil {
+		return nil, err
 	}
-	u, err := s.store.User(ctx, b.UserID)
+	u, err := s.store.User(c.Request.Context(), b.UserID)
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,170 @@
+package devicegrant
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/devicegrant/devicegrant/store"
+)
+
+// Self-registration (prompt=create, P-ACCT-2, P-ACCT-3), when the operator
+// enables it.
+
+func (s *Server) registerPage(c *gin.Context) {
+	if !s.cfg.Registration.Enabled {
+		s.errorPage(c, http.StatusNotFound, "Not available", "This server does not let people create their own accounts.")
+		return
+	}
+	next, _ := s.safeNext(c.Query("next"))
+	s.render(c, http.StatusOK, "register", page{Title: "Create an account", Next: next, TermsURL: s.cfg.Registration.TermsURL})
+}
+
+func (s *Server) registerSubmit(c *gin.Context) {
+	ctx := c.Request.Context()
+	if !s.cfg.Registration.Enabled {
+		s.errorPage(c, http.StatusNotFound, "Not available", "This server does not let people create their own accounts.")
+		return
+	}
+	if !s.csrfOK(c) {
+		s.errorPage(c, http.StatusForbidden, "Please try again", "This form expired. Go back, reload the page and submit it again.")
+		return
+	}
+	next, _ := s.safeNext(c.PostForm("next"))
+	username := localpart(c.PostForm("username"), s.cfg.ServerName)
+	p := page{Title: "Create an account", Next: next, Username: username, TermsURL: s.cfg.Registration.TermsURL}
+	fail := func(status int, msg string) {
+		p.Error = msg
+		s.render(c, status, "register", p)
+	}
+	ip, now := c.ClientIP(), s.now()
+	if wait := s.regLimit.wait(ip, now); wait > 0 {
+		fail(http.StatusTooManyRequests, "Too many accounts were created from your network. Please wait "+humanDuration(wait)+".")
+		return
+	}
+	password := c.PostForm("password")
+	switch {
+	case checkNewUsername(username) != nil:
+		fail(http.StatusBadRequest, "Usernames use lower-case letters, digits and . _ = - / + only.")
+		return
+	case password != c.PostForm("repeat"):
+		fail(http.StatusBadRequest, "The passwords differ.")
+		return
+	case checkNewPassword(password) != nil:
+		fail(http.StatusBadRequest, "The password must be at least 8 characters.")
+		return
+	case s.cfg.Registration.TermsURL != "" && c.PostForm("terms") != "yes":
+		fail(http.StatusBadRequest, "Accept the terms of service to create an account.")
+		return
+	}
+	// P-ACCT-3: ask the homeserver first; it may know the name from before
+	// delegation, or reserve it.
+	if s.provisioning() {
+		if err := s.localpartAvailable(ctx, username); err != nil {
+			var taken *localpartTaken
+			if errors.As(err, &taken) {
+				fail(http.StatusConflict, taken.msg)
+				return
+			}
+			s.log.ErrorContext(ctx, "register: is_localpart_available", "err", err)
+			fail(http.StatusServiceUnavailable, "The homeserver cannot be reached to check the username. Please try again in a moment.")
+			return
+		}
+	}
+	u, err := s.createUser(ctx, username, password, "", s.cfg.Registration.TermsURL)
+	if errors.Is(err, ErrUsernameTaken) {
+		fail(http.StatusConflict, "That username is taken. Usernames are never reused; choose another.")
+		return
+	}
+	if err != nil {
+		s.log.ErrorContext(ctx, "register", "err", err)
+		fail(http.StatusInternalServerError, "Something went wrong; no account was created.")
+		return
+	}
+	s.regLimit.fail(ip, now) // counts accounts, not mistakes
+	s.log.InfoContext(ctx, "account registered", "user", u.Username)
+	if err := s.signIn(c, u); err != nil {
+		s.log.ErrorContext(ctx, "register: sign in", "err", err)
+	}
+	if next == "" {
+		next = s.prefix + pathAccount
+	}
+	c.Redirect(http.StatusSeeOther, next)
+}
+
+type localpartTaken struct{ msg string }
+
+func (e *localpartTaken) Error() string { return e.msg }
+
+// localpartAvailable asks the homeserver (GET is_localpart_available).
+func (s *Server) localpartAvailable(ctx context.Context, localpart string) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	u := strings.TrimSuffix(s.cfg.HomeserverEndpoint, "/") + "/_synapse/mas/is_localpart_available?localpart=" + url.QueryEscape(localpart)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+s.cfg.HomeserverSecret)
+	resp, err := s.httpClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusOK {
+		return nil
+	}
+	var m struct {
+		Errcode string `json:"errcode"`
+		Error   string `json:"error"`
+	}
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	json.Unmarshal(b, &m)
+	switch m.Errcode {
+	case "M_USER_IN_USE":
+		return &localpartTaken{"That username is taken on the homeserver; choose another."}
+	case "M_INVALID_USERNAME":
+		return &localpartTaken{"The homeserver does not accept that username: " + m.Error}
+	}
+	return fmt.Errorf("is_localpart_available: %s: %s", resp.Status, b)
+}
+
+// createUser is CreateUser with the terms the person accepted.
+func (s *Server) createUser(ctx context.Context, username, password, displayName, termsURL string) (store.User, error) {
+	if err := checkNewUsername(username); err != nil {
+		return store.User{}, err
+	}
+	if err := checkNewPassword(password); err != nil {
+		return store.User{}, err
+	}
+	hash, err := HashPassword(password)
+	if err != nil {
+		return store.User{}, err
+	}
+	now := s.now()
+	u := store.User{ID: newID(), Username: username, PasswordHash: hash, DisplayName: displayName, CreatedAt: now}
+	if termsURL != "" {
+		u.TermsURL, u.TermsAcceptedAt = termsURL, now
+	}
+	err = s.store.Update(ctx, func(tx store.Tx) error {
+		if err := tx.CreateUser(ctx, u); err != nil {
+			return err
+		}
+		return s.enqueue(ctx, tx, username, callProvisionUser, provisionUserBody{Localpart: username, SetDisplayname: displayName}, "")
+	})
+	if errors.Is(err, store.ErrAlreadyExists) {
+		return store.User{}, fmt.Errorf("%q: %w", username, ErrUsernameTaken)
+	}
+	if err != nil {
+		return store.User{}, fmt.Errorf("create user: %w", err)
+	}
+	return u, nil
+}
