@@ -416,3 +416,24 @@ func TestKeyRotation(t *testing.T) {
 		t.Errorf("new id_token signed with %q, want the new key %q", after.Headers[0].KeyID, kid)
 	}
 }
+
+// TestTrustedClientSkipsConsent: only a client the operator trusts goes
+// straight back without the consent page.
+func TestTrustedClientSkipsConsent(t *testing.T) {
+	e := newEnv(t)
+	clientID, _ := e.register(appClientJSON)
+	if err := e.Server.Server.TrustClient(context.Background(), clientID, true); err != nil {
+		t.Fatal(err)
+	}
+	a := newApp(e, clientID)
+	pg := a.phone.Get(a.conf.AuthCodeURL("s", oauth2.S256ChallengeOption(a.verifier)))
+	pg = a.phone.Submit(pg, "/login", url.Values{"username": {testUser}, "password": {testPassword}})
+	if back := a.back(pg); back.Query().Get("code") == "" {
+		t.Errorf("trusted client: %s", back)
+	}
+	// prompt=consent still shows it.
+	pg = a.phone.Get(a.conf.AuthCodeURL("s", oauth2.S256ChallengeOption(a.verifier), oauth2.SetAuthURLParam("prompt", "consent")))
+	if pg.Form("/oauth2/authorize") == nil {
+		t.Errorf("prompt=consent on a trusted client: %d %s", pg.Status, pg.Text())
+	}
+}

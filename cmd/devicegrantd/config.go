@@ -42,6 +42,11 @@ type config struct {
 	TrustedProxies []string `yaml:"trusted_proxies"`
 	MetricsListen  string   `yaml:"metrics_listen"`
 
+	Registration struct {
+		Enabled  bool   `yaml:"enabled"`
+		TermsURL string `yaml:"terms_url"`
+	} `yaml:"registration"`
+
 	Display struct {
 		Panel string `yaml:"panel"`
 	} `yaml:"display"`
@@ -111,6 +116,8 @@ func settings() []setting {
 		{"rate_limits.user_code_failures_global", "DEVICEGRANTD_USER_CODE_FAILURES_GLOBAL", "wrong user codes from all addresses together", "100/6s", func(c *config) any { return &c.RateLimits.UserCodeFailuresGlobal }},
 		{"rate_limits.login_failures", "DEVICEGRANTD_LOGIN_FAILURES", "wrong passwords per client address", "10/30s", func(c *config) any { return &c.RateLimits.LoginFailures }},
 		{"trusted_proxies", "DEVICEGRANTD_TRUSTED_PROXIES", "comma-separated proxy addresses/CIDRs whose X-Forwarded-For is believed", "none", func(c *config) any { return &c.TrustedProxies }},
+		{"registration.enabled", "DEVICEGRANTD_REGISTRATION", "let people create their own accounts (prompt=create): true or false", "false", func(c *config) any { return &c.Registration.Enabled }},
+		{"registration.terms_url", "DEVICEGRANTD_TERMS_URL", "terms people must accept to register (put a version in the URL)", "none", func(c *config) any { return &c.Registration.TermsURL }},
 		{"metrics_listen", "DEVICEGRANTD_METRICS_LISTEN", "host:port serving Prometheus /metrics (keep it private)", "off", func(c *config) any { return &c.MetricsListen }},
 		{"display.panel", "DEVICEGRANTD_DISPLAY", "appliance mode: show the newest pending pairing on ssd1306:/dev/i2c-1:0x3c, sh1106:..., epd, fb:/dev/fb1, png:FILE:WxH or terminal", "off", func(c *config) any { return &c.Display.Panel }},
 		{"log.level", "DEVICEGRANTD_LOG_LEVEL", "debug, info, warn or error", "info", func(c *config) any { return &c.Log.Level }},
@@ -200,6 +207,12 @@ func setFromString(p any, v string) error {
 		*p = d
 	case *rateLimit:
 		return p.UnmarshalText([]byte(v))
+	case *bool:
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("want true or false: %w", err)
+		}
+		*p = b
 	case *[]string:
 		*p = nil
 		for _, s := range strings.Split(v, ",") {
@@ -227,5 +240,6 @@ func (c *config) server() devicegrant.Config {
 		UserCodeFailuresGlobal: devicegrant.RateLimit(c.RateLimits.UserCodeFailuresGlobal),
 		LoginFailures:          devicegrant.RateLimit(c.RateLimits.LoginFailures),
 		TrustedProxies:         c.TrustedProxies,
+		Registration:           devicegrant.Registration{Enabled: c.Registration.Enabled, TermsURL: c.Registration.TermsURL},
 	}
 }

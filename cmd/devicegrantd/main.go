@@ -25,6 +25,9 @@ Usage:
                                            print devices waiting for approval, with their QR code
   devicegrantd outbox [retry] [--config FILE]
                                            show (or retry) calls waiting for the homeserver
+  devicegrantd client trust|untrust CLIENT_ID [--config FILE]
+                                           let a client skip the consent page, or not
+  devicegrantd keys rotate [--config FILE]  new OpenID Connect signing key
   devicegrantd help | --help               this text; "devicegrantd CMD --help" for one command
 
 With no configuration it listens on 127.0.0.1:8080, uses issuer
@@ -78,6 +81,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return helped(pendingCmd(ctx, args, stdout, stderr, getenv))
 	case "outbox":
 		return helped(outboxCmd(ctx, args, stdout, stderr, getenv))
+	case "client":
+		return helped(clientCmd(ctx, args, stdout, stderr, getenv))
+	case "keys":
+		return helped(keysCmd(ctx, args, stdout, stderr, getenv))
 	case "help":
 		printUsage(stdout)
 		return nil

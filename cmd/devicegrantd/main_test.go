@@ -173,6 +173,8 @@ server_name: example.org
 homeserver:
   secret_file: `+secret+`
 access_token_ttl: 2m
+registration:
+  enabled: true
 rate_limits:
   user_code_failures: 5/30s
 `), 0o600)
@@ -184,7 +186,7 @@ rate_limits:
 	if c.Listen != "127.0.0.1:9001" || c.Issuer != "http://127.0.0.1:9001/" {
 		t.Errorf("environment should win: listen %q issuer %q", c.Listen, c.Issuer)
 	}
-	if c.Homeserver.Secret != "s3cret" || c.AccessTokenTTL != 2*time.Minute || c.RateLimits.UserCodeFailures.Burst != 5 {
+	if c.Homeserver.Secret != "s3cret" || c.AccessTokenTTL != 2*time.Minute || c.RateLimits.UserCodeFailures.Burst != 5 || !c.Registration.Enabled {
 		t.Errorf("file settings not applied: %+v", c)
 	}
 
@@ -194,6 +196,7 @@ rate_limits:
 		"bad rate":         "rate_limits:\n  login_failures: fast\n",
 		"public no issuer": "listen: 0.0.0.0:8080\n",
 		"half tls":         "tls:\n  cert_file: x\n",
+		"bad bool":         "registration:\n  enabled: maybe\n",
 	}
 	for name, body := range bad {
 		os.WriteFile(file, []byte(body), 0o600)
