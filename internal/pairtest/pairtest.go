@@ -36,11 +36,6 @@ type World struct {
 // Start runs a fake Synapse serving the given discovery mode and a
 // devicegrantd core for it (ServerName and HomeserverSecret set; opts may
 // change more).
-//
-// devicegrantd's metadata has no account_management_uri yet, which
-// Synapse (and the fake) require before serving auth_metadata, so the
-// homeserver reaches devicegrantd through a proxy that adds one to
-// /.well-known/openid-configuration. Clients see the unchanged metadata.
 func Start(t testing.TB, mode fakesynapse.AuthMetadataMode, opts ...devtest.Option) *World {
 	t.Helper()
 	hs := fakesynapse.Start(t, fakesynapse.Options{Secret: Secret, AuthMetadata: mode})
@@ -49,33 +44,8 @@ func Start(t testing.TB, mode fakesynapse.AuthMetadataMode, opts ...devtest.Opti
 		c.HomeserverSecret = Secret
 	})}, opts...)
 	as := devtest.Start(t, opts...)
-	base := strings.TrimSuffix(as.URL, "/")
-	hs.SetAuthEndpoint(Proxy(t, base, addAccountManagement(as.URL)))
+	hs.SetAuthEndpoint(as.URL)
 	return &World{HS: hs, Auth: as, Phone: devtest.NewPhone(t), t: t}
-}
-
-func addAccountManagement(issuer string) func(http.Handler) http.Handler {
-	return func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if !strings.HasSuffix(r.URL.Path, "/.well-known/openid-configuration") {
-				next.ServeHTTP(w, r)
-				return
-			}
-			rec := httptest.NewRecorder()
-			next.ServeHTTP(rec, r)
-			var md map[string]any
-			if rec.Code != http.StatusOK || json.Unmarshal(rec.Body.Bytes(), &md) != nil {
-				w.WriteHeader(rec.Code)
-				w.Write(rec.Body.Bytes())
-				return
-			}
-			if _, ok := md["account_management_uri"]; !ok {
-				md["account_management_uri"] = issuer + "account"
-			}
-			w.Header().Set("Content-Type", "application/json")
-			json.NewEncoder(w).Encode(md)
-		})
-	}
 }
 
 // UserID is the test account's Matrix user id.
