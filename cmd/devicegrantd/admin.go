@@ -25,15 +25,27 @@ const keysUsage = `Usage:
       keep verifying. A running daemon uses the new key at once.
 `
 
-// withServer opens the configured store and builds a server on it for an
-// administrative command.
-func withServer(ctx context.Context, name, usage string, args []string, stderr io.Writer, getenv func(string) string,
-	fn func(srv *devicegrant.Server, args []string) error) error {
+// admin is what an administrative command works with.
+type admin struct {
+	cfg  *config
+	st   *sqlite.Store
+	srv  *devicegrant.Server
+	args []string // positional arguments
+}
+
+// runAdmin parses --config and the flags extra adds (flags may also come
+// after positional arguments: "user add alice --password-stdin"), opens
+// the configured store, builds a server on it and runs fn.
+func runAdmin(ctx context.Context, name, usage string, args []string, stderr io.Writer, getenv func(string) string,
+	extra func(*flag.FlagSet), fn func(*admin) error) error {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, usage, "\nFlags:\n"); fs.PrintDefaults() }
 	configPath := fs.String("config", "", "YAML configuration `FILE`")
-	var positional []string
+	if extra != nil {
+		extra(fs)
+	}
+	a := &admin{}
 	for {
 		if err := parseFlags(fs, args); err != nil {
 			return err
@@ -41,32 +53,31 @@ func withServer(ctx context.Context, name, usage string, args []string, stderr i
 		if fs.NArg() == 0 {
 			break
 		}
-		positional = append(positional, fs.Arg(0))
+		a.args = append(a.args, fs.Arg(0))
 		args = fs.Args()[1:]
 	}
-	cfg, err := loadConfig(*configPath, getenv)
-	if err != nil {
+	var err error
+	if a.cfg, err = loadConfig(*configPath, getenv); err != nil {
 		return err
 	}
-	st, err := sqlite.Open(ctx, cfg.Database)
-	if err != nil {
+	if a.st, err = sqlite.Open(ctx, a.cfg.Database); err != nil {
 		return err
 	}
-	defer st.Close()
-	srv, err := devicegrant.New(cfg.server(), st)
-	if err != nil {
+	defer a.st.Close()
+	if a.srv, err = devicegrant.New(a.cfg.server(), a.st); err != nil {
 		return err
 	}
-	return fn(srv, positional)
+	return fn(a)
 }
 
 func clientCmd(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
-	return withServer(ctx, "client", clientUsage, args, stderr, getenv, func(srv *devicegrant.Server, pos []string) error {
+	return runAdmin(ctx, "client", clientUsage, args, stderr, getenv, nil, func(a *admin) error {
+		pos := a.args
 		if len(pos) != 2 || (pos[0] != "trust" && pos[0] != "untrust") {
 			fmt.Fprint(stderr, clientUsage)
 			return errUsage
 		}
-		if err := srv.TrustClient(ctx, pos[1], pos[0] == "trust"); err != nil {
+		if err := a.srv.TrustClient(ctx, pos[1], pos[0] == "trust"); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "client %s: %sed\n", pos[1], pos[0])
@@ -75,12 +86,12 @@ func clientCmd(ctx context.Context, args []string, stdout, stderr io.Writer, get
 }
 
 func keysCmd(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
-	return withServer(ctx, "keys", keysUsage, args, stderr, getenv, func(srv *devicegrant.Server, pos []string) error {
-		if len(pos) != 1 || pos[0] != "rotate" {
+	return runAdmin(ctx, "keys", keysUsage, args, stderr, getenv, nil, func(a *admin) error {
+		if len(a.args) != 1 || a.args[0] != "rotate" {
 			fmt.Fprint(stderr, keysUsage)
 			return errUsage
 		}
-		kid, err := srv.RotateSigningKey(ctx)
+		kid, err := a.srv.RotateSigningKey(ctx)
 		if err != nil {
 			return err
 		}

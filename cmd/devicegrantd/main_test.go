@@ -212,3 +212,45 @@ rate_limits:
 		t.Errorf("plain http public issuer: %v", err)
 	}
 }
+
+// TestAdminCommands: outbox, client and keys against a real database.
+func TestAdminCommands(t *testing.T) {
+	dir := t.TempDir()
+	vars := env(map[string]string{
+		"DEVICEGRANTD_DATABASE": filepath.Join(dir, "d.db"),
+		// Nothing listens there: calls wait in the outbox.
+		"DEVICEGRANTD_HOMESERVER_ENDPOINT": "http://" + freeAddr(t) + "/",
+		"DEVICEGRANTD_HOMESERVER_SECRET":   "s",
+	})
+	ctx := context.Background()
+	runOut := func(stdin string, args ...string) (string, error) {
+		var out bytes.Buffer
+		err := run(ctx, args, strings.NewReader(stdin), &out, &out, vars)
+		return out.String(), err
+	}
+	if out, err := runOut("correct horse battery\n", "user", "add", "dana", "--password-stdin"); err != nil {
+		t.Fatalf("user add: %v %s", err, out)
+	}
+	out, err := runOut("", "outbox")
+	if err != nil || !strings.Contains(out, "provision_user") || !strings.Contains(out, "dana") || !strings.Contains(out, "due") {
+		t.Errorf("outbox: %v\n%s", err, out)
+	}
+	if out, err := runOut("", "outbox", "retry"); err != nil || !strings.Contains(out, "0 parked") {
+		t.Errorf("outbox retry: %v %s", err, out)
+	}
+	if out, err := runOut("", "keys", "rotate"); err != nil || !strings.HasPrefix(out, "new signing key ") {
+		t.Errorf("keys rotate: %v %s", err, out)
+	}
+	if _, err := runOut("", "client", "trust", "no-such-client"); err == nil || !strings.Contains(err.Error(), "not found") {
+		t.Errorf("trusting an unknown client: %v", err)
+	}
+	if _, err := runOut("", "client", "frobnicate"); !errors.Is(err, errUsage) {
+		t.Errorf("client with a bad subcommand: %v", err)
+	}
+	if out, err := runOut("", "user", "deactivate", "dana"); err != nil || !strings.Contains(out, "deactivated @dana") {
+		t.Errorf("user deactivate: %v %s", err, out)
+	}
+	if out, _ := runOut("", "outbox"); !strings.Contains(out, "delete_user") {
+		t.Errorf("outbox after deactivation lacks delete_user:\n%s", out)
+	}
+}

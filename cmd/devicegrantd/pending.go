@@ -7,9 +7,7 @@ import (
 	"io"
 	"time"
 
-	"github.com/devicegrant/devicegrant/devicegrant"
 	"github.com/devicegrant/devicegrant/display"
-	"github.com/devicegrant/devicegrant/store/sqlite"
 )
 
 const pendingUsage = `Usage: devicegrantd pending [--config FILE] [--all]
@@ -21,54 +19,37 @@ database and issuer).
 `
 
 func pendingCmd(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
-	fs := flag.NewFlagSet("pending", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, pendingUsage, "\nFlags:\n"); fs.PrintDefaults() }
-	configPath := fs.String("config", "", "YAML configuration `FILE`")
-	all := fs.Bool("all", false, "print every pending device, newest first")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() != 0 {
-		fs.Usage()
-		return errUsage
-	}
-	cfg, err := loadConfig(*configPath, getenv)
-	if err != nil {
-		return err
-	}
-	st, err := sqlite.Open(ctx, cfg.Database)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	srv, err := devicegrant.New(cfg.server(), st)
-	if err != nil {
-		return err
-	}
-	limit := 1
-	if *all {
-		limit = 100
-	}
-	pairings, err := srv.PendingPairings(ctx, limit)
-	if err != nil {
-		return err
-	}
-	if len(pairings) == 0 {
-		fmt.Fprintln(stdout, "No device is waiting for approval.")
-		return nil
-	}
-	mode := display.TermModeFor(stdout)
-	for i, p := range pairings {
-		if i > 0 {
-			fmt.Fprint(stdout, "\n\n")
+	var all bool
+	extra := func(fs *flag.FlagSet) { fs.BoolVar(&all, "all", false, "print every pending device, newest first") }
+	return runAdmin(ctx, "pending", pendingUsage, args, stderr, getenv, extra, func(a *admin) error {
+		if len(a.args) != 0 {
+			fmt.Fprint(stderr, pendingUsage)
+			return errUsage
 		}
-		fmt.Fprintf(stdout, "%s asked %s ago from %s\n\n", p.ClientName,
-			time.Since(p.RequestedAt).Round(time.Second), p.RequesterIP)
-		if err := p.Card().WriteTerminal(stdout, display.TermOptions{Mode: mode}); err != nil {
+		limit := 1
+		if all {
+			limit = 100
+		}
+		pairings, err := a.srv.PendingPairings(ctx, limit)
+		if err != nil {
 			return err
 		}
-	}
-	fmt.Fprintln(stdout)
-	return nil
+		if len(pairings) == 0 {
+			fmt.Fprintln(stdout, "No device is waiting for approval.")
+			return nil
+		}
+		mode := display.TermModeFor(stdout)
+		for i, p := range pairings {
+			if i > 0 {
+				fmt.Fprint(stdout, "\n\n")
+			}
+			fmt.Fprintf(stdout, "%s asked %s ago from %s\n\n", p.ClientName,
+				time.Since(p.RequestedAt).Round(time.Second), p.RequesterIP)
+			if err := p.Card().WriteTerminal(stdout, display.TermOptions{Mode: mode}); err != nil {
+				return err
+			}
+		}
+		fmt.Fprintln(stdout)
+		return nil
+	})
 }

@@ -12,9 +12,6 @@ import (
 	"text/tabwriter"
 
 	"golang.org/x/term"
-
-	"github.com/devicegrant/devicegrant/devicegrant"
-	"github.com/devicegrant/devicegrant/store/sqlite"
 )
 
 const userUsage = `Usage:
@@ -42,95 +39,72 @@ func userCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		return nil
 	}
 	sub, args := args[0], args[1:]
-	fs := flag.NewFlagSet("user "+sub, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, userUsage, "\nFlags:\n"); fs.PrintDefaults() }
-	configPath := fs.String("config", "", "YAML configuration `FILE` (for the database path)")
-	var passwordStdin *bool
-	var displayName *string
+	var passwordStdin bool
+	var displayName string
+	var extra func(*flag.FlagSet)
 	switch sub {
 	case "add":
-		passwordStdin = fs.Bool("password-stdin", false, "read the password from the first line of standard input")
-		displayName = fs.String("display-name", "", "display `NAME`")
+		extra = func(fs *flag.FlagSet) {
+			fs.BoolVar(&passwordStdin, "password-stdin", false, "read the password from the first line of standard input")
+			fs.StringVar(&displayName, "display-name", "", "display `NAME`")
+		}
 	case "list", "deactivate":
 	default:
 		fmt.Fprintf(stderr, "devicegrantd: unknown user command %q\n\n%s", sub, userUsage)
 		return errUsage
 	}
-	// Allow flags after the username: "user add alice --password-stdin".
-	var positional []string
-	for {
-		if err := parseFlags(fs, args); err != nil {
-			return err
+	return runAdmin(ctx, "user "+sub, userUsage, args, stderr, getenv, extra, func(a *admin) error {
+		want := 1
+		if sub == "list" {
+			want = 0
 		}
-		if fs.NArg() == 0 {
-			break
+		if len(a.args) != want {
+			fmt.Fprint(stderr, userUsage)
+			return errUsage
 		}
-		positional = append(positional, fs.Arg(0))
-		args = fs.Args()[1:]
-	}
-
-	cfg, err := loadConfig(*configPath, getenv)
-	if err != nil {
-		return err
-	}
-	st, err := sqlite.Open(ctx, cfg.Database)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-
-	if sub == "list" {
-		if len(positional) != 0 {
-			return fmt.Errorf("user list takes no arguments")
-		}
-		users, err := st.Users(ctx)
-		if err != nil {
-			return err
-		}
-		server := cfg.ServerName
-		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "USERNAME\tMATRIX ID\tDISPLAY NAME\tCREATED\tSTATUS")
-		for _, u := range users {
-			status := "active"
-			if !u.DeactivatedAt.IsZero() {
-				status = "deactivated"
+		switch sub {
+		case "list":
+			return listUsers(ctx, a, stdout)
+		case "deactivate":
+			u, err := a.st.UserByUsername(ctx, a.args[0])
+			if err != nil {
+				return fmt.Errorf("user %q: %w", a.args[0], err)
 			}
-			fmt.Fprintf(tw, "%s\t@%s:%s\t%s\t%s\t%s\n", u.Username, u.Username, server, u.DisplayName,
-				u.CreatedAt.UTC().Format("2006-01-02 15:04"), status)
+			if err := a.srv.DeactivateUser(ctx, u.ID); err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "deactivated @%s:%s\n", u.Username, a.cfg.ServerName)
+			return nil
 		}
-		return tw.Flush()
-	}
-
-	if len(positional) != 1 {
-		fmt.Fprint(stderr, userUsage)
-		return errUsage
-	}
-	srv, err := devicegrant.New(cfg.server(), st)
-	if err != nil {
-		return err
-	}
-	if sub == "deactivate" {
-		u, err := st.UserByUsername(ctx, positional[0])
+		password, err := readPassword(stdin, stderr, passwordStdin)
 		if err != nil {
-			return fmt.Errorf("user %q: %w", positional[0], err)
-		}
-		if err := srv.DeactivateUser(ctx, u.ID); err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "deactivated @%s:%s\n", u.Username, cfg.ServerName)
+		u, err := a.srv.CreateUser(ctx, a.args[0], password, displayName)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "created @%s:%s\n", u.Username, a.cfg.ServerName)
 		return nil
-	}
-	password, err := readPassword(stdin, stderr, *passwordStdin)
+	})
+}
+
+func listUsers(ctx context.Context, a *admin, stdout io.Writer) error {
+	users, err := a.st.Users(ctx)
 	if err != nil {
 		return err
 	}
-	u, err := srv.CreateUser(ctx, positional[0], password, *displayName)
-	if err != nil {
-		return err
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "USERNAME\tMATRIX ID\tDISPLAY NAME\tCREATED\tSTATUS")
+	for _, u := range users {
+		status := "active"
+		if !u.DeactivatedAt.IsZero() {
+			status = "deactivated"
+		}
+		fmt.Fprintf(tw, "%s\t@%s:%s\t%s\t%s\t%s\n", u.Username, u.Username, a.cfg.ServerName, u.DisplayName,
+			u.CreatedAt.UTC().Format("2006-01-02 15:04"), status)
 	}
-	fmt.Fprintf(stdout, "created @%s:%s\n", u.Username, cfg.ServerName)
-	return nil
+	return tw.Flush()
 }
 
 func readPassword(stdin io.Reader, stderr io.Writer, fromStdin bool) (string, error) {
