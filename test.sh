@@ -19,6 +19,27 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
 fi
 
+# >>> browser tests (e2e/): Debian's Chromium driven by playwright-core >>>
+# Never a browser download: playwright-core runs /usr/bin/chromium. With
+# DEVICEGRANT_BROWSER_TESTS=1 the tests in e2e/ fail instead of skipping
+# when the browser or node_modules are missing.
+browser_pkgs=()
+[ -x /usr/bin/chromium ] || browser_pkgs+=(chromium)
+command -v npm >/dev/null || browser_pkgs+=(nodejs) # the machine's apt source has Node 20 with npm
+if [ ${#browser_pkgs[@]} -gt 0 ]; then
+  step "installing ${browser_pkgs[*]}"
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${browser_pkgs[@]}" >/dev/null
+fi
+if ! cmp -s e2e/package-lock.json e2e/node_modules/.devicegrant-lock; then
+  step "npm ci in e2e/"
+  (cd e2e && npm ci --no-audit --no-fund --loglevel=error)
+  cp e2e/package-lock.json e2e/node_modules/.devicegrant-lock
+fi
+export DEVICEGRANT_BROWSER_TESTS=1
+# <<< browser tests (e2e/) <<<
+
 export CGO_ENABLED=1
 gobin="$(go env GOPATH)/bin"
 if ! [ -x "$gobin/staticcheck" ]; then

@@ -2,7 +2,7 @@
 // PKCE; the browser comes back to the app's loopback redirect URI.
 //
 // args: {artifacts, url (the authorization request), username, password,
-//        redirectPrefix (where the app listens)}
+//        redirectPrefix (where the app listens), action: "approve" | "deny"}
 import { run } from './lib.mjs';
 
 await run(async (phone, a) => {
@@ -11,17 +11,29 @@ await run(async (phone, a) => {
   const signedIn = await phone.signInIfAsked(a.username, a.password);
   if (!signedIn) throw new Error(`no sign-in form at the authorization endpoint: ${await phone.text('main')}`);
   const approve = page.locator('button[name=action][value=approve]');
+  const deny = page.locator('button[name=action][value=deny]');
   if ((await approve.count()) === 0) throw new Error(`want a consent page with an Approve button, got: ${await phone.text('main')}`);
   await phone.visited('consent');
   const data = { consentH1: await phone.text('h1'), consentText: await phone.text('main') };
   const confirm = page.locator('input[type=checkbox][name=confirm]');
   data.hasConfirm = (await confirm.count()) > 0;
-  if (data.hasConfirm) {
+  if (data.hasConfirm && a.action !== 'deny') {
     const label = page.locator('label:has(input[name=confirm])');
     await phone.checkTarget(label, 'confirm checkbox label');
     await label.tap();
   }
-  await phone.tap(approve, 'Approve button');
+  if (a.action === 'deny') {
+    await phone.checkTarget(approve, 'Approve button');
+    await phone.tap(deny, 'Deny button');
+  } else {
+    await phone.tap(approve, 'Approve button');
+  }
+  if (!page.url().startsWith(a.redirectPrefix)) {
+    // A page on the way back to the app (a meta refresh, say): record it
+    // and wait for the redirect.
+    await phone.visited('on-the-way');
+    await page.waitForURL((u) => u.href.startsWith(a.redirectPrefix), { waitUntil: 'load', timeout: 10000 });
+  }
   data.url = page.url();
   data.status = phone.status;
   data.text = await phone.text('body');

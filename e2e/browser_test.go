@@ -131,6 +131,7 @@ type line struct {
 	Pages      []visitedPage   `json:"pages"`
 	Violations []string        `json:"violations"`
 	Notes      []string        `json:"notes"`
+	Log        []string        `json:"log"`
 
 	raw []byte
 }
@@ -233,7 +234,8 @@ func (r *browserRun) next() line {
 	}
 	if l.Error != "" {
 		r.report(l)
-		r.t.Fatalf("%s: the browser script failed at %s: %s\nstderr:\n%s\nscreenshots: %s", r.scenario, l.URL, l.Error, r.stderr.String(), r.dir)
+		r.t.Fatalf("%s: the browser script failed at %s: %s\nbrowser log:\n%s\nstderr:\n%s\nscreenshots: %s",
+			r.scenario, l.URL, l.Error, strings.Join(l.Log, "\n"), r.stderr.String(), r.dir)
 	}
 	return l
 }
@@ -627,13 +629,24 @@ func randomHex(t *testing.T, n int) string {
 	return hex.EncodeToString(b)
 }
 
-// TestBrowserAuthorizationCode: a native app signs in with the
-// authorization-code grant and PKCE; the browser returns to the app's
-// loopback redirect URI (registered without a port), whose code the app
-// exchanges for tokens. It skips until the server lists an
+// authCodeFlow is a native app's authorization request through the
+// browser, up to the app's loopback redirect URI.
+type authCodeFlow struct {
+	conf     *oauth2.Config
+	verifier string
+	state    string
+	issuer   any
+	query    url.Values // what reached the redirect URI
+	res      authCodeData
+}
+
+// runAuthCode registers a native public client with a loopback redirect
+// URI (no port), starts the app's loopback server on a random port, and
+// drives the browser through sign-in and consent, pressing action
+// ("approve" or "deny"). It skips the test while the server lists no
 // authorization_endpoint.
-func TestBrowserAuthorizationCode(t *testing.T) {
-	e := newEnv(t)
+func runAuthCode(t *testing.T, e *env, scenario, action, deviceID string) *authCodeFlow {
+	t.Helper()
 	meta := e.metadata()
 	authURL, _ := meta["authorization_endpoint"].(string)
 	if authURL == "" {
@@ -642,55 +655,67 @@ func TestBrowserAuthorizationCode(t *testing.T) {
 	tokenURL, _ := meta["token_endpoint"].(string)
 	clientID := e.register(nativeClientJSON)
 
-	type callback struct{ query url.Values }
-	calls := make(chan callback, 4)
+	calls := make(chan url.Values, 4)
 	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/callback" {
 			http.NotFound(w, r)
 			return
 		}
-		calls <- callback{r.URL.Query()}
+		calls <- r.URL.Query()
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		fmt.Fprint(w, `<!doctype html><meta name="viewport" content="width=device-width, initial-scale=1">`+
 			`<title>Browser test</title><body style="font:17px/1.5 sans-serif;margin:1.25rem">`+
-			`<h1>Signed in</h1><p>You can return to the app.</p>`)
+			`<h1>Back in the app</h1><p>You can return to the app.</p>`)
 	}))
-	defer app.Close()
+	t.Cleanup(app.Close)
 	redirectURI := app.URL + "/callback" // http://127.0.0.1:PORT/callback
 
-	const deviceID = "E2EAUTHCODE"
-	conf := &oauth2.Config{
-		ClientID:    clientID,
-		Endpoint:    oauth2.Endpoint{AuthURL: authURL, TokenURL: tokenURL, AuthStyle: oauth2.AuthStyleInParams},
-		RedirectURL: redirectURI,
-		Scopes:      []string{apiScope, deviceScope + deviceID},
+	f := &authCodeFlow{
+		conf: &oauth2.Config{
+			ClientID:    clientID,
+			Endpoint:    oauth2.Endpoint{AuthURL: authURL, TokenURL: tokenURL, AuthStyle: oauth2.AuthStyleInParams},
+			RedirectURL: redirectURI,
+			Scopes:      []string{apiScope, deviceScope + deviceID},
+		},
+		verifier: oauth2.GenerateVerifier(),
+		state:    randomHex(t, 16),
+		issuer:   meta["issuer"],
 	}
-	verifier := oauth2.GenerateVerifier()
-	state, nonce := randomHex(t, 16), randomHex(t, 16)
-	u := conf.AuthCodeURL(state, oauth2.S256ChallengeOption(verifier), oauth2.SetAuthURLParam("nonce", nonce))
+	u := f.conf.AuthCodeURL(f.state, oauth2.S256ChallengeOption(f.verifier), oauth2.SetAuthURLParam("nonce", randomHex(t, 16)))
 
-	run := startBrowser(t, "authcode", "authorization-code", map[string]any{
-		"url": u, "username": devtest.Username, "password": devtest.Password, "redirectPrefix": redirectURI,
+	run := startBrowser(t, "authcode", scenario, map[string]any{
+		"url": u, "username": devtest.Username, "password": devtest.Password, "redirectPrefix": redirectURI, "action": action,
 	})
-	var res authCodeData
-	pages := run.finish(&res)
-	t.Logf("consent page (confirm box: %v): %s", res.HasConfirm, res.ConsentText)
-	if got, want := pageNames(pages), "sign-in consent back-in-app"; got != want {
-		t.Errorf("pages visited: %q, want %q", got, want)
+	pages := run.finish(&f.res)
+	t.Logf("consent page (confirm box: %v): %s", f.res.HasConfirm, f.res.ConsentText)
+	if got := pageNames(pages); !strings.HasPrefix(got, "sign-in consent ") || !strings.HasSuffix(got, " back-in-app") {
+		t.Errorf("pages visited: %q, want sign-in consent … back-in-app", got)
 	}
-
-	var cb callback
 	select {
-	case cb = <-calls:
+	case f.query = <-calls:
 	default:
-		t.Fatalf("the app's redirect URI was never called; the browser is at %s", res.URL)
+		t.Fatalf("the app's redirect URI was never called; the browser is at %s", f.res.URL)
 	}
-	q := cb.query
-	if q.Get("state") != state || q.Get("code") == "" || q.Get("error") != "" {
-		t.Fatalf("redirect: %v, want code and state %s", q, state)
+	if f.query.Get("state") != f.state {
+		t.Errorf("redirect: state %q, want %q", f.query.Get("state"), f.state)
 	}
-	if iss := q.Get("iss"); iss != e.URL && iss != meta["issuer"] {
-		t.Errorf("redirect iss = %q, want the issuer %q", iss, meta["issuer"])
+	if iss := f.query.Get("iss"); iss != f.issuer {
+		t.Errorf("redirect: iss = %q, want the issuer %q (RFC 9207)", iss, f.issuer)
+	}
+	return f
+}
+
+// TestBrowserAuthorizationCode: a native app signs in with the
+// authorization-code grant and PKCE; the browser returns to the app's
+// loopback redirect URI (registered without a port), whose code the app
+// exchanges for tokens, once. It skips until the server lists an
+// authorization_endpoint.
+func TestBrowserAuthorizationCode(t *testing.T) {
+	e := newEnv(t)
+	f := runAuthCode(t, e, "authorization-code", "approve", "E2EAUTHCODE")
+	conf, verifier, q := f.conf, f.verifier, f.query
+	if q.Get("code") == "" || q.Get("error") != "" {
+		t.Fatalf("redirect: %v, want a code", q)
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -702,15 +727,22 @@ func TestBrowserAuthorizationCode(t *testing.T) {
 	if tok.AccessToken == "" || tok.RefreshToken == "" {
 		t.Errorf("Exchange gave access %v refresh %v", tok.AccessToken != "", tok.RefreshToken != "")
 	}
-	info := e.introspect(tok.AccessToken)
-	if info["active"] != true || info["username"] != devtest.Username {
-		t.Errorf("introspection of the app's token: %v", info)
-	}
+	e.wantActive(tok.AccessToken, "E2EAUTHCODE")
 	// A code is good once.
 	_, err = conf.Exchange(ctx, q.Get("code"), oauth2.VerifierOption(verifier))
 	var re *oauth2.RetrieveError
 	if !errors.As(err, &re) || re.ErrorCode != "invalid_grant" {
 		t.Errorf("second Exchange of the same code: %v, want invalid_grant", err)
+	}
+}
+
+// TestBrowserAuthorizationCodeCancel: the person presses Cancel on the
+// consent page; the app hears access_denied at its redirect URI.
+func TestBrowserAuthorizationCodeCancel(t *testing.T) {
+	e := newEnv(t)
+	f := runAuthCode(t, e, "authorization-code-cancel", "deny", "E2EAUTHDENY")
+	if f.query.Get("error") != "access_denied" || f.query.Get("code") != "" {
+		t.Errorf("redirect after Cancel: %v, want error=access_denied and no code", f.query)
 	}
 }
 

@@ -43,9 +43,15 @@ export class Phone {
     this.pages = []; // {n, name, url, status, title}
     this.violations = []; // failures the Go test reports
     this.notes = []; // things worth a look that are not failures
+    this.log = []; // console errors, failed requests, HTTP errors: why a step failed
     this.status = 0; // HTTP status of the last main-frame document
+    page.on('console', (m) => {
+      if (m.type() === 'error' || m.type() === 'warning') this.log.push(`console ${m.type()}: ${m.text()}`);
+    });
+    page.on('requestfailed', (r) => this.log.push(`request failed: ${r.method()} ${r.url()}: ${r.failure()?.errorText}`));
     page.on('response', (r) => {
       if (r.request().isNavigationRequest() && r.frame() === page.mainFrame()) this.status = r.status();
+      if (r.status() >= 400) this.log.push(`HTTP ${r.status()}: ${r.request().method()} ${r.url()}`);
     });
   }
 
@@ -229,12 +235,13 @@ export async function run(fn) {
     const page = ctx.pages()[0] ?? (await ctx.newPage());
     phone = new Phone(page, args.artifacts);
     const data = await fn(phone, args);
-    emit({ done: true, data: data ?? {}, pages: phone.pages, violations: phone.violations, notes: phone.notes });
+    emit({ done: true, data: data ?? {}, pages: phone.pages, violations: phone.violations, notes: phone.notes, log: phone.log });
   } catch (err) {
     if (phone) await phone.shot('error').catch(() => {});
     emit({
       error: String(err?.stack || err),
       url: phone?.page.url(),
+      log: phone?.log ?? [],
       pages: phone?.pages ?? [],
       violations: phone?.violations ?? [],
       notes: phone?.notes ?? [],
