@@ -43,21 +43,17 @@ func (s *Server) accountActions() []string {
 
 // sessionView is one session as the account pages show it.
 type sessionView struct {
-	ID, DeviceID                      string
-	ClientName, ClientURI, ClientHost string
-	LogoURI                           string
-	Created, LastActive, LastIP       string
-	Scopes                            []string
+	ID, DeviceID                string
+	Client                      clientView
+	Created, LastActive, LastIP string
+	Scopes                      []string
 }
 
 func (s *Server) viewSession(c *gin.Context, x store.Session) sessionView {
-	v := sessionView{ID: x.ID, DeviceID: x.DeviceID, ClientName: "An unnamed application", LastIP: x.LastIP,
+	v := sessionView{ID: x.ID, DeviceID: x.DeviceID, Client: clientView{Name: "An unnamed application"}, LastIP: x.LastIP,
 		Created: s.when(x.CreatedAt), LastActive: s.when(x.LastActiveAt), Scopes: describeScopes(x.Scope)}
 	if cl, err := s.loadClient(c.Request.Context(), x.ClientID); err == nil {
-		v.ClientName, v.ClientURI, v.LogoURI = cl.name(), cl.meta.ClientURI, cl.meta.LogoURI
-		if u, err := url.Parse(v.ClientURI); err == nil {
-			v.ClientHost = u.Host
-		}
+		v.Client = cl.view()
 	}
 	return v
 }
@@ -122,8 +118,8 @@ func (s *Server) accountPage(c *gin.Context) {
 			return
 		}
 		v := s.viewSession(c, x)
-		s.render(c, http.StatusOK, "confirm", page{Title: "Sign out " + v.ClientName + "?", User: user,
-			Message: "The device " + v.DeviceID + " (" + v.ClientName + ") will be signed out at once and must be paired again to use your account. Its messages stay on the server; if it held the only copy of your encryption keys, encrypted history may become unreadable on it.",
+		s.render(c, http.StatusOK, "confirm", page{Title: "Sign out " + v.Client.Name + "?", User: user,
+			Message: "The device " + v.DeviceID + " (" + v.Client.Name + ") will be signed out at once and must be paired again to use your account. Its messages stay on the server; if it held the only copy of your encryption keys, encrypted history may become unreadable on it.",
 			Action:  pathAccount + "/sessions/end", Hidden: map[string]string{"session_id": x.ID}, Button: "Sign the device out"})
 	case actionDeactivate:
 		s.render(c, http.StatusOK, "confirm", page{Title: "Deactivate your account?", User: user,
@@ -196,7 +192,7 @@ func (s *Server) endSessionSubmit(c *gin.Context) {
 		return
 	}
 	v := s.viewSession(c, x)
-	again := page{Title: "Sign out " + v.ClientName + "?", User: user, Message: "Enter your password to sign the device " + v.DeviceID + " out.",
+	again := page{Title: "Sign out " + v.Client.Name + "?", User: user, Message: "Enter your password to sign the device " + v.DeviceID + " out.",
 		Action: pathAccount + "/sessions/end", Hidden: map[string]string{"session_id": x.ID}, Button: "Sign the device out"}
 	if !s.reauth(c, user, again) {
 		return
@@ -214,7 +210,7 @@ func (s *Server) endSessionSubmit(c *gin.Context) {
 		return
 	}
 	s.log.InfoContext(ctx, "session ended on the account page", "user", user.Username, "session", x.ID)
-	s.showAccount(c, user, http.StatusOK, "", v.ClientName+" ("+v.DeviceID+") is signed out.")
+	s.showAccount(c, user, http.StatusOK, "", v.Client.Name+" ("+v.DeviceID+") is signed out.")
 }
 
 func (s *Server) deactivateSubmit(c *gin.Context) {

@@ -200,10 +200,7 @@ func (s *Server) authorize(c *gin.Context) {
 }
 
 func (s *Server) showAuthConsent(c *gin.Context, req *authRequest, user *store.User, errMsg string) {
-	cv := clientView{Name: req.client.name(), URI: req.client.meta.ClientURI, LogoURI: req.client.meta.LogoURI}
-	if u, err := url.Parse(cv.URI); err == nil {
-		cv.Host = u.Host
-	}
+	cv := req.client.view()
 	redirectHost := ""
 	if u, err := url.Parse(req.redirectURI); err == nil && (u.Scheme == "https" || u.Scheme == "http") {
 		redirectHost = u.Hostname()

@@ -46,6 +46,15 @@ func (cl *client) name() string {
 	return cl.meta.ClientName
 }
 
+// view is the client as pages show it.
+func (cl *client) view() clientView {
+	v := clientView{Name: cl.name(), URI: cl.meta.ClientURI, LogoURI: cl.meta.LogoURI}
+	if u, err := url.Parse(v.URI); err == nil {
+		v.Host = u.Host
+	}
+	return v
+}
+
 // authenticateClient identifies the client of a token, device, revocation
 // or introspection request (RFC 6749 §2.3). Public clients send only
 // client_id. Confidential clients must use the method they registered;

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
 
@@ -112,10 +111,7 @@ func (s *Server) showGrant(c *gin.Context, g store.DeviceGrant, user *store.User
 		return
 	}
 	now := s.now()
-	cv := clientView{Name: cl.name(), URI: cl.meta.ClientURI, LogoURI: cl.meta.LogoURI}
-	if u, err := url.Parse(cv.URI); err == nil {
-		cv.Host = u.Host
-	}
+	cv := cl.view()
 	s.render(c, http.StatusOK, "consent", page{
 		Title: "Allow this device?", User: user, Error: errMsg,
 		Code: displayUserCode(g.UserCode), CodeRaw: g.UserCode,
