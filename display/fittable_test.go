@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/devicegrant/devicegrant/internal/qrtest"
 )
 
 var update = flag.Bool("update", false, "rewrite firmware-notes/fit-table.md and firmware-notes/img/*.png")
@@ -73,7 +75,7 @@ func fitTable(t *testing.T) string {
 				fmt.Fprintf(&b, "| `%s` | %d | %s | does not fit | | | | | | |\n", u, len(u), tg.name)
 				continue
 			}
-			got, derr := decode(f)
+			got, derr := qrtest.Decode(f)
 			dec := "yes"
 			if derr != nil || got != u {
 				dec = "NO"
@@ -149,11 +151,11 @@ func sampleImages(t *testing.T) map[string][]byte {
 	if err := c.WriteTerminal(&term, TermOptions{Mode: TermColor, Now: func() time.Time { return testNow }}); err != nil {
 		t.Fatal(err)
 	}
-	screen, err := parseTerminal(term.String(), darkTheme)
+	screen, err := parseTerminal(term.String(), qrtest.DarkTheme)
 	if err != nil {
 		t.Fatal(err)
 	}
-	out["terminal.png"] = pngBytes(t, termScreenshot(screen, darkTheme))
+	out["terminal.png"] = pngBytes(t, termScreenshot(screen, qrtest.DarkTheme))
 	return out
 }
 

@@ -13,8 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/makiuchi-d/gozxing"
-	gzqr "github.com/makiuchi-d/gozxing/qrcode"
+	"github.com/devicegrant/devicegrant/internal/qrtest"
 )
 
 // testURIs are the verification URIs every renderer is checked with.
@@ -34,41 +33,9 @@ func testCard(uri string) Card {
 		Expires: testNow.Add(9*time.Minute + 41*time.Second)}
 }
 
-// decode reads a QR symbol with the gozxing reader (a port of ZXing). The
-// image is first enlarged 4× with nearest-neighbour sampling and framed with
-// a 16-pixel border of its own corner colour: ZXing's binarizer and finder
-// need a few pixels per module, which 1 px/module panel images do not give.
-// The border keeps the corner colour, so it adds no quiet zone that the
-// image does not have against a background of that colour.
-func decode(img image.Image) (string, error) {
-	const k, border = 4, 16
-	b := img.Bounds()
-	corner := color.GrayModel.Convert(img.At(b.Min.X, b.Min.Y)).(color.Gray)
-	big := image.NewGray(image.Rect(0, 0, b.Dx()*k+2*border, b.Dy()*k+2*border))
-	for i := range big.Pix {
-		big.Pix[i] = corner.Y
-	}
-	for y := 0; y < b.Dy()*k; y++ {
-		for x := 0; x < b.Dx()*k; x++ {
-			big.Set(x+border, y+border, img.At(b.Min.X+x/k, b.Min.Y+y/k))
-		}
-	}
-	bmp, err := gozxing.NewBinaryBitmapFromImage(big)
-	if err != nil {
-		return "", err
-	}
-	res, err := gzqr.NewQRCodeReader().Decode(bmp, map[gozxing.DecodeHintType]interface{}{
-		gozxing.DecodeHintType_TRY_HARDER: true,
-	})
-	if err != nil {
-		return "", err
-	}
-	return res.GetText(), nil
-}
-
 func mustDecode(t *testing.T, what string, img image.Image, want string) {
 	t.Helper()
-	got, err := decode(img)
+	got, err := qrtest.Decode(img)
 	if err != nil {
 		t.Fatalf("%s: decoding %q: %v", what, want, err)
 	}
@@ -171,87 +138,22 @@ func pagesToImage(pages []byte, w, h int) *image.Gray {
 	return img
 }
 
-// Terminal simulation. A theme gives the default colours; the card's SGR
-// sequence switches to its explicit black on white until the reset.
-type theme struct{ fg, bg color.RGBA }
-
-var (
-	darkTheme  = theme{fg: color.RGBA{0xd0, 0xd0, 0xd0, 255}, bg: color.RGBA{0x1e, 0x1e, 0x2e, 255}}
-	lightTheme = theme{fg: color.RGBA{0x30, 0x30, 0x30, 255}, bg: color.RGBA{0xfa, 0xfa, 0xf5, 255}}
-)
-
-// termCell is one character cell as a terminal would show it.
-type termCell struct {
-	r      rune
-	fg, bg color.RGBA
-}
-
-// parseTerminal interprets the output of WriteTerminal/WriteHalfBlocks:
-// it accepts only the card's SGR sequence and the reset, and the carriage
-// return + erase-line of Live.
-func parseTerminal(out string, th theme) ([][]termCell, error) {
-	var screen [][]termCell
-	for _, line := range strings.Split(out, "\n") {
-		var row []termCell
-		fg, bg := th.fg, th.bg
-		for len(line) > 0 {
-			switch {
-			case strings.HasPrefix(line, sgrCard):
-				fg, bg = color.RGBA{0, 0, 0, 255}, color.RGBA{255, 255, 255, 255}
-				line = line[len(sgrCard):]
-			case strings.HasPrefix(line, sgrReset):
-				fg, bg = th.fg, th.bg
-				line = line[len(sgrReset):]
-			case strings.HasPrefix(line, "\r\x1b[K"):
-				row = row[:0]
-				line = line[len("\r\x1b[K"):]
-			case line[0] == 0x1b || line[0] == '\r':
-				return nil, fmt.Errorf("unexpected control sequence in %q", line)
-			default:
-				r, n := []rune(line)[0], len(string([]rune(line)[0]))
-				row = append(row, termCell{r, fg, bg})
-				line = line[n:]
-			}
-		}
-		screen = append(screen, row)
+// parseTerminal reads the output of WriteTerminal/WriteHalfBlocks/Live
+// with qrtest.ParseTerminal, after checking that it holds no control
+// sequence but the card's SGR sequence, the reset, and the carriage return
+// + erase-line of Live: qrtest accepts any SGR sequence, this package
+// writes only those.
+func parseTerminal(out string, th qrtest.Theme) ([][]qrtest.Cell, error) {
+	rest := strings.NewReplacer(sgrCard, "", sgrReset, "", "\r\x1b[K", "").Replace(out)
+	if i := strings.IndexAny(rest, "\x1b\r"); i >= 0 {
+		return nil, fmt.Errorf("unexpected control sequence in %q", rest[i:])
 	}
-	return screen, nil
-}
-
-// termPixels turns a screen into pixels, two per cell vertically (the half
-// blocks), one per cell horizontally; letters become their background.
-func termPixels(screen [][]termCell, th theme) *image.RGBA {
-	w := 0
-	for _, r := range screen {
-		w = max(w, len(r))
-	}
-	img := image.NewRGBA(image.Rect(0, 0, w, 2*len(screen)))
-	for y := range 2 * len(screen) {
-		for x := range w {
-			img.SetRGBA(x, y, th.bg)
-		}
-	}
-	for cy, row := range screen {
-		for cx, c := range row {
-			top, bot := c.bg, c.bg
-			switch c.r {
-			case '█':
-				top, bot = c.fg, c.fg
-			case '▀':
-				top = c.fg
-			case '▄':
-				bot = c.fg
-			}
-			img.SetRGBA(cx, 2*cy, top)
-			img.SetRGBA(cx, 2*cy+1, bot)
-		}
-	}
-	return img
+	return qrtest.ParseTerminal(out, th)
 }
 
 // termScreenshot draws a screen as a terminal would, 12×24 pixels per cell,
 // letters in the package's 5×7 font at scale 2.
-func termScreenshot(screen [][]termCell, th theme) *image.RGBA {
+func termScreenshot(screen [][]qrtest.Cell, th qrtest.Theme) *image.RGBA {
 	const cw, ch = 12, 24
 	w := 0
 	for _, r := range screen {
@@ -266,24 +168,24 @@ func termScreenshot(screen [][]termCell, th theme) *image.RGBA {
 			}
 		}
 	}
-	fill(0, 0, img.Bounds().Dx(), img.Bounds().Dy(), th.bg)
+	fill(0, 0, img.Bounds().Dx(), img.Bounds().Dy(), th.BG)
 	for cy, row := range screen {
 		for cx, c := range row {
 			x, y := (cx+1)*cw, (cy+1)*ch
-			fill(x, y, x+cw, y+ch, c.bg)
-			switch c.r {
+			fill(x, y, x+cw, y+ch, c.BG)
+			switch c.R {
 			case '█':
-				fill(x, y, x+cw, y+ch, c.fg)
+				fill(x, y, x+cw, y+ch, c.FG)
 			case '▀':
-				fill(x, y, x+cw, y+ch/2, c.fg)
+				fill(x, y, x+cw, y+ch/2, c.FG)
 			case '▄':
-				fill(x, y+ch/2, x+cw, y+ch, c.fg)
+				fill(x, y+ch/2, x+cw, y+ch, c.FG)
 			case ' ':
 			default:
 				for gy := 0; gy < glyphH; gy++ {
 					for gx := 0; gx < glyphW; gx++ {
-						if glyphInk(c.r, gx, gy) {
-							fill(x+1+2*gx, y+5+2*gy, x+3+2*gx, y+7+2*gy, c.fg)
+						if glyphInk(c.R, gx, gy) {
+							fill(x+1+2*gx, y+5+2*gy, x+3+2*gx, y+7+2*gy, c.FG)
 						}
 					}
 				}

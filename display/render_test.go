@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/devicegrant/devicegrant/internal/qrtest"
 )
 
 func TestUppercaseURIIsVersion2(t *testing.T) {
@@ -77,12 +79,12 @@ func TestPBM(t *testing.T) {
 func TestTerminal(t *testing.T) {
 	for _, tc := range []struct {
 		mode TermMode
-		th   theme
+		th   qrtest.Theme
 	}{
-		{TermColor, darkTheme},
-		{TermColor, lightTheme},
-		{TermPlain, darkTheme},
-		{TermPlainInk, lightTheme},
+		{TermColor, qrtest.DarkTheme},
+		{TermColor, qrtest.LightTheme},
+		{TermPlain, qrtest.DarkTheme},
+		{TermPlainInk, qrtest.LightTheme},
 	} {
 		for _, u := range testURIs {
 			var buf bytes.Buffer
@@ -107,7 +109,7 @@ func TestTerminal(t *testing.T) {
 					t.Fatalf("%v: a line of %d columns", tc.mode, len(row))
 				}
 			}
-			mustDecode(t, "terminal "+tc.mode.String(), termPixels(screen, tc.th), u)
+			mustDecode(t, "terminal "+tc.mode.String(), qrtest.Pixels(screen, tc.th), u)
 		}
 	}
 }
@@ -120,11 +122,11 @@ func TestTerminalPlainOnLightThemeIsInverted(t *testing.T) {
 	if err := testCard(testURIs[0]).WriteTerminal(&buf, TermOptions{Mode: TermPlain}); err != nil {
 		t.Fatal(err)
 	}
-	screen, err := parseTerminal(buf.String(), lightTheme)
+	screen, err := parseTerminal(buf.String(), qrtest.LightTheme)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, err := decode(termPixels(screen, lightTheme)); err == nil {
+	if got, err := qrtest.Decode(qrtest.Pixels(screen, qrtest.LightTheme)); err == nil {
 		t.Fatalf("inverted symbol decoded as %q", got)
 	}
 }
@@ -271,7 +273,7 @@ func TestLiveInPlace(t *testing.T) {
 	if strings.Count(out, "\r\x1b[K") != 3 {
 		t.Errorf("%d redraws, want 3 (one per change)", strings.Count(out, "\r\x1b[K"))
 	}
-	screen, err := parseTerminal(out, darkTheme)
+	screen, err := parseTerminal(out, qrtest.DarkTheme)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -280,10 +282,10 @@ func TestLiveInPlace(t *testing.T) {
 	}
 }
 
-func runesOf(row []termCell) []rune {
+func runesOf(row []qrtest.Cell) []rune {
 	var r []rune
 	for _, c := range row {
-		r = append(r, c.r)
+		r = append(r, c.R)
 	}
 	return r
 }
