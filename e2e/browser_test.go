@@ -643,7 +643,8 @@ type authCodeFlow struct {
 // runAuthCode registers a native public client with a loopback redirect
 // URI (no port), starts the app's loopback server on a random port, and
 // drives the browser through sign-in and consent, pressing action
-// ("approve" or "deny"). It skips the test while the server lists no
+// ("approve" or "deny"; "none" for a trusted client, which is asked no
+// consent). It skips the test while the server lists no
 // authorization_endpoint.
 func runAuthCode(t *testing.T, e *env, scenario, action, deviceID string) *authCodeFlow {
 	t.Helper()
@@ -654,6 +655,11 @@ func runAuthCode(t *testing.T, e *env, scenario, action, deviceID string) *authC
 	}
 	tokenURL, _ := meta["token_endpoint"].(string)
 	clientID := e.register(nativeClientJSON)
+	if action == "none" {
+		if err := e.Server.Server.TrustClient(context.Background(), clientID, true); err != nil {
+			t.Fatal(err)
+		}
+	}
 
 	calls := make(chan url.Values, 4)
 	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -685,11 +691,18 @@ func runAuthCode(t *testing.T, e *env, scenario, action, deviceID string) *authC
 
 	run := startBrowser(t, "authcode", scenario, map[string]any{
 		"url": u, "username": devtest.Username, "password": devtest.Password, "redirectPrefix": redirectURI, "action": action,
+		"wrongPasswordFirst": action == "none",
 	})
 	pages := run.finish(&f.res)
-	t.Logf("consent page (confirm box: %v): %s", f.res.HasConfirm, f.res.ConsentText)
-	if got := pageNames(pages); !strings.HasPrefix(got, "sign-in consent ") || !strings.HasSuffix(got, " back-in-app") {
-		t.Errorf("pages visited: %q, want sign-in consent … back-in-app", got)
+	if action != "none" {
+		t.Logf("consent page (confirm box: %v): %s", f.res.HasConfirm, f.res.ConsentText)
+	}
+	wantFirst := "sign-in consent "
+	if action == "none" {
+		wantFirst = "sign-in sign-in " // a wrong password first
+	}
+	if got := pageNames(pages); !strings.HasPrefix(got, wantFirst) || !strings.HasSuffix(got, " back-in-app") {
+		t.Errorf("pages visited: %q, want %s… back-in-app", got, wantFirst)
 	}
 	select {
 	case f.query = <-calls:
@@ -734,6 +747,25 @@ func TestBrowserAuthorizationCode(t *testing.T) {
 	if !errors.As(err, &re) || re.ErrorCode != "invalid_grant" {
 		t.Errorf("second Exchange of the same code: %v, want invalid_grant", err)
 	}
+}
+
+// TestBrowserAuthorizationCodeTrusted: a client the operator trusts
+// goes straight from the sign-in form back to the app, with a code, also
+// when the first password was mistyped (the form then comes back from
+// POST /login).
+func TestBrowserAuthorizationCodeTrusted(t *testing.T) {
+	e := newEnv(t)
+	f := runAuthCode(t, e, "authorization-code-trusted", "none", "E2ETRUSTED")
+	if f.query.Get("code") == "" || f.query.Get("error") != "" {
+		t.Fatalf("redirect: %v, want a code", f.query)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	tok, err := f.conf.Exchange(ctx, f.query.Get("code"), oauth2.VerifierOption(f.verifier))
+	if err != nil {
+		t.Fatalf("Exchange: %v", err)
+	}
+	e.wantActive(tok.AccessToken, "E2ETRUSTED")
 }
 
 // TestBrowserAuthorizationCodeCancel: the person presses Cancel on the
