@@ -188,3 +188,35 @@ func TestDeviceAuthorizationErrors(t *testing.T) {
 		t.Errorf("unstable scopes: %d %v", status, m)
 	}
 }
+
+// TestCleanup: a day after expiry a grant is gone (a poll then gets
+// invalid_grant); a week after rotation a spent refresh token is gone.
+func TestCleanup(t *testing.T) {
+	e := newEnv(t, withClock())
+	ctx := t.Context()
+	clientID, _ := e.register(deviceClientJSON)
+	da := e.deviceAuth(clientID, "CLEANUPDEV")
+	tok := e.signIn(clientID, "CLEANUPDV2")
+	e.Clock.Advance(2 * time.Second)
+	_, fresh := e.refresh(clientID, tok["refresh_token"].(string))
+
+	e.Clock.Advance(11 * time.Minute)
+	status, m := e.poll(clientID, da["device_code"].(string))
+	wantError(t, "poll after expiry", status, m, "expired_token")
+	e.Clock.Advance(25 * time.Hour)
+	if n, err := e.Server.Server.Cleanup(ctx); err != nil || n < 2 {
+		t.Fatalf("Cleanup: %d rows, %v", n, err)
+	}
+	status, m = e.poll(clientID, da["device_code"].(string))
+	wantError(t, "poll a day after expiry", status, m, "invalid_grant")
+
+	e.Clock.Advance(7 * 24 * time.Hour)
+	if _, err := e.Server.Server.Cleanup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	status, m = e.refresh(clientID, tok["refresh_token"].(string))
+	wantError(t, "the spent refresh token after a week", status, m, "invalid_grant")
+	if status, m := e.refresh(clientID, fresh["refresh_token"].(string)); status != 200 {
+		t.Errorf("the live refresh token after cleanup: %d %v", status, m)
+	}
+}

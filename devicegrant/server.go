@@ -243,8 +243,8 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	cleanup := time.NewTicker(10 * time.Minute)
 	defer cleanup.Stop()
-	sync := time.NewTicker(s.cfg.SyncInterval)
-	defer sync.Stop()
+	syncTick := time.NewTicker(s.cfg.SyncInterval)
+	defer syncTick.Stop()
 	for {
 		if n, err := s.Cleanup(ctx); err != nil && ctx.Err() == nil {
 			s.log.ErrorContext(ctx, "cleanup", "err", err)
@@ -255,7 +255,7 @@ func (s *Server) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-cleanup.C:
-		case <-sync.C:
+		case <-syncTick.C:
 			if err := s.SyncDevices(ctx, false); err != nil && ctx.Err() == nil {
 				s.log.ErrorContext(ctx, "sync devices", "err", err)
 			}
@@ -263,13 +263,21 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 }
 
-// Cleanup deletes device grants and browser sessions that expired more
-// than a day ago. The daemon calls it periodically; a day of grace lets a
-// late poll still get expired_token rather than invalid_grant.
+// Cleanup deletes device grants, authorization codes and browser sessions
+// that expired more than a day ago (a day of grace lets a late poll still
+// get expired_token rather than invalid_grant), and token pairs spent more
+// than a week ago. Run calls it every ten minutes.
 func (s *Server) Cleanup(ctx context.Context) (int64, error) {
 	var n int64
-	err := s.store.Update(ctx, func(tx store.Tx) (err error) {
-		n, err = tx.DeleteExpired(ctx, s.now().Add(-24*time.Hour))
+	err := s.store.Update(ctx, func(tx store.Tx) error {
+		expired, err := tx.DeleteExpired(ctx, s.now().Add(-24*time.Hour))
+		if err != nil {
+			return err
+		}
+		// Spent refresh tokens are kept a week so that a stolen one
+		// presented late is still recognised as reuse (P-RT-2).
+		spent, err := tx.DeleteSpentTokens(ctx, s.now().Add(-7*24*time.Hour))
+		n = expired + spent
 		return err
 	})
 	if err != nil {

@@ -289,6 +289,10 @@ type Tx interface {
 	// DeleteExpired removes device grants, authorization codes and browser
 	// sessions that expired before the given time. It returns how many rows went.
 	DeleteExpired(ctx context.Context, before time.Time) (int64, error)
+	// DeleteSpentTokens removes token pairs that were rotated or revoked
+	// before the given time, and those of sessions that ended before it.
+	// Sessions themselves stay, for the record.
+	DeleteSpentTokens(ctx context.Context, before time.Time) (int64, error)
 }
 
 // Store is a backend.

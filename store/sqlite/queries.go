@@ -480,3 +480,16 @@ func (t *tx) UpdateOutbox(ctx context.Context, e store.OutboxEntry) error {
 func (t *tx) DeleteOutbox(ctx context.Context, id int64) error {
 	return t.exec1(ctx, "delete outbox entry", `DELETE FROM outbox WHERE id = ?`, id)
 }
+
+func (t *tx) DeleteSpentTokens(ctx context.Context, before time.Time) (int64, error) {
+	// A pair rotated before the cutoff has a successor rotated later (or
+	// not at all) and a predecessor rotated earlier, so the successor chain
+	// never points at a deleted pair from a kept one.
+	res, err := t.db.ExecContext(ctx, `DELETE FROM token_pairs WHERE rotated_at < ?1 OR revoked_at < ?1
+		OR session_id IN (SELECT id FROM sessions WHERE ended_at < ?1)`, ms(before))
+	if err != nil {
+		return 0, wrap("delete spent tokens", err)
+	}
+	n, _ := res.RowsAffected()
+	return n, nil
+}

@@ -37,6 +37,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"AuthCodes", testAuthCodes},
 		{"SigningKeys", testSigningKeys},
 		{"ClientTrustAndUserTerms", testTrustAndTerms},
+		{"DeleteSpentTokens", testDeleteSpent},
 		{"DeleteExpired", testDeleteExpired},
 		{"UpdateRollsBack", testRollback},
 		{"UpdateSerializes", testSerializes},
@@ -691,5 +692,42 @@ func testTrustAndTerms(t *testing.T, s store.Store) {
 	gu, err := s.User(ctx, u.ID)
 	if err != nil || gu.TermsURL != u.TermsURL || !gu.TermsAcceptedAt.Equal(u.TermsAcceptedAt) {
 		t.Errorf("user terms: %+v %v", gu, err)
+	}
+}
+
+func testDeleteSpent(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	c := newClient(t, s)
+	u := newUser(t, s, "alice")
+	t0 := now()
+	live := newSession(t, s, u, c, "LIVEDEVICE")
+	ended := newSession(t, s, u, c, "ENDEDDEVICE")
+	ended.EndedAt = t0.Add(-48 * time.Hour)
+	update(t, s, func(tx store.Tx) error { return tx.UpdateSession(ctx, ended) })
+	pair := func(sess store.Session, name string) store.TokenPair {
+		return store.TokenPair{ID: id(t), SessionID: sess.ID, AccessHash: hash("a" + name), RefreshHash: hash("r" + name),
+			CreatedAt: t0.Add(-72 * time.Hour), AccessExpiresAt: t0}
+	}
+	p1, p2, p3, p4 := pair(live, "1"), pair(live, "2"), pair(live, "3"), pair(ended, "4")
+	p3.CreatedAt = t0
+	p1.RotatedAt, p1.SuccessorID = t0.Add(-48*time.Hour), p2.ID
+	p2.RotatedAt, p2.SuccessorID = t0.Add(-time.Hour), p3.ID // rotated recently: kept
+	update(t, s, func(tx store.Tx) error {
+		return errors.Join(tx.CreateTokenPair(ctx, p3), tx.CreateTokenPair(ctx, p2), tx.CreateTokenPair(ctx, p1), tx.CreateTokenPair(ctx, p4))
+	})
+	var n int64
+	update(t, s, func(tx store.Tx) (err error) { n, err = tx.DeleteSpentTokens(ctx, t0.Add(-24*time.Hour)); return err })
+	mustEqual(t, "pairs deleted", n, int64(2))
+	for _, p := range []store.TokenPair{p2, p3} {
+		if _, err := s.TokenPair(ctx, p.ID); err != nil {
+			t.Errorf("pair that must stay: %v", err)
+		}
+	}
+	for _, p := range []store.TokenPair{p1, p4} {
+		_, err := s.TokenPair(ctx, p.ID)
+		mustNotFound(t, "spent pair", err)
+	}
+	if _, err := s.Session(ctx, ended.ID); err != nil {
+		t.Errorf("ended session was deleted: %v", err)
 	}
 }
