@@ -660,7 +660,9 @@ func testSigningKeys(t *testing.T, s store.Store) {
 	t0 := now()
 	old := store.SigningKey{ID: "k1", Alg: "RS256", PrivatePEM: []byte("pem1"), CreatedAt: t0.Add(-time.Hour)}
 	cur := store.SigningKey{ID: "k2", Alg: "RS256", PrivatePEM: []byte("pem2"), CreatedAt: t0}
-	update(t, s, func(tx store.Tx) error { return errors.Join(tx.CreateSigningKey(ctx, old), tx.CreateSigningKey(ctx, cur)) })
+	update(t, s, func(tx store.Tx) error {
+		return errors.Join(tx.CreateSigningKey(ctx, old), tx.CreateSigningKey(ctx, cur))
+	})
 	old.RetiredAt = t0
 	update(t, s, func(tx store.Tx) error { return tx.UpdateSigningKey(ctx, old) })
 	keys, err := s.SigningKeys(ctx)
