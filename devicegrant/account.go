@@ -69,10 +69,8 @@ func (s *Server) when(t time.Time) string {
 // requireUser returns the signed-in person, or shows the sign-in form
 // (coming back here afterwards) and returns nil.
 func (s *Server) requireUser(c *gin.Context) *store.User {
-	user, err := s.signedInUser(c)
-	if err != nil {
-		s.log.ErrorContext(c.Request.Context(), "browser session", "err", err)
-		s.errorPage(c, http.StatusInternalServerError, "Something went wrong", "Please try again.")
+	user, ok := s.currentUser(c)
+	if !ok {
 		return nil
 	}
 	if user == nil {
@@ -173,8 +171,7 @@ func (s *Server) reauth(c *gin.Context, user *store.User, again page) bool {
 
 // accountForm runs the checks every account POST shares.
 func (s *Server) accountForm(c *gin.Context) *store.User {
-	if !s.csrfOK(c) {
-		s.errorPage(c, http.StatusForbidden, "Please try again", "This form expired. Go back, reload the page and submit it again.")
+	if !s.checkCSRF(c) {
 		return nil
 	}
 	return s.requireUser(c)

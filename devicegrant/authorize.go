@@ -151,14 +151,24 @@ func (s *Server) authorizeURL(req *authRequest) string {
 	return s.prefix + pathAuthorize + "?" + p.Encode()
 }
 
-func (s *Server) authorize(c *gin.Context) {
-	req, pageErr, redirErr := s.parseAuthRequest(c, c.Request.URL.Query())
+// checkedAuthRequest parses a request and answers it when it is bad: with
+// a page, or a redirect back to the client. It returns nil then.
+func (s *Server) checkedAuthRequest(c *gin.Context, q url.Values) *authRequest {
+	req, pageErr, redirErr := s.parseAuthRequest(c, q)
 	if pageErr != "" {
 		s.errorPage(c, http.StatusBadRequest, "Cannot continue", pageErr)
-		return
+		return nil
 	}
 	if redirErr != nil {
 		s.redirectAuth(c, req, url.Values{"error": {redirErr.code}, "error_description": {redirErr.desc}})
+		return nil
+	}
+	return req
+}
+
+func (s *Server) authorize(c *gin.Context) {
+	req := s.checkedAuthRequest(c, c.Request.URL.Query())
+	if req == nil {
 		return
 	}
 	if req.prompt == "create" {
@@ -166,10 +176,8 @@ func (s *Server) authorize(c *gin.Context) {
 			Username: req.loginHint, TermsURL: s.cfg.Registration.TermsURL})
 		return
 	}
-	user, err := s.signedInUser(c)
-	if err != nil {
-		s.log.ErrorContext(c.Request.Context(), "browser session", "err", err)
-		s.errorPage(c, http.StatusInternalServerError, "Something went wrong", "Please try again.")
+	user, ok := s.currentUser(c)
+	if !ok {
 		return
 	}
 	if user != nil && req.prompt == "login" {
@@ -214,17 +222,11 @@ func (s *Server) showAuthConsent(c *gin.Context, req *authRequest, user *store.U
 }
 
 func (s *Server) authorizeSubmit(c *gin.Context) {
-	if !s.csrfOK(c) {
-		s.errorPage(c, http.StatusForbidden, "Please try again", "This form expired. Go back, reload the page and submit it again.")
+	if !s.checkCSRF(c) {
 		return
 	}
-	req, pageErr, redirErr := s.parseAuthRequest(c, c.Request.PostForm)
-	if pageErr != "" {
-		s.errorPage(c, http.StatusBadRequest, "Cannot continue", pageErr)
-		return
-	}
-	if redirErr != nil {
-		s.redirectAuth(c, req, url.Values{"error": {redirErr.code}, "error_description": {redirErr.desc}})
+	req := s.checkedAuthRequest(c, c.Request.PostForm)
+	if req == nil {
 		return
 	}
 	user, err := s.signedInUser(c)

@@ -34,8 +34,7 @@ func (s *Server) registerSubmit(c *gin.Context) {
 		s.errorPage(c, http.StatusNotFound, "Not available", "This server does not let people create their own accounts.")
 		return
 	}
-	if !s.csrfOK(c) {
-		s.errorPage(c, http.StatusForbidden, "Please try again", "This form expired. Go back, reload the page and submit it again.")
+	if !s.checkCSRF(c) {
 		return
 	}
 	next, _ := s.safeNext(c.PostForm("next"))

@@ -20,8 +20,7 @@ func (s *Server) enterCodePage(c *gin.Context) {
 }
 
 func (s *Server) enterCodeSubmit(c *gin.Context) {
-	if !s.csrfOK(c) {
-		s.errorPage(c, http.StatusForbidden, "Please try again", "This form expired. Go back, reload the page and submit it again.")
+	if !s.checkCSRF(c) {
 		return
 	}
 	typed := c.PostForm("user_code")
@@ -83,13 +82,9 @@ func (s *Server) grantPage(c *gin.Context) {
 		s.render(c, statusFor(msg), "enter_code", page{Title: "Connect a device", Error: msg})
 		return
 	}
-	user, err := s.signedInUser(c)
-	if err != nil {
-		s.log.ErrorContext(c.Request.Context(), "browser session", "err", err)
-		s.errorPage(c, http.StatusInternalServerError, "Something went wrong", "Please try again.")
-		return
+	if user, ok := s.currentUser(c); ok {
+		s.showGrant(c, g, user, "")
 	}
-	s.showGrant(c, g, user, "")
 }
 
 // showGrant renders what a grant needs next: its outcome when decided, a
@@ -128,8 +123,7 @@ func (s *Server) showGrant(c *gin.Context, g store.DeviceGrant, user *store.User
 
 func (s *Server) grantSubmit(c *gin.Context) {
 	ctx := c.Request.Context()
-	if !s.csrfOK(c) {
-		s.errorPage(c, http.StatusForbidden, "Please try again", "This form expired. Go back, reload the page and submit it again.")
+	if !s.checkCSRF(c) {
 		return
 	}
 	g, msg := s.lookupUserCode(c, c.Param("code"))
@@ -211,8 +205,7 @@ func (s *Server) grantSubmit(c *gin.Context) {
 
 func (s *Server) loginSubmit(c *gin.Context) {
 	ctx := c.Request.Context()
-	if !s.csrfOK(c) {
-		s.errorPage(c, http.StatusForbidden, "Please try again", "This form expired. Go back, reload the page and submit it again.")
+	if !s.checkCSRF(c) {
 		return
 	}
 	code := normalizeUserCode(c.PostForm("user_code"))
@@ -264,8 +257,7 @@ func (s *Server) loginSubmit(c *gin.Context) {
 }
 
 func (s *Server) logoutSubmit(c *gin.Context) {
-	if !s.csrfOK(c) {
-		s.errorPage(c, http.StatusForbidden, "Please try again", "This form expired. Go back, reload the page and submit it again.")
+	if !s.checkCSRF(c) {
 		return
 	}
 	s.signOut(c)

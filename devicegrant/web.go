@@ -145,9 +145,15 @@ func (s *Server) csrfToken(c *gin.Context) string {
 	return tok
 }
 
-func (s *Server) csrfOK(c *gin.Context) bool {
+// checkCSRF reports whether a form carries this browser's CSRF token, and
+// answers the request when it does not.
+func (s *Server) checkCSRF(c *gin.Context) bool {
 	cookie, form := s.cookie(c, "dg_csrf"), c.PostForm("csrf")
-	return cookie != "" && subtle.ConstantTimeCompare([]byte(cookie), []byte(form)) == 1
+	if cookie != "" && subtle.ConstantTimeCompare([]byte(cookie), []byte(form)) == 1 {
+		return true
+	}
+	s.errorPage(c, http.StatusForbidden, "Please try again", "This form expired. Go back, reload the page and submit it again.")
+	return false
 }
 
 // browserSession returns this browser's live session, or nil.
@@ -193,6 +199,18 @@ func (s *Server) signOut(c *gin.Context) {
 		}
 	}
 	s.setCookie(c, "dg_session", "", -time.Second)
+}
+
+// currentUser is signedInUser for handlers: on a store failure it answers
+// the request itself and reports ok false.
+func (s *Server) currentUser(c *gin.Context) (user *store.User, ok bool) {
+	user, err := s.signedInUser(c)
+	if err != nil {
+		s.log.ErrorContext(c.Request.Context(), "browser session", "err", err)
+		s.errorPage(c, http.StatusInternalServerError, "Something went wrong", "Please try again.")
+		return nil, false
+	}
+	return user, true
 }
 
 // signIn starts a browser session for u.
