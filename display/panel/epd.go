@@ -46,18 +46,12 @@ func (e *EPD) Bounds() image.Rectangle { return e.dev.Bounds() }
 func (e *EPD) Show(ctx context.Context, img image.Image) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	f := toFrame(img, e.dev.Bounds().Size())
-	if f.Equal(e.shown) {
+	return showChanged(ctx, img, e.dev.Bounds().Size(), &e.shown, func(f *display.Frame) error {
+		if err := e.dev.Draw(e.dev.Bounds(), f, image.Point{}); err != nil {
+			return fmt.Errorf("panel: e-paper: %w", err)
+		}
 		return nil
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if err := e.dev.Draw(e.dev.Bounds(), f, image.Point{}); err != nil {
-		return fmt.Errorf("panel: e-paper: %w", err)
-	}
-	e.shown = f
-	return nil
+	})
 }
 
 // Clear implements Panel: the panel turns white.

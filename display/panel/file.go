@@ -35,13 +35,11 @@ func (p *PNGFile) Bounds() image.Rectangle { return image.Rectangle{Max: p.size}
 func (p *PNGFile) Show(ctx context.Context, img image.Image) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	f := toFrame(img, p.size)
-	if f.Equal(p.shown) {
-		return nil
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
+	return showChanged(ctx, img, p.size, &p.shown, p.write)
+}
+
+// write replaces the file with f as a PNG.
+func (p *PNGFile) write(f *display.Frame) error {
 	var buf bytes.Buffer
 	if err := f.WritePNG(&buf); err != nil {
 		return err
@@ -61,7 +59,6 @@ func (p *PNGFile) Show(ctx context.Context, img image.Image) error {
 		os.Remove(tmp.Name())
 		return fmt.Errorf("panel: writing %s: %w", p.path, err)
 	}
-	p.shown = f
 	return nil
 }
 
@@ -99,23 +96,14 @@ func (t *Terminal) Bounds() image.Rectangle { return image.Rectangle{Max: t.size
 func (t *Terminal) Show(ctx context.Context, img image.Image) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	f := toFrame(img, t.size)
-	if f.Equal(t.shown) {
-		return nil
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if t.inPlace && t.shown != nil {
-		if _, err := fmt.Fprintf(t.w, "\x1b[%dA", (t.size.Y+1)/2); err != nil {
-			return fmt.Errorf("panel: terminal: %w", err)
+	return showChanged(ctx, img, t.size, &t.shown, func(f *display.Frame) error {
+		if t.inPlace && t.shown != nil {
+			if _, err := fmt.Fprintf(t.w, "\x1b[%dA", (t.size.Y+1)/2); err != nil {
+				return fmt.Errorf("panel: terminal: %w", err)
+			}
 		}
-	}
-	if err := display.WriteHalfBlocks(t.w, f, t.mode); err != nil {
-		return err
-	}
-	t.shown = f
-	return nil
+		return display.WriteHalfBlocks(t.w, f, t.mode)
+	})
 }
 
 // Clear implements Panel: a blank (white) frame.
