@@ -155,48 +155,35 @@ func newOLED(tr transport, opts OLEDOptions) (*OLED, error) {
 // (not inverted), display on.
 func InitSequence(opts OLEDOptions) []byte {
 	opts, _ = opts.norm()
-	mux := byte(opts.Height - 1)
-	if opts.Controller == SH1106 {
-		return []byte{
-			0xAE,       // display off
-			0xD5, 0x80, // clock divide / oscillator
-			0xA8, mux, // multiplex ratio
-			0xD3, 0x00, // display offset
-			0x40,       // start line 0
-			0xAD, 0x8B, // DC-DC on
-			0xA1,       // segment remap
-			0xC8,       // COM scan from COM[N-1]
-			0xDA, 0x12, // COM pins: alternative
-			0x81, 0x80, // contrast
-			0xD9, 0x22, // pre-charge
-			0xDB, 0x35, // VCOMH
-			0xA4, // output follows RAM
-			0xA6, // normal, not inverted
-			0xAF, // display on
-		}
-	}
-	com := byte(0x12)
+	// SSD1306: charge pump on, page addressing mode.
+	power := []byte{0x8D, 0x14, 0x20, 0x02}
+	com, contrast, precharge, vcomh := byte(0x12), byte(0xCF), byte(0xF1), byte(0x40)
 	if opts.Height == 32 {
 		com = 0x02
 	}
-	return []byte{
+	if opts.Controller == SH1106 {
+		power = []byte{0xAD, 0x8B} // DC-DC on
+		com, contrast, precharge, vcomh = 0x12, 0x80, 0x22, 0x35
+	}
+	seq := []byte{
 		0xAE,       // display off
 		0xD5, 0x80, // clock divide / oscillator
-		0xA8, mux, // multiplex ratio
+		0xA8, byte(opts.Height - 1), // multiplex ratio
 		0xD3, 0x00, // display offset
-		0x40,       // start line 0
-		0x8D, 0x14, // charge pump on
-		0x20, 0x02, // page addressing mode
+		0x40, // start line 0
+	}
+	seq = append(seq, power...)
+	return append(seq,
 		0xA1,      // segment remap
 		0xC8,      // COM scan from COM[N-1]
 		0xDA, com, // COM pins
-		0x81, 0xCF, // contrast
-		0xD9, 0xF1, // pre-charge
-		0xDB, 0x40, // VCOMH
+		0x81, contrast, // contrast
+		0xD9, precharge, // pre-charge
+		0xDB, vcomh, // VCOMH
 		0xA4, // output follows RAM
 		0xA6, // normal, not inverted
 		0xAF, // display on
-	}
+	)
 }
 
 // ColumnOffset is the RAM column of the panel's leftmost pixel: 0 on an
