@@ -17,6 +17,7 @@ import (
 func tokenCommand() *command {
 	return &command{
 		synopsis: "matrix-pair token [flags]",
+		noArgs:   true,
 		help: `Print a valid access token on stdout, refreshing it first if it expires
 within a minute. Parallel calls refresh once: they wait for each other on
 a lock file beside the state. The rotated tokens are saved before the new
@@ -27,14 +28,7 @@ again rather than keeping a token.
 
 With --json: {"access_token","expires_at","user_id","device_id","homeserver"}.`,
 		run: func(ctx context.Context, e *env, c *common, fs *flag.FlagSet, args []string) error {
-			if len(args) != 0 {
-				return usageErr("token takes no arguments")
-			}
-			s, err := load(e, c)
-			if err != nil {
-				return err
-			}
-			t, err := s.Token(ctx)
+			s, t, err := loadToken(ctx, e, c)
 			if err != nil {
 				return err
 			}
@@ -71,11 +65,7 @@ that the bot can run "matrix-pair token" with the same profile.`,
 			if len(args) == 0 {
 				return usageErr("exec needs a command: matrix-pair exec -- CMD [ARG...]")
 			}
-			s, err := load(e, c)
-			if err != nil {
-				return err
-			}
-			t, err := s.Token(ctx)
+			s, t, err := loadToken(ctx, e, c)
 			if err != nil {
 				return err
 			}
@@ -102,6 +92,7 @@ func statusCommand() *command {
 	var offline, checkRefresh bool
 	return &command{
 		synopsis: "matrix-pair status [flags]",
+		noArgs:   true,
 		help: `Show who this profile is signed in as, the device, the homeserver, the
 authorization server and when the access token expires, and check that
 the session works: it refreshes the access token if it is about to expire
@@ -115,9 +106,6 @@ With --json: {"profile","user_id","device_id","homeserver","issuer",
 			fs.BoolVar(&checkRefresh, "refresh", false, "refresh the access token even if it is still valid, to check that refreshing works")
 		},
 		run: func(ctx context.Context, e *env, c *common, fs *flag.FlagSet, args []string) error {
-			if len(args) != 0 {
-				return usageErr("status takes no arguments")
-			}
 			s, err := load(e, c)
 			if err != nil {
 				return err
@@ -198,6 +186,7 @@ func logoutCommand() *command {
 	var force bool
 	return &command{
 		synopsis: "matrix-pair logout [flags]",
+		noArgs:   true,
 		help: `End the session: revoke it at the authorization server's revocation
 endpoint (which also removes the Matrix device), then delete the local
 state. If the server cannot be reached or refuses, the state is kept so
@@ -208,9 +197,6 @@ With --json: {"profile","revoked","removed","error"}.`,
 			fs.BoolVar(&force, "force", false, "remove the local state even if the server could not revoke the session")
 		},
 		run: func(ctx context.Context, e *env, c *common, fs *flag.FlagSet, args []string) error {
-			if len(args) != 0 {
-				return usageErr("logout takes no arguments")
-			}
 			s, err := load(e, c)
 			if err != nil {
 				return err

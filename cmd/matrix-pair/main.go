@@ -18,6 +18,7 @@ import (
 	"syscall"
 
 	"github.com/devicegrant/devicegrant/matrixpair"
+	"golang.org/x/oauth2"
 )
 
 // Exit codes.
@@ -118,6 +119,8 @@ type command struct {
 	synopsis, help string
 	run            func(ctx context.Context, e *env, c *common, fs *flag.FlagSet, args []string) error
 	flags          func(fs *flag.FlagSet)
+	// noArgs: the command takes no positional arguments.
+	noArgs bool
 }
 
 func commands() map[string]*command {
@@ -170,7 +173,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	e := &env{stdout: stdout, stderr: stderr,
 		log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))}
-	err = c.run(ctx, e, &cf, fs, positional)
+	if c.noArgs && len(positional) != 0 {
+		err = usageErr("%s takes no arguments", name)
+	} else {
+		err = c.run(ctx, e, &cf, fs, positional)
+	}
 	if err == nil {
 		return exitOK
 	}
@@ -281,4 +288,18 @@ func load(e *env, c *common) (*matrixpair.Session, error) {
 	}
 	s.Logger = e.log
 	return s, nil
+}
+
+// loadToken reads the profile's session and returns it with a valid access
+// token, refreshed first if it is about to expire.
+func loadToken(ctx context.Context, e *env, c *common) (*matrixpair.Session, *oauth2.Token, error) {
+	s, err := load(e, c)
+	if err != nil {
+		return nil, nil, err
+	}
+	t, err := s.Token(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	return s, t, nil
 }
