@@ -69,6 +69,32 @@ func discover(t *testing.T, w *pairtest.World) *matrixpair.Homeserver {
 	return hs
 }
 
+// discoverVia discovers w's homeserver with its token endpoint behind a
+// proxy that rec records (and may rewrite).
+func discoverVia(t *testing.T, w *pairtest.World, rec *pairtest.Recorder) *matrixpair.Homeserver {
+	t.Helper()
+	proxy := pairtest.Proxy(t, strings.TrimSuffix(w.Auth.URL, "/"), rec.Wrap)
+	hs := discover(t, w)
+	hs.Metadata.TokenEndpoint = proxy + "/oauth2/token"
+	return hs
+}
+
+// startLogin runs matrixpair.Login against hs in the background and returns
+// the authorization its card shows, with Login's result to come, for tests
+// that decide on the phone only later.
+func startLogin(t *testing.T, hs *matrixpair.Homeserver) (matrixpair.Authorization, <-chan error) {
+	t.Helper()
+	ctx := ctxFor(t)
+	auths := make(chan matrixpair.Authorization, 1)
+	done := make(chan error, 1)
+	go func() {
+		_, err := matrixpair.Login(ctx, matrixpair.LoginOptions{Homeserver: hs, Dir: t.TempDir(),
+			Show: func(a matrixpair.Authorization) { auths <- a }})
+		done <- err
+	}()
+	return <-auths, done
+}
+
 func TestDiscovery(t *testing.T) {
 	for _, tc := range []struct {
 		mode   fakesynapse.AuthMetadataMode
@@ -276,18 +302,7 @@ func TestSlowDown(t *testing.T) {
 		}
 		return status, body
 	}
-	proxy := pairtest.Proxy(t, strings.TrimSuffix(w.Auth.URL, "/"), rec.Wrap)
-	hs := discover(t, w)
-	hs.Metadata.TokenEndpoint = proxy + "/oauth2/token"
-	ctx := ctxFor(t)
-	auths := make(chan matrixpair.Authorization, 1)
-	done := make(chan error, 1)
-	go func() {
-		_, err := matrixpair.Login(ctx, matrixpair.LoginOptions{Homeserver: hs, Dir: t.TempDir(),
-			Show: func(a matrixpair.Authorization) { auths <- a }})
-		done <- err
-	}()
-	a := <-auths
+	a, done := startLogin(t, discoverVia(t, w, rec))
 	// Approve only after the slow_down was answered.
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		mu.Lock()
@@ -325,18 +340,7 @@ func TestMAS403(t *testing.T) {
 		}
 		return status, body
 	}}
-	proxy := pairtest.Proxy(t, strings.TrimSuffix(w.Auth.URL, "/"), rec.Wrap)
-	hs := discover(t, w)
-	hs.Metadata.TokenEndpoint = proxy + "/oauth2/token"
-	ctx := ctxFor(t)
-	auths := make(chan matrixpair.Authorization, 1)
-	done := make(chan error, 1)
-	go func() {
-		_, err := matrixpair.Login(ctx, matrixpair.LoginOptions{Homeserver: hs, Dir: t.TempDir(),
-			Show: func(a matrixpair.Authorization) { auths <- a }})
-		done <- err
-	}()
-	a := <-auths
+	a, done := startLogin(t, discoverVia(t, w, rec))
 	time.Sleep(2500 * time.Millisecond) // at least two 403 polls
 	w.Phone.Decide(a.VerificationURIComplete, "approve")
 	if err := <-done; err != nil {
@@ -351,11 +355,8 @@ func TestMAS403(t *testing.T) {
 // returns the state directory.
 func loginVia(t *testing.T, w *pairtest.World, rec *pairtest.Recorder) (string, *matrixpair.Session) {
 	t.Helper()
-	proxy := pairtest.Proxy(t, strings.TrimSuffix(w.Auth.URL, "/"), rec.Wrap)
-	hs := discover(t, w)
-	hs.Metadata.TokenEndpoint = proxy + "/oauth2/token"
 	dir := t.TempDir()
-	s, err := login(t, w, matrixpair.LoginOptions{Homeserver: hs, Dir: dir}, "approve")
+	s, err := login(t, w, matrixpair.LoginOptions{Homeserver: discoverVia(t, w, rec), Dir: dir}, "approve")
 	if err != nil {
 		t.Fatal(err)
 	}
