@@ -104,6 +104,22 @@ func parseSize(s string) (int, int, bool) {
 	return w, h, err1 == nil && err2 == nil && w > 0 && h > 0
 }
 
+// optionalSize parses the last, optional field of a spec, WxH: fields is
+// that field or nothing, and w, h are the size when it is absent.
+func optionalSize(fields []string, w, h int) (int, int, error) {
+	switch {
+	case len(fields) > 1:
+		return 0, 0, fmt.Errorf("too many fields")
+	case len(fields) == 1:
+		w, h, ok := parseSize(fields[0])
+		if !ok {
+			return 0, 0, fmt.Errorf("bad size %q", fields[0])
+		}
+		return w, h, nil
+	}
+	return w, h, nil
+}
+
 func isSPI(bus string) bool {
 	return strings.HasPrefix(bus, "/dev/spidev") || strings.HasPrefix(bus, "SPI")
 }
@@ -148,25 +164,15 @@ func open(kind string, fields []string) (Panel, error) {
 		if len(fields) == 0 || fields[0] == "" {
 			return nil, fmt.Errorf("png needs a file name")
 		}
-		w, h := 250, 122
-		if len(fields) == 2 {
-			var ok bool
-			if w, h, ok = parseSize(fields[1]); !ok {
-				return nil, fmt.Errorf("bad size %q", fields[1])
-			}
-		} else if len(fields) > 2 {
-			return nil, fmt.Errorf("too many fields")
+		w, h, err := optionalSize(fields[1:], 250, 122)
+		if err != nil {
+			return nil, err
 		}
 		return NewPNGFile(fields[0], w, h), nil
 	case "terminal":
-		cols, rows := 80, 24
-		if len(fields) == 1 {
-			var ok bool
-			if cols, rows, ok = parseSize(fields[0]); !ok {
-				return nil, fmt.Errorf("bad size %q", fields[0])
-			}
-		} else if len(fields) > 1 {
-			return nil, fmt.Errorf("too many fields")
+		cols, rows, err := optionalSize(fields, 80, 24)
+		if err != nil {
+			return nil, err
 		}
 		mode := display.TermModeFor(os.Stdout)
 		return NewTerminal(os.Stdout, cols, rows, mode, mode == display.TermColor), nil
