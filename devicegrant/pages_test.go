@@ -34,7 +34,7 @@ func TestPageSecurityHeaders(t *testing.T) {
 		}
 	}
 	csp := h.Get("Content-Security-Policy")
-	for _, d := range []string{"frame-ancestors 'none'", "default-src 'none'", "form-action 'self'"} {
+	for _, d := range []string{"frame-ancestors 'none'", "default-src 'none'", "base-uri 'none'"} {
 		if !strings.Contains(csp, d) {
 			t.Errorf("CSP %q lacks %q", csp, d)
 		}

@@ -59,20 +59,29 @@ func TestPollingSemantics(t *testing.T) {
 	e.Clock.Advance(11 * time.Second)
 	status, m = e.poll(clientID, dc)
 	wantError(t, "poll after the grown interval", status, m, "authorization_pending")
+	// A little early is forgiven (a fifth of the interval: ticker jitter),
+	// more is not.
+	e.Clock.Advance(9 * time.Second)
+	status, m = e.poll(clientID, dc)
+	wantError(t, "poll 9 s into an 11 s interval", status, m, "authorization_pending")
+	e.Clock.Advance(8 * time.Second)
+	status, m = e.poll(clientID, dc)
+	wantError(t, "poll 8 s into an 11 s interval", status, m, "slow_down")
+	e.Clock.Advance(16 * time.Second)
 
 	// Another client cannot redeem this code.
 	otherID, _ := e.register(deviceClientJSON)
-	e.Clock.Advance(11 * time.Second)
+	e.Clock.Advance(16 * time.Second)
 	status, m = e.poll(otherID, dc)
 	wantError(t, "poll by another client", status, m, "invalid_grant")
 
 	newPhone(t).Decide(strings.ToLower(da["verification_uri_complete"].(string)), "approve")
-	e.Clock.Advance(11 * time.Second)
+	e.Clock.Advance(16 * time.Second)
 	status, m = e.poll(clientID, dc)
 	if status != http.StatusOK || m["access_token"] == nil || m["refresh_token"] == nil {
 		t.Fatalf("poll after approval: %d %v", status, m)
 	}
-	e.Clock.Advance(11 * time.Second)
+	e.Clock.Advance(16 * time.Second)
 	status, m = e.poll(clientID, dc)
 	wantError(t, "poll after exchange", status, m, "invalid_grant")
 

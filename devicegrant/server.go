@@ -405,6 +405,10 @@ func (s *Server) routes() (http.Handler, error) {
 	pg.POST(pathAccount+"/deactivate", s.deactivateSubmit)
 	pg.POST(pathAccount+"/cross-signing-reset", s.crossSigningResetSubmit)
 	g.GET(pathStyle, s.style)
+	e.GET("/favicon.ico", func(c *gin.Context) { // browsers ask; there is none
+		c.Header("Cache-Control", "public, max-age=86400")
+		c.Status(http.StatusNoContent)
+	})
 	return e, nil
 }
 

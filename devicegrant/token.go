@@ -103,7 +103,11 @@ func (s *Server) redeemDeviceCode(c *gin.Context, cl *client) (*tokenResponse, e
 			outcome = &oauthError{http.StatusBadRequest, "expired_token", "the device_code expired; start again"}
 			return nil
 		}
-		tooSoon := !g.LastPolledAt.IsZero() && now.Sub(g.LastPolledAt) < g.Interval
+		// A fifth of the interval is forgiven: clients such as
+		// golang.org/x/oauth2 poll on a ticker, so network and scheduling
+		// jitter can bring a poll a little early, and answering slow_down
+		// to a well-behaved client costs it five seconds.
+		tooSoon := !g.LastPolledAt.IsZero() && now.Sub(g.LastPolledAt) < g.Interval-g.Interval/5
 		g.LastPolledAt = now
 		if tooSoon {
 			g.Interval += slowDownStep

@@ -86,9 +86,15 @@ func (s *Server) errorPage(c *gin.Context, status int, title, msg string) {
 
 // pageHeaders sets the security headers of every HTML page: no framing, no
 // referrer (verification URLs hold user codes), no caching, no scripts.
+//
+// There is deliberately no form-action directive: Chromium applies it to
+// every redirect that follows a form submission, so "form-action 'self'"
+// would block the sign-in and consent forms' redirect back to the app's
+// redirect URI (any host, or a private-use scheme). Forms cannot be
+// injected anyway: no script runs and html/template escapes all data.
 func (s *Server) pageHeaders(c *gin.Context) {
 	h := c.Writer.Header()
-	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'self'; img-src 'self' https:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'self'; img-src 'self' https:; frame-ancestors 'none'; base-uri 'none'")
 	h.Set("X-Frame-Options", "DENY")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Referrer-Policy", "no-referrer")
