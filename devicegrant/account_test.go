@@ -27,7 +27,7 @@ func signedInPhone(t *testing.T, e *env, path string) (*devtest.Phone, *devtest.
 // TestAccountPages: P-ACCT-1's actions, each reached by its deep link.
 func TestAccountPages(t *testing.T) {
 	e := newEnv(t)
-	clientID, _ := e.register(deviceClientJSON)
+	clientID, _ := e.Register(deviceClientJSON)
 	tok := e.signIn(clientID, "ACCOUNTDEV1")
 
 	p, pg := signedInPhone(t, e, "account?action=org.matrix.devices_list")
@@ -74,11 +74,11 @@ func TestAccountPages(t *testing.T) {
 	if got := p.Submit(pg, "/account/sessions/end", url.Values{"password": {testPassword}}); got.Status != http.StatusUnauthorized {
 		t.Errorf("ending a session with the old password: %d", got.Status)
 	}
-	if !active(e.introspect(tok["access_token"].(string))) {
+	if !active(e.Introspect(tok["access_token"].(string))) {
 		t.Fatal("a failed confirmation ended the session")
 	}
 	p.Submit(pg, "/account/sessions/end", url.Values{"password": {"new password 1"}})
-	if active(e.introspect(tok["access_token"].(string))) {
+	if active(e.Introspect(tok["access_token"].(string))) {
 		t.Error("the session's token is still active after ending it on the account page")
 	}
 

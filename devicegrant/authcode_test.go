@@ -111,7 +111,7 @@ func (a *app) back(pg *devtest.Page) *url.URL {
 func TestAuthCodeFlow(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
-	clientID, _ := e.register(appClientJSON)
+	clientID, _ := e.Register(appClientJSON)
 	a := newApp(e, clientID)
 
 	back := a.authorize(oauth2.SetAuthURLParam("nonce", "n-0S6_WzA2Mj"))
@@ -123,7 +123,7 @@ func TestAuthCodeFlow(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Exchange: %v", err)
 	}
-	info := e.introspect(tok.AccessToken)
+	info := e.Introspect(tok.AccessToken)
 	if info["active"] != true || info["device_id"] != "APPDEVICE01" || info["username"] != testUser {
 		t.Errorf("introspection: %v", info)
 	}
@@ -191,7 +191,7 @@ func verifyIDToken(t *testing.T, e *env, raw string) map[string]any {
 // the state unchanged, in the fragment (P-AC-1).
 func TestAuthCodeFragmentMode(t *testing.T) {
 	e := newEnv(t)
-	clientID, _ := e.register(appClientJSON)
+	clientID, _ := e.Register(appClientJSON)
 	a := newApp(e, clientID)
 	back := a.authorize(oauth2.SetAuthURLParam("response_mode", "fragment"))
 	if back.RawQuery != "" {
@@ -210,7 +210,7 @@ func TestAuthCodeFragmentMode(t *testing.T) {
 // page; after, a redirect with error and state (P-AC-2).
 func TestAuthCodeErrors(t *testing.T) {
 	e := newEnv(t)
-	clientID, _ := e.register(appClientJSON)
+	clientID, _ := e.Register(appClientJSON)
 	a := newApp(e, clientID)
 	good := url.Values{"response_type": {"code"}, "client_id": {clientID}, "redirect_uri": {a.callback},
 		"scope": {apiScope}, "state": {"xyz"}, "code_challenge": {oauth2.S256ChallengeFromVerifier(a.verifier)},
@@ -257,7 +257,7 @@ func TestAuthCodeErrors(t *testing.T) {
 	}
 	// Device-only clients cannot use this grant (P-DCR-7): they have no
 	// redirect URI, so the person sees a page.
-	devID, _ := e.register(deviceClientJSON)
+	devID, _ := e.Register(deviceClientJSON)
 	pg := a.phone.Get(e.URL + "oauth2/authorize?" + with("client_id", devID).Encode())
 	if pg.Status != http.StatusBadRequest {
 		t.Errorf("device-only client: %d", pg.Status)
@@ -270,7 +270,7 @@ func TestAuthCodeErrors(t *testing.T) {
 func TestAuthCodeDenyAndExchangeErrors(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
-	clientID, _ := e.register(appClientJSON)
+	clientID, _ := e.Register(appClientJSON)
 
 	deny := newApp(e, clientID)
 	pg := deny.phone.Get(deny.conf.AuthCodeURL("s1", oauth2.S256ChallengeOption(deny.verifier)))
@@ -288,7 +288,7 @@ func TestAuthCodeDenyAndExchangeErrors(t *testing.T) {
 		for k, v := range form {
 			base[k] = v
 		}
-		return e.post("oauth2/token", base)
+		return e.Post("oauth2/token", base)
 	}
 	status, m := exchange(url.Values{"code_verifier": {oauth2.GenerateVerifier()}})
 	wantError(t, "wrong verifier", status, m, "invalid_grant")
@@ -306,7 +306,7 @@ func TestAuthCodeDenyAndExchangeErrors(t *testing.T) {
 	if !errors.As(err, &re) || re.ErrorCode != "invalid_grant" {
 		t.Errorf("replayed code: %v", err)
 	}
-	if active(e.introspect(tok.AccessToken)) {
+	if active(e.Introspect(tok.AccessToken)) {
 		t.Error("tokens issued with a replayed code are still active")
 	}
 }
@@ -316,7 +316,7 @@ func TestAuthCodeDenyAndExchangeErrors(t *testing.T) {
 // refreshes itself (P-HS-3).
 func TestAuthCodeWithSynapse(t *testing.T) {
 	e := newSynapseEnv(t)
-	clientID, _ := e.register(appClientJSON)
+	clientID, _ := e.Register(appClientJSON)
 	a := newApp(e.env, clientID)
 	e.hs.Down()
 	pg := a.phone.Get(a.conf.AuthCodeURL("s", oauth2.S256ChallengeOption(a.verifier)))
@@ -355,7 +355,7 @@ func TestSelfRegistration(t *testing.T) {
 	if p, _ := meta["prompt_values_supported"].([]any); !contains(p, "create") {
 		t.Errorf("prompt_values_supported = %v", meta["prompt_values_supported"])
 	}
-	clientID, _ := e.register(appClientJSON)
+	clientID, _ := e.Register(appClientJSON)
 	a := newApp(e.env, clientID)
 	pg := a.phone.Get(a.conf.AuthCodeURL("s", oauth2.S256ChallengeOption(a.verifier), oauth2.SetAuthURLParam("prompt", "create")))
 	if pg.Form("/register") == nil {
@@ -380,7 +380,7 @@ func TestSelfRegistration(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if info := e.introspect(tok.AccessToken); info["username"] != "bob" {
+	if info := e.Introspect(tok.AccessToken); info["username"] != "bob" {
 		t.Errorf("introspection: %v", info)
 	}
 	u, err := e.Store.UserByUsername(context.Background(), "bob")
@@ -394,7 +394,7 @@ func TestSelfRegistration(t *testing.T) {
 func TestKeyRotation(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
-	clientID, _ := e.register(appClientJSON)
+	clientID, _ := e.Register(appClientJSON)
 	a := newApp(e, clientID)
 	tok, err := a.conf.Exchange(ctx, a.authorize().Query().Get("code"), oauth2.VerifierOption(a.verifier))
 	if err != nil {
@@ -421,7 +421,7 @@ func TestKeyRotation(t *testing.T) {
 // straight back without the consent page.
 func TestTrustedClientSkipsConsent(t *testing.T) {
 	e := newEnv(t)
-	clientID, _ := e.register(appClientJSON)
+	clientID, _ := e.Register(appClientJSON)
 	if err := e.Server.Server.TrustClient(context.Background(), clientID, true); err != nil {
 		t.Fatal(err)
 	}

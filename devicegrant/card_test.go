@@ -28,7 +28,7 @@ func (e *env) card(clientID, deviceCode, format string) (*http.Response, []byte)
 // format, and what it draws scans back to verification_uri_complete.
 func TestPairingCardEndpoint(t *testing.T) {
 	e := newEnv(t)
-	clientID, _ := e.register(deviceClientJSON)
+	clientID, _ := e.Register(deviceClientJSON)
 	da := e.deviceAuth(clientID, "CARDDEVICE1")
 	dc, want := da["device_code"].(string), da["verification_uri_complete"].(string)
 
@@ -84,7 +84,7 @@ func TestPairingCardEndpoint(t *testing.T) {
 
 	// Errors: another client, an unknown code, an unknown format, and a
 	// code that was already answered.
-	otherID, _ := e.register(deviceClientJSON)
+	otherID, _ := e.Register(deviceClientJSON)
 	for name, tc := range map[string]struct{ client, code, format, want string }{
 		"another client": {otherID, dc, "png", "invalid_grant"},
 		"unknown code":   {clientID, "dgd_nope", "png", "invalid_grant"},

@@ -23,7 +23,7 @@ func TestDeviceFlowEndToEnd(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
-	clientID, secret := e.register(deviceClientJSON)
+	clientID, secret := e.Register(deviceClientJSON)
 	if clientID == "" || secret != "" {
 		t.Fatalf("public client: id %q secret %q", clientID, secret)
 	}
@@ -82,7 +82,7 @@ func TestDeviceFlowEndToEnd(t *testing.T) {
 		t.Errorf("scope = %v", got)
 	}
 
-	info := e.introspect(tok.AccessToken)
+	info := e.Introspect(tok.AccessToken)
 	if info["active"] != true || info["username"] != testUser || info["device_id"] != "KITCHEN0001" ||
 		info["client_id"] != clientID || !strings.Contains(info["scope"].(string), apiScope) {
 		t.Fatalf("introspection of a fresh token: %v", info)
@@ -101,16 +101,16 @@ func TestDeviceFlowEndToEnd(t *testing.T) {
 	if fresh.AccessToken == tok.AccessToken || fresh.RefreshToken == tok.RefreshToken {
 		t.Fatal("refresh did not rotate both tokens (P-RT-2)")
 	}
-	if info := e.introspect(fresh.AccessToken); info["active"] != true || info["device_id"] != "KITCHEN0001" {
+	if info := e.Introspect(fresh.AccessToken); info["active"] != true || info["device_id"] != "KITCHEN0001" {
 		t.Fatalf("introspection after refresh: %v", info)
 	}
 
 	// The device signs out: revoke its refresh token.
-	status, body := e.post("oauth2/revoke", url.Values{"token": {fresh.RefreshToken}, "client_id": {clientID}})
+	status, body := e.Post("oauth2/revoke", url.Values{"token": {fresh.RefreshToken}, "client_id": {clientID}})
 	if status != http.StatusOK {
 		t.Fatalf("revoke: %d %v", status, body)
 	}
-	if info := e.introspect(fresh.AccessToken); len(info) != 1 || info["active"] != false {
+	if info := e.Introspect(fresh.AccessToken); len(info) != 1 || info["active"] != false {
 		t.Errorf("after revocation introspection = %v, want only active:false", info)
 	}
 	again := *fresh
@@ -127,7 +127,7 @@ func TestDeviceFlowEndToEnd(t *testing.T) {
 func TestSignedInPhoneApprovesWithoutPassword(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
-	clientID, _ := e.register(deviceClientJSON)
+	clientID, _ := e.Register(deviceClientJSON)
 	p := newPhone(t)
 	for i, device := range []string{"FIRSTDEV01", "SECONDDEV2"} {
 		da, err := e.oauthConfig(clientID, device).DeviceAuth(ctx)

@@ -96,7 +96,7 @@ func TestSynapseDeviceGrantProvisionsFirst(t *testing.T) {
 	e := newSynapseEnv(t)
 	eventually(t, "alice is provisioned", func() bool { _, ok := e.hs.Users()[testUser]; return ok })
 
-	clientID, _ := e.register(deviceClientJSON)
+	clientID, _ := e.Register(deviceClientJSON)
 	conf := e.oauthConfig(clientID, "SYNAPSEDEV1")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -137,7 +137,7 @@ func TestSynapseDeviceGrantProvisionsFirst(t *testing.T) {
 func TestSynapseOutageLosesNothing(t *testing.T) {
 	e := newSynapseEnv(t)
 	eventually(t, "alice is provisioned", func() bool { _, ok := e.hs.Users()[testUser]; return ok })
-	clientID, _ := e.register(deviceClientJSON)
+	clientID, _ := e.Register(deviceClientJSON)
 
 	e.hs.Down()
 	devices := []string{"OUTAGEDEV1", "OUTAGEDEV2", "OUTAGEDEV3"}
@@ -175,7 +175,7 @@ func TestSynapseOutageLosesNothing(t *testing.T) {
 // delivering are delivered by the next process on the same database.
 func TestSynapseRestartResumes(t *testing.T) {
 	e := newSynapseEnv(t, devtest.WithoutRun())
-	clientID, _ := e.register(deviceClientJSON)
+	clientID, _ := e.Register(deviceClientJSON)
 	da := e.deviceAuth(clientID, "RESTARTDEV")
 	newPhone(t).Decide(da["verification_uri_complete"].(string), "approve")
 	if n := len(e.hs.Calls()); n != 0 {
@@ -209,7 +209,7 @@ func TestSynapseRestartResumes(t *testing.T) {
 // introspection cache.
 func TestSynapseEndingSessionsDeletesDevices(t *testing.T) {
 	e := newSynapseEnv(t)
-	clientID, _ := e.register(deviceClientJSON)
+	clientID, _ := e.Register(deviceClientJSON)
 	signIn := func(device string) map[string]any {
 		da := e.deviceAuth(clientID, device)
 		newPhone(t).Decide(da["verification_uri_complete"].(string), "approve")
@@ -230,7 +230,7 @@ func TestSynapseEndingSessionsDeletesDevices(t *testing.T) {
 	}
 
 	revoked := signIn("REVOKEDDEV")
-	e.post("oauth2/revoke", url.Values{"client_id": {clientID}, "token": {revoked["refresh_token"].(string)}})
+	e.Post("oauth2/revoke", url.Values{"client_id": {clientID}, "token": {revoked["refresh_token"].(string)}})
 	gone("REVOKEDDEV", revoked)
 
 	stolen := signIn("STOLENDEV1")
@@ -268,7 +268,7 @@ func TestSynapseEndingSessionsDeletesDevices(t *testing.T) {
 // device list match the live sessions again.
 func TestSynapseSyncDevicesRepairsDrift(t *testing.T) {
 	e := newSynapseEnv(t)
-	clientID, _ := e.register(deviceClientJSON)
+	clientID, _ := e.Register(deviceClientJSON)
 	da := e.deviceAuth(clientID, "KEPTDEVICE")
 	newPhone(t).Decide(da["verification_uri_complete"].(string), "approve")
 	e.pollUntilTokens(clientID, da["device_code"].(string))

@@ -77,7 +77,7 @@ func TestSecureCookiesOnHTTPS(t *testing.T) {
 // TestCSRF: a form posted without the CSRF token changes nothing (P-DEV-7).
 func TestCSRF(t *testing.T) {
 	e := newEnv(t)
-	clientID, _ := e.register(deviceClientJSON)
+	clientID, _ := e.Register(deviceClientJSON)
 	da := e.deviceAuth(clientID, "CSRFDEVICE")
 	p := newPhone(t)
 	pg := p.Get(da["verification_uri_complete"].(string))
@@ -104,7 +104,7 @@ func TestCSRF(t *testing.T) {
 // approve (P-DEV-7).
 func TestApproveNeedsConfirmation(t *testing.T) {
 	e := newEnv(t)
-	clientID, _ := e.register(deviceClientJSON)
+	clientID, _ := e.Register(deviceClientJSON)
 	da := e.deviceAuth(clientID, "CONFIRMDEV")
 	p := newPhone(t)
 	pg := p.Get(da["verification_uri_complete"].(string))
@@ -120,7 +120,7 @@ func TestApproveNeedsConfirmation(t *testing.T) {
 // TestConsentPageShowsWhatMatters: P-DEV-7's list.
 func TestConsentPageShowsWhatMatters(t *testing.T) {
 	e := newEnv(t)
-	clientID, _ := e.register(deviceClientJSON)
+	clientID, _ := e.Register(deviceClientJSON)
 	da := e.deviceAuth(clientID, "SHOWMEDEV1")
 	p := newPhone(t)
 	pg := p.Get(da["verification_uri_complete"].(string))
@@ -157,7 +157,7 @@ func TestCodeEntry(t *testing.T) {
 	e := newEnv(t, devtest.WithConfig(func(c *devicegrant.Config) {
 		c.UserCodeFailures = devicegrant.RateLimit{Burst: 3, Every: 1e12}
 	}))
-	clientID, _ := e.register(deviceClientJSON)
+	clientID, _ := e.Register(deviceClientJSON)
 	da := e.deviceAuth(clientID, "ENTRYDEV01")
 	code := da["user_code"].(string)
 	p := newPhone(t)
@@ -186,7 +186,7 @@ func TestCodeEntry(t *testing.T) {
 // TestLogin: wrong passwords and unknown users get the same answer.
 func TestLogin(t *testing.T) {
 	e := newEnv(t)
-	clientID, _ := e.register(deviceClientJSON)
+	clientID, _ := e.Register(deviceClientJSON)
 	da := e.deviceAuth(clientID, "LOGINDEV01")
 	p := newPhone(t)
 	pg := p.Get(da["verification_uri_complete"].(string))
@@ -261,7 +261,7 @@ func TestDiscovery(t *testing.T) {
 // rules themselves are tested in clientmeta).
 func TestRegistration(t *testing.T) {
 	e := newEnv(t)
-	status, m := e.postJSON("oauth2/registration", `{"client_uri":"https://x.example.org/","grant_types":["urn:ietf:params:oauth:grant-type:device_code","refresh_token"],"token_endpoint_auth_method":"none","software_statement_x":"dropped"}`)
+	status, m := e.PostJSON("oauth2/registration", `{"client_uri":"https://x.example.org/","grant_types":["urn:ietf:params:oauth:grant-type:device_code","refresh_token"],"token_endpoint_auth_method":"none","software_statement_x":"dropped"}`)
 	if status != 201 || m["client_id"] == nil || m["software_statement_x"] != nil || m["client_secret"] != nil {
 		t.Errorf("valid: %d %v", status, m)
 	}
@@ -270,7 +270,7 @@ func TestRegistration(t *testing.T) {
 		`{"client_uri":"http://x.example.org/","token_endpoint_auth_method":"none","grant_types":["refresh_token","urn:ietf:params:oauth:grant-type:device_code"]}`: "invalid_client_metadata",
 		`{"client_uri":"https://x.example.org/","redirect_uris":["https://evil.example.com/cb"]}`:                                                                   "invalid_redirect_uri",
 	} {
-		status, m := e.postJSON("oauth2/registration", body)
+		status, m := e.PostJSON("oauth2/registration", body)
 		if status != 400 || m["error"] != code || m["error_description"] == "" {
 			t.Errorf("%s: %d %v, want 400 %s", body, status, m, code)
 		}

@@ -12,7 +12,7 @@ import (
 // deviceAuth asks for a device code with a raw form post, as firmware would.
 func (e *env) deviceAuth(clientID, deviceID string) map[string]any {
 	e.t.Helper()
-	status, m := e.post("oauth2/device", url.Values{"client_id": {clientID},
+	status, m := e.Post("oauth2/device", url.Values{"client_id": {clientID},
 		"scope": {apiScope + " urn:matrix:client:device:" + deviceID}})
 	if status != http.StatusOK {
 		e.t.Fatalf("device authorization: %d %v", status, m)
@@ -22,7 +22,7 @@ func (e *env) deviceAuth(clientID, deviceID string) map[string]any {
 
 func (e *env) poll(clientID, deviceCode string) (int, map[string]any) {
 	e.t.Helper()
-	return e.post("oauth2/token", url.Values{"grant_type": {deviceGrant}, "device_code": {deviceCode}, "client_id": {clientID}})
+	return e.Post("oauth2/token", url.Values{"grant_type": {deviceGrant}, "device_code": {deviceCode}, "client_id": {clientID}})
 }
 
 func wantError(t *testing.T, what string, status int, m map[string]any, code string) {
@@ -39,7 +39,7 @@ func wantError(t *testing.T, what string, status int, m map[string]any, code str
 // growing interval, and approval, on a settable clock. P-DEV-5, P-DEV-6.
 func TestPollingSemantics(t *testing.T) {
 	e := newEnv(t, withClock())
-	clientID, _ := e.register(deviceClientJSON)
+	clientID, _ := e.Register(deviceClientJSON)
 	da := e.deviceAuth(clientID, "POLLDEVICE1")
 	dc := da["device_code"].(string)
 
@@ -70,7 +70,7 @@ func TestPollingSemantics(t *testing.T) {
 	e.Clock.Advance(16 * time.Second)
 
 	// Another client cannot redeem this code.
-	otherID, _ := e.register(deviceClientJSON)
+	otherID, _ := e.Register(deviceClientJSON)
 	e.Clock.Advance(16 * time.Second)
 	status, m = e.poll(otherID, dc)
 	wantError(t, "poll by another client", status, m, "invalid_grant")
@@ -87,7 +87,7 @@ func TestPollingSemantics(t *testing.T) {
 
 	status, m = e.poll(clientID, "dgd_notarealcodeatallxxxxxxxxxxxxx_AAAAAA")
 	wantError(t, "unknown device code", status, m, "invalid_grant")
-	status, m = e.post("oauth2/token", url.Values{"grant_type": {deviceGrant}, "client_id": {clientID}})
+	status, m = e.Post("oauth2/token", url.Values{"grant_type": {deviceGrant}, "client_id": {clientID}})
 	wantError(t, "missing device code", status, m, "invalid_request")
 }
 
@@ -95,7 +95,7 @@ func TestPollingSemantics(t *testing.T) {
 // P-DEV-9's ten-minute default lifetime.
 func TestDeniedAndExpired(t *testing.T) {
 	e := newEnv(t, withClock())
-	clientID, _ := e.register(deviceClientJSON)
+	clientID, _ := e.Register(deviceClientJSON)
 
 	denied := e.deviceAuth(clientID, "DENIEDDEV01")
 	pg := newPhone(t).Decide(denied["verification_uri_complete"].(string), "deny")
@@ -124,7 +124,7 @@ func TestDeniedAndExpired(t *testing.T) {
 // once under concurrent polls (P-DEV-6).
 func TestExactlyOneRedemption(t *testing.T) {
 	e := newEnv(t, withClock())
-	clientID, _ := e.register(deviceClientJSON)
+	clientID, _ := e.Register(deviceClientJSON)
 	da := e.deviceAuth(clientID, "RACEDEVICE1")
 	newPhone(t).Decide(da["verification_uri_complete"].(string), "approve")
 
@@ -163,8 +163,8 @@ func TestExactlyOneRedemption(t *testing.T) {
 // P-DCR-7, P-SCOPE-1, P-SCOPE-2.
 func TestDeviceAuthorizationErrors(t *testing.T) {
 	e := newEnv(t)
-	clientID, _ := e.register(deviceClientJSON)
-	webID, _ := e.register(`{"client_uri":"https://app.example.org/","redirect_uris":["https://app.example.org/cb"],"token_endpoint_auth_method":"none"}`)
+	clientID, _ := e.Register(deviceClientJSON)
+	webID, _ := e.Register(`{"client_uri":"https://app.example.org/","redirect_uris":["https://app.example.org/cb"],"token_endpoint_auth_method":"none"}`)
 	cases := []struct {
 		name   string
 		form   url.Values
@@ -184,14 +184,14 @@ func TestDeviceAuthorizationErrors(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			status, m := e.post("oauth2/device", tc.form)
+			status, m := e.Post("oauth2/device", tc.form)
 			if status != tc.status || m["error"] != tc.code {
 				t.Errorf("got %d %v, want %d %s", status, m, tc.status, tc.code)
 			}
 		})
 	}
 	// The unstable forms alone are fine.
-	status, m := e.post("oauth2/device", url.Values{"client_id": {clientID},
+	status, m := e.Post("oauth2/device", url.Values{"client_id": {clientID},
 		"scope": {"urn:matrix:org.matrix.msc2967.client:api:* urn:matrix:org.matrix.msc2967.client:device:ABCDEFGHIJ"}})
 	if status != http.StatusOK {
 		t.Errorf("unstable scopes: %d %v", status, m)
@@ -203,7 +203,7 @@ func TestDeviceAuthorizationErrors(t *testing.T) {
 func TestCleanup(t *testing.T) {
 	e := newEnv(t, withClock())
 	ctx := t.Context()
-	clientID, _ := e.register(deviceClientJSON)
+	clientID, _ := e.Register(deviceClientJSON)
 	da := e.deviceAuth(clientID, "CLEANUPDEV")
 	tok := e.signIn(clientID, "CLEANUPDV2")
 	e.Clock.Advance(2 * time.Second)

@@ -23,7 +23,7 @@ func (e *env) signIn(clientID, deviceID string) map[string]any {
 
 func (e *env) refresh(clientID, refreshToken string) (int, map[string]any) {
 	e.t.Helper()
-	return e.post("oauth2/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {refreshToken}, "client_id": {clientID}})
+	return e.Post("oauth2/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {refreshToken}, "client_id": {clientID}})
 }
 
 func active(m map[string]any) bool { return m["active"] == true }
@@ -32,7 +32,7 @@ func active(m map[string]any) bool { return m["active"] == true }
 // the new pair is unused, gets a fresh pair (P-RT-2).
 func TestRefreshLostResponse(t *testing.T) {
 	e := newEnv(t)
-	clientID, _ := e.register(deviceClientJSON)
+	clientID, _ := e.Register(deviceClientJSON)
 	first := e.signIn(clientID, "LOSTRESP01")
 
 	status, lost := e.refresh(clientID, first["refresh_token"].(string))
@@ -44,16 +44,16 @@ func TestRefreshLostResponse(t *testing.T) {
 	if status != http.StatusOK {
 		t.Fatalf("retry after a lost response: %d %v", status, retry)
 	}
-	if active(e.introspect(lost["access_token"].(string))) {
+	if active(e.Introspect(lost["access_token"].(string))) {
 		t.Error("the pair whose response was lost is still active")
 	}
-	if !active(e.introspect(retry["access_token"].(string))) {
+	if !active(e.Introspect(retry["access_token"].(string))) {
 		t.Fatal("the retried pair is not active")
 	}
 	// The retried pair is now used; the original token is spent for good.
 	status, m := e.refresh(clientID, first["refresh_token"].(string))
 	wantError(t, "reuse after the successor was used", status, m, "invalid_grant")
-	if active(e.introspect(retry["access_token"].(string))) {
+	if active(e.Introspect(retry["access_token"].(string))) {
 		t.Error("reuse of a spent refresh token did not end the session (P-RT-2)")
 	}
 	status, m = e.refresh(clientID, retry["refresh_token"].(string))
@@ -64,7 +64,7 @@ func TestRefreshLostResponse(t *testing.T) {
 // presenting the old one is theft and ends the session (P-RT-2).
 func TestRefreshReuseAfterRotation(t *testing.T) {
 	e := newEnv(t)
-	clientID, _ := e.register(deviceClientJSON)
+	clientID, _ := e.Register(deviceClientJSON)
 	r0 := e.signIn(clientID, "THEFTDEV01")
 	_, r1 := e.refresh(clientID, r0["refresh_token"].(string))
 	status, r2 := e.refresh(clientID, r1["refresh_token"].(string))
@@ -73,7 +73,7 @@ func TestRefreshReuseAfterRotation(t *testing.T) {
 	}
 	status, m := e.refresh(clientID, r0["refresh_token"].(string))
 	wantError(t, "stolen r0", status, m, "invalid_grant")
-	if active(e.introspect(r2["access_token"].(string))) {
+	if active(e.Introspect(r2["access_token"].(string))) {
 		t.Error("session survived refresh-token reuse")
 	}
 }
@@ -82,7 +82,7 @@ func TestRefreshReuseAfterRotation(t *testing.T) {
 // live pair (P-RT-3).
 func TestConcurrentRefresh(t *testing.T) {
 	e := newEnv(t)
-	clientID, _ := e.register(deviceClientJSON)
+	clientID, _ := e.Register(deviceClientJSON)
 	r0 := e.signIn(clientID, "CONCURRENT1")
 	const n = 12
 	var wg sync.WaitGroup
@@ -106,7 +106,7 @@ func TestConcurrentRefresh(t *testing.T) {
 	}
 	live := 0
 	for _, tok := range tokens {
-		if active(e.introspect(tok)) {
+		if active(e.Introspect(tok)) {
 			live++
 		}
 	}
@@ -119,14 +119,14 @@ func TestConcurrentRefresh(t *testing.T) {
 // the earlier session of that device (P-SCOPE-4).
 func TestSameDeviceReplacesSession(t *testing.T) {
 	e := newEnv(t)
-	clientID, _ := e.register(deviceClientJSON)
+	clientID, _ := e.Register(deviceClientJSON)
 	old := e.signIn(clientID, "REUSEDDEV1")
 	other := e.signIn(clientID, "OTHERDEV01")
 	renewed := e.signIn(clientID, "REUSEDDEV1")
-	if active(e.introspect(old["access_token"].(string))) {
+	if active(e.Introspect(old["access_token"].(string))) {
 		t.Error("old session of the re-used device id is still active")
 	}
-	if !active(e.introspect(renewed["access_token"].(string))) || !active(e.introspect(other["access_token"].(string))) {
+	if !active(e.Introspect(renewed["access_token"].(string))) || !active(e.Introspect(other["access_token"].(string))) {
 		t.Error("the new session, or another device's, is not active")
 	}
 }
@@ -135,8 +135,8 @@ func TestSameDeviceReplacesSession(t *testing.T) {
 // tokens and other clients' tokens get 200 and change nothing (P-REV-1).
 func TestRevocation(t *testing.T) {
 	e := newEnv(t)
-	clientID, _ := e.register(deviceClientJSON)
-	otherID, _ := e.register(deviceClientJSON)
+	clientID, _ := e.Register(deviceClientJSON)
+	otherID, _ := e.Register(deviceClientJSON)
 	tok := e.signIn(clientID, "REVOKEDEV1")
 	access := tok["access_token"].(string)
 
@@ -145,20 +145,20 @@ func TestRevocation(t *testing.T) {
 		{"token": {"not even a token"}, "client_id": {clientID}},
 		{"token": {access}, "client_id": {otherID}},
 	} {
-		if status, m := e.post("oauth2/revoke", form); status != http.StatusOK {
+		if status, m := e.Post("oauth2/revoke", form); status != http.StatusOK {
 			t.Errorf("revoke %v: %d %v", form, status, m)
 		}
 	}
-	if !active(e.introspect(access)) {
+	if !active(e.Introspect(access)) {
 		t.Fatal("another client revoked this client's token")
 	}
-	if status, m := e.post("oauth2/revoke", url.Values{"client_id": {clientID}}); status != 400 || m["error"] != "invalid_request" {
+	if status, m := e.Post("oauth2/revoke", url.Values{"client_id": {clientID}}); status != 400 || m["error"] != "invalid_request" {
 		t.Errorf("revoke without token: %d %v", status, m)
 	}
-	if status, _ := e.post("oauth2/revoke", url.Values{"token": {access}, "token_type_hint": {"access_token"}, "client_id": {clientID}}); status != 200 {
+	if status, _ := e.Post("oauth2/revoke", url.Values{"token": {access}, "token_type_hint": {"access_token"}, "client_id": {clientID}}); status != 200 {
 		t.Fatalf("revoke access token: %d", status)
 	}
-	if active(e.introspect(access)) {
+	if active(e.Introspect(access)) {
 		t.Error("access token active after revocation")
 	}
 	status, m := e.refresh(clientID, tok["refresh_token"].(string))
@@ -169,8 +169,8 @@ func TestRevocation(t *testing.T) {
 // P-HS-2).
 func TestIntrospection(t *testing.T) {
 	e := newEnv(t, withClock())
-	clientID, _ := e.register(deviceClientJSON)
-	confID, confSecret := e.register(`{"client_uri":"https://bot.example.org/","token_endpoint_auth_method":"client_secret_basic","grant_types":["urn:ietf:params:oauth:grant-type:device_code","refresh_token"]}`)
+	clientID, _ := e.Register(deviceClientJSON)
+	confID, confSecret := e.Register(`{"client_uri":"https://bot.example.org/","token_endpoint_auth_method":"client_secret_basic","grant_types":["urn:ietf:params:oauth:grant-type:device_code","refresh_token"]}`)
 	if confSecret == "" || !strings.HasPrefix(confSecret, "dgs_") {
 		t.Fatalf("confidential client secret = %q", confSecret)
 	}
@@ -178,14 +178,14 @@ func TestIntrospection(t *testing.T) {
 	access := tok["access_token"].(string)
 	form := url.Values{"token": {access}}
 
-	req := func(hdr ...string) (int, map[string]any) { return e.post("oauth2/introspect", form, hdr...) }
+	req := func(hdr ...string) (int, map[string]any) { return e.Post("oauth2/introspect", form, hdr...) }
 	if s, m := req(); s != 401 || m["error"] != "invalid_client" {
 		t.Errorf("no credentials: %d %v", s, m)
 	}
 	if s, m := req("Authorization", "Bearer wrong"); s != 401 {
 		t.Errorf("wrong homeserver secret: %d %v", s, m)
 	}
-	if s, m := e.post("oauth2/introspect", url.Values{"token": {access}, "client_id": {clientID}}); s != 401 {
+	if s, m := e.Post("oauth2/introspect", url.Values{"token": {access}, "client_id": {clientID}}); s != 401 {
 		t.Errorf("public client: %d %v", s, m)
 	}
 	basic := "Basic " + basicAuth(confID, confSecret)
@@ -196,19 +196,19 @@ func TestIntrospection(t *testing.T) {
 		t.Errorf("confidential client with a wrong secret: %d %v", s, m)
 	}
 
-	m := e.introspect(access)
+	m := e.Introspect(access)
 	for _, k := range []string{"active", "scope", "client_id", "sub", "username", "device_id", "exp", "iat", "expires_in", "token_type"} {
 		if _, ok := m[k]; !ok {
 			t.Errorf("introspection lacks %q: %v", k, m)
 		}
 	}
 	for _, inactive := range []string{tok["refresh_token"].(string), "garbage", access[:len(access)-1] + "x"} {
-		if m := e.introspect(inactive); len(m) != 1 || m["active"] != false {
+		if m := e.Introspect(inactive); len(m) != 1 || m["active"] != false {
 			t.Errorf("introspect(%.6s…) = %v, want only active:false", inactive, m)
 		}
 	}
 	e.Clock.Advance(5*time.Minute + time.Second)
-	if m := e.introspect(access); len(m) != 1 || m["active"] != false {
+	if m := e.Introspect(access); len(m) != 1 || m["active"] != false {
 		t.Errorf("expired access token: %v", m)
 	}
 }
@@ -217,15 +217,15 @@ func TestIntrospection(t *testing.T) {
 // the method it registered. P-DCR-4.
 func TestConfidentialClient(t *testing.T) {
 	e := newEnv(t)
-	id, secret := e.register(`{"client_uri":"https://bot.example.org/","token_endpoint_auth_method":"client_secret_post","grant_types":["urn:ietf:params:oauth:grant-type:device_code","refresh_token"]}`)
+	id, secret := e.Register(`{"client_uri":"https://bot.example.org/","token_endpoint_auth_method":"client_secret_post","grant_types":["urn:ietf:params:oauth:grant-type:device_code","refresh_token"]}`)
 	scope := apiScope + " urn:matrix:client:device:CONFIDENT1"
-	if s, m := e.post("oauth2/device", url.Values{"client_id": {id}, "scope": {scope}}); s != 401 {
+	if s, m := e.Post("oauth2/device", url.Values{"client_id": {id}, "scope": {scope}}); s != 401 {
 		t.Errorf("without secret: %d %v", s, m)
 	}
-	if s, m := e.post("oauth2/device", url.Values{"scope": {scope}}, "Authorization", "Basic "+basicAuth(id, secret)); s != 401 {
+	if s, m := e.Post("oauth2/device", url.Values{"scope": {scope}}, "Authorization", "Basic "+basicAuth(id, secret)); s != 401 {
 		t.Errorf("with the wrong method (basic, registered post): %d %v", s, m)
 	}
-	if s, m := e.post("oauth2/device", url.Values{"client_id": {id}, "client_secret": {secret}, "scope": {scope}}); s != 200 {
+	if s, m := e.Post("oauth2/device", url.Values{"client_id": {id}, "client_secret": {secret}, "scope": {scope}}); s != 200 {
 		t.Errorf("with client_secret_post: %d %v", s, m)
 	}
 }

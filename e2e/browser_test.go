@@ -15,7 +15,6 @@ package e2e
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -37,14 +36,12 @@ import (
 
 	"golang.org/x/oauth2"
 
-	"github.com/devicegrant/devicegrant/devicegrant"
 	"github.com/devicegrant/devicegrant/internal/devtest"
 )
 
 const (
-	homeserverSecret = "hs-secret-for-browser-tests"
-	apiScope         = "urn:matrix:client:api:*"
-	deviceScope      = "urn:matrix:client:device:"
+	apiScope    = "urn:matrix:client:api:*"
+	deviceScope = "urn:matrix:client:device:"
 	// scenarioTimeout bounds one browser run, launch included.
 	scenarioTimeout = 60 * time.Second
 )
@@ -103,24 +100,6 @@ func browserProblem() string {
 	return ""
 }
 
-// syncBuffer collects a child's stderr; safe to read while it runs.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // line is one JSON line a scenario prints (see lib.mjs).
 type line struct {
 	Checkpoint string          `json:"checkpoint"`
@@ -152,7 +131,7 @@ type browserRun struct {
 	cmd      *exec.Cmd
 	stdin    io.WriteCloser
 	lines    chan line
-	stderr   *syncBuffer
+	stderr   *devtest.SyncBuffer
 	cancel   context.CancelFunc
 	waitOnce sync.Once
 	waitErr  error
@@ -181,7 +160,7 @@ func startBrowser(t *testing.T, script, scenario string, args map[string]any) *b
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 5 * time.Second
-	r := &browserRun{t: t, scenario: scenario, dir: dir, cmd: cmd, lines: make(chan line, 16), stderr: &syncBuffer{}, cancel: cancel}
+	r := &browserRun{t: t, scenario: scenario, dir: dir, cmd: cmd, lines: make(chan line, 16), stderr: &devtest.SyncBuffer{}, cancel: cancel}
 	cmd.Stderr = r.stderr
 	if r.stdin, err = cmd.StdinPipe(); err != nil {
 		t.Fatal(err)
@@ -316,78 +295,15 @@ type env struct {
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	requireBrowser(t)
-	s := devtest.Start(t, devtest.WithConfig(func(c *devicegrant.Config) { c.HomeserverSecret = homeserverSecret }))
+	s := devtest.Start(t)
 	return &env{Server: s, t: t}
-}
-
-func (e *env) do(req *http.Request) (int, map[string]any) {
-	e.t.Helper()
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	var m map[string]any
-	if len(b) > 0 {
-		if err := json.Unmarshal(b, &m); err != nil {
-			e.t.Fatalf("%s %s: not JSON (%d): %s", req.Method, req.URL.Path, resp.StatusCode, b)
-		}
-	}
-	return resp.StatusCode, m
-}
-
-func (e *env) post(path string, form url.Values, hdr ...string) (int, map[string]any) {
-	e.t.Helper()
-	req, err := http.NewRequest("POST", e.URL+path, strings.NewReader(form.Encode()))
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
-	}
-	return e.do(req)
-}
-
-// register registers a client (RFC 7591) and returns its id.
-func (e *env) register(body string) string {
-	e.t.Helper()
-	req, err := http.NewRequest("POST", e.URL+"oauth2/registration", strings.NewReader(body))
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	status, m := e.do(req)
-	if status != http.StatusCreated {
-		e.t.Fatalf("register: %d %v", status, m)
-	}
-	id, _ := m["client_id"].(string)
-	if id == "" {
-		e.t.Fatalf("register: no client_id in %v", m)
-	}
-	return id
 }
 
 func (e *env) metadata() map[string]any {
 	e.t.Helper()
-	req, err := http.NewRequest("GET", e.URL+".well-known/openid-configuration", nil)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	status, m := e.do(req)
+	status, m := e.Get(".well-known/openid-configuration")
 	if status != http.StatusOK {
 		e.t.Fatalf("metadata: %d %v", status, m)
-	}
-	return m
-}
-
-func (e *env) introspect(token string) map[string]any {
-	e.t.Helper()
-	status, m := e.post("oauth2/introspect", url.Values{"token": {token}},
-		"Authorization", "Bearer "+homeserverSecret, "X-MAS-Supports-Device-Id", "1")
-	if status != http.StatusOK {
-		e.t.Fatalf("introspect: %d %v", status, m)
 	}
 	return m
 }
@@ -409,7 +325,7 @@ type device struct {
 
 func (e *env) newDevice(ctx context.Context, deviceID string) *device {
 	e.t.Helper()
-	clientID := e.register(deviceClientJSON)
+	clientID, _ := e.Register(deviceClientJSON)
 	conf := &oauth2.Config{
 		ClientID: clientID,
 		Endpoint: oauth2.Endpoint{
@@ -446,7 +362,7 @@ func (d *device) poll(ctx context.Context) <-chan polled {
 // its error code ("" when it handed out tokens).
 func (e *env) pollOnce(d *device) string {
 	e.t.Helper()
-	status, m := e.post("oauth2/token", url.Values{
+	status, m := e.Post("oauth2/token", url.Values{
 		"grant_type":  {"urn:ietf:params:oauth:grant-type:device_code"},
 		"device_code": {d.auth.DeviceCode},
 		"client_id":   {d.conf.ClientID},
@@ -460,7 +376,7 @@ func (e *env) pollOnce(d *device) string {
 
 func (e *env) wantActive(tok, deviceID string) {
 	e.t.Helper()
-	info := e.introspect(tok)
+	info := e.Introspect(tok)
 	if info["active"] != true || info["username"] != devtest.Username || info["device_id"] != deviceID {
 		e.t.Errorf("introspection of the device's token: %v, want active for %s on %s", info, devtest.Username, deviceID)
 	}
@@ -654,7 +570,7 @@ func runAuthCode(t *testing.T, e *env, scenario, action, deviceID string) *authC
 		t.Skip("authorization endpoint not built yet (no authorization_endpoint in /.well-known/openid-configuration)")
 	}
 	tokenURL, _ := meta["token_endpoint"].(string)
-	clientID := e.register(nativeClientJSON)
+	clientID, _ := e.Register(nativeClientJSON)
 	if action == "none" {
 		if err := e.Server.Server.TrustClient(context.Background(), clientID, true); err != nil {
 			t.Fatal(err)
@@ -833,7 +749,7 @@ func TestBrowserAccountSignOut(t *testing.T) {
 		t.Errorf("the account page still lists %s: %q", d.id, res.SessionsAfter)
 	}
 
-	if info := e.introspect(p.tok.AccessToken); info["active"] != false {
+	if info := e.Introspect(p.tok.AccessToken); info["active"] != false {
 		t.Errorf("introspection after signing the device out: %v, want inactive", info)
 	}
 	stale := *p.tok

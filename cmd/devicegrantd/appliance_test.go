@@ -23,7 +23,7 @@ import (
 func startDaemon(t *testing.T, vars map[string]string) string {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	var stderr syncBuffer
+	var stderr devtest.SyncBuffer
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, nil, strings.NewReader(""), &stderr, &stderr, env(vars)) }()
 	t.Cleanup(func() {

@@ -58,7 +58,9 @@ type Server struct {
 	DBPath string
 	Clock  *Clock // nil unless WithClock was given
 
-	noRun bool
+	noRun            bool
+	t                testing.TB
+	homeserverSecret string
 }
 
 // Option changes how Start builds the server.
@@ -85,13 +87,13 @@ func WithConfig(f func(*devicegrant.Config)) Option {
 
 // Start runs a server, with its background work (Server.Run), until the
 // test ends. Its defaults suit tests: a one second poll interval, server
-// name example.org, homeserver retries from 20 ms to 200 ms, logs
-// discarded.
+// name example.org, HomeserverSecret for introspection, homeserver retries
+// from 20 ms to 200 ms, logs discarded.
 func Start(t testing.TB, opts ...Option) *Server {
 	t.Helper()
 	gin.SetMode(gin.ReleaseMode)
 	ctx := context.Background()
-	s := &Server{DBPath: filepath.Join(t.TempDir(), "devicegrantd.db")}
+	s := &Server{DBPath: filepath.Join(t.TempDir(), "devicegrantd.db"), t: t}
 	st, err := sqlite.Open(ctx, s.DBPath)
 	if err != nil {
 		t.Fatal(err)
@@ -104,15 +106,17 @@ func Start(t testing.TB, opts ...Option) *Server {
 	}
 	s.URL = "http://" + ln.Addr().String() + "/"
 	cfg := devicegrant.Config{
-		Issuer:        s.URL,
-		ServerName:    "example.org",
-		PollInterval:  time.Second,
-		OutboxBackoff: devicegrant.Backoff{Min: 20 * time.Millisecond, Max: 200 * time.Millisecond},
-		Logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Issuer:           s.URL,
+		ServerName:       "example.org",
+		HomeserverSecret: HomeserverSecret,
+		PollInterval:     time.Second,
+		OutboxBackoff:    devicegrant.Backoff{Min: 20 * time.Millisecond, Max: 200 * time.Millisecond},
+		Logger:           slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
 	for _, o := range opts {
 		o(&cfg, s)
 	}
+	s.homeserverSecret = cfg.HomeserverSecret
 	srv, err := devicegrant.New(cfg, st)
 	if err != nil {
 		t.Fatal(err)
