@@ -3,17 +3,24 @@ package devicegrant
 import (
 	"errors"
 	"strings"
+	"time"
 
 	"github.com/gin-gonic/gin"
 
 	"github.com/devicegrant/devicegrant/store"
 )
 
+// retryWindow is how long after its first rotation a refresh token may be
+// presented again to recover a lost answer (P-RT-2). Later, it is reuse.
+const retryWindow = 10 * time.Minute
+
 // refresh rotates a refresh token (P-RT-2, P-RT-3). Presenting R(n):
 //   - not yet rotated: issue pair n+1 and remember it as R(n)'s successor;
-//   - rotated, but pair n+1 never used: the response was probably lost, so
-//     revoke pair n+1 and issue a fresh one in its place;
-//   - rotated and pair n+1 used: someone else holds R(n); end the session.
+//   - rotated less than retryWindow ago, and pair n+1 never used: the
+//     answer was probably lost, so revoke pair n+1 and issue a fresh one in
+//     its place;
+//   - otherwise someone else holds R(n): end the session. Presenting the
+//     refresh token of a pair revoked by such a retry also ends it.
 //
 // The whole decision runs in one transaction, so two concurrent refreshes
 // with R(n) are seen in turn and never leave two live successors.
@@ -49,9 +56,18 @@ func (s *Server) refresh(c *gin.Context, cl *client) (*tokenResponse, error) {
 			outcome = errInvalidGrant("unknown refresh_token")
 			return nil
 		}
-		if !sess.EndedAt.IsZero() || !p.RevokedAt.IsZero() {
+		if !sess.EndedAt.IsZero() {
 			outcome = errInvalidGrant("this session has ended; sign in again")
 			return nil
+		}
+		if !p.RevokedAt.IsZero() {
+			// Only a retry with the previous refresh token revokes a
+			// single pair. Whoever holds this pair received the answer
+			// that was supposedly lost, so someone else holds the
+			// previous token too: that is theft.
+			theft = true
+			outcome = errInvalidGrant("this refresh_token was replaced by a retry with the previous one; the session has been ended")
+			return s.endSession(ctx, tx, sess, endReuse, now)
 		}
 		user, err := tx.User(ctx, sess.UserID)
 		if err != nil {
@@ -61,8 +77,10 @@ func (s *Server) refresh(c *gin.Context, cl *client) (*tokenResponse, error) {
 			outcome = errInvalidGrant("the account was deactivated")
 			return nil
 		}
-		if requested != "" && !subsetOf(requested, sess.Scope) {
-			outcome = &oauthError{400, "invalid_scope", "a refresh cannot add scopes to the session"}
+		if requested != "" && !sameScopes(requested, sess.Scope) {
+			// RFC 6749 §6 allows narrowing; tokens here carry their
+			// session's scope, so say so rather than ignore the request.
+			outcome = &oauthError{400, "invalid_scope", "a refresh keeps the session's scope; omit scope"}
 			return nil
 		}
 		if !p.RotatedAt.IsZero() {
@@ -70,7 +88,7 @@ func (s *Server) refresh(c *gin.Context, cl *client) (*tokenResponse, error) {
 			if err != nil {
 				return err
 			}
-			if !next.UsedAt.IsZero() || !next.RevokedAt.IsZero() {
+			if !next.UsedAt.IsZero() || !next.RevokedAt.IsZero() || now.Sub(p.RotatedAt) > retryWindow {
 				theft = true
 				outcome = errInvalidGrant("this refresh_token was already used; the session has been ended")
 				return s.endSession(ctx, tx, sess, endReuse, now)
@@ -87,7 +105,10 @@ func (s *Server) refresh(c *gin.Context, cl *client) (*tokenResponse, error) {
 		if err != nil {
 			return err
 		}
-		p.RotatedAt, p.SuccessorID = now, newPair.ID
+		if p.RotatedAt.IsZero() {
+			p.RotatedAt = now // the retry window runs from the first rotation
+		}
+		p.SuccessorID = newPair.ID
 		if err := tx.UpdateTokenPair(ctx, p); err != nil {
 			return err
 		}
@@ -107,15 +128,18 @@ func (s *Server) refresh(c *gin.Context, cl *client) (*tokenResponse, error) {
 	return resp, nil
 }
 
-func subsetOf(requested, granted string) bool {
-	have := map[string]bool{}
-	for _, s := range strings.Fields(granted) {
-		have[s] = true
+// sameScopes reports whether two scope strings name the same set.
+func sameScopes(a, b string) bool {
+	set := map[string]bool{}
+	for _, s := range strings.Fields(b) {
+		set[s] = true
 	}
-	for _, s := range strings.Fields(requested) {
-		if !have[s] {
+	n := 0
+	for _, s := range strings.Fields(a) {
+		if !set[s] {
 			return false
 		}
+		n++
 	}
-	return true
+	return n >= len(set)
 }

@@ -229,3 +229,36 @@ func TestConfidentialClient(t *testing.T) {
 		t.Errorf("with client_secret_post: %d %v", s, m)
 	}
 }
+
+// TestRefreshRetryCannotBeHijacked: someone replaying the previous refresh
+// token while the client's new pair is still unused gets a pair, but the
+// moment the client presents its own (now replaced) refresh token the
+// whole session ends, the replayer's pair included (P-RT-2, RFC 9700
+// §4.14.2). And after the retry window a replay is reuse at once.
+func TestRefreshRetryCannotBeHijacked(t *testing.T) {
+	e := newEnv(t, withClock())
+	clientID, _ := e.Register(deviceClientJSON)
+	r0 := e.signIn(clientID, "HIJACKDEV1")
+	_, client := e.refresh(clientID, r0["refresh_token"].(string)) // the client's pair, not used yet
+	status, thief := e.refresh(clientID, r0["refresh_token"].(string))
+	if status != 200 {
+		t.Fatalf("replay within the window: %d %v", status, thief)
+	}
+	status, m := e.refresh(clientID, client["refresh_token"].(string))
+	wantError(t, "the client's replaced refresh token", status, m, "invalid_grant")
+	if active(e.Introspect(thief["access_token"].(string))) {
+		t.Error("the replayer's pair survived")
+	}
+
+	r0 = e.signIn(clientID, "HIJACKDEV2")
+	_, unused := e.refresh(clientID, r0["refresh_token"].(string))
+	e.Clock.Advance(retryWindowForTest + time.Second)
+	status, m = e.refresh(clientID, r0["refresh_token"].(string))
+	wantError(t, "replay after the retry window", status, m, "invalid_grant")
+	if status, _ := e.refresh(clientID, unused["refresh_token"].(string)); status == 200 {
+		t.Error("the session survived a replay after the retry window")
+	}
+}
+
+// retryWindowForTest mirrors devicegrant's retryWindow.
+const retryWindowForTest = 10 * time.Minute
