@@ -153,15 +153,13 @@ func (s *Server) showAccount(c *gin.Context, user *store.User, status int, errMs
 // reauth checks the password of a destructive action, counting failures
 // like sign-in does. It renders the confirmation again on failure.
 func (s *Server) reauth(c *gin.Context, user *store.User, again page) bool {
-	ip, now := c.ClientIP(), s.now()
-	if wait := s.loginLimit.wait(ip, now); wait > 0 {
+	ok, wait := s.passwordAttempt(c, user.Username, user.PasswordHash, c.PostForm("password"))
+	if wait > 0 {
 		again.Error = "Too many wrong passwords. Please wait " + humanDuration(wait) + " and try again."
 		s.render(c, http.StatusTooManyRequests, "confirm", again)
 		return false
 	}
-	ok, err := checkPassword(user.PasswordHash, c.PostForm("password"))
-	if err != nil || !ok {
-		s.loginLimit.fail(ip, now)
+	if !ok {
 		again.Error = "Wrong password; nothing was changed."
 		s.render(c, http.StatusUnauthorized, "confirm", again)
 		return false
@@ -308,13 +306,12 @@ func (s *Server) passwordSubmit(c *gin.Context) {
 	if user == nil {
 		return
 	}
-	ip, now := c.ClientIP(), s.now()
-	if wait := s.loginLimit.wait(ip, now); wait > 0 {
+	ok, wait := s.passwordAttempt(c, user.Username, user.PasswordHash, c.PostForm("current"))
+	if wait > 0 {
 		s.showAccount(c, user, http.StatusTooManyRequests, "Too many wrong passwords. Please wait "+humanDuration(wait)+".", "")
 		return
 	}
-	if ok, err := checkPassword(user.PasswordHash, c.PostForm("current")); err != nil || !ok {
-		s.loginLimit.fail(ip, now)
+	if !ok {
 		s.showAccount(c, user, http.StatusUnauthorized, "The current password is wrong; nothing was changed.", "")
 		return
 	}
@@ -327,7 +324,7 @@ func (s *Server) passwordSubmit(c *gin.Context) {
 		s.showAccount(c, user, http.StatusBadRequest, "The new "+err.Error()+".", "")
 		return
 	}
-	hash, err := HashPassword(newPassword)
+	hash, err := s.hashPassword(ctx, newPassword)
 	if err == nil {
 		err = s.store.Update(ctx, func(tx store.Tx) error {
 			u, err := tx.User(ctx, user.ID)

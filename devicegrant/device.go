@@ -13,6 +13,9 @@ import (
 // deviceAuthorization is RFC 8628 §3.1–3.2 (P-DEV-1…3, P-DEV-8, P-DEV-9).
 func (s *Server) deviceAuthorization(c *gin.Context) {
 	ctx := c.Request.Context()
+	if s.overLimit(c, s.deviceLimit) {
+		return
+	}
 	cl, oe := s.authenticateClient(c)
 	if oe != nil {
 		writeError(c, oe)

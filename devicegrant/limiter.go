@@ -1,82 +1,100 @@
 package devicegrant
 
 import (
+	"net"
 	"sync"
 	"time"
 
 	"golang.org/x/time/rate"
 )
 
-// limiter counts failures (wrong user codes, wrong passwords) per client
-// address, and optionally overall, as token buckets. A request is refused
-// while its address's bucket, or the global one, is empty; only failures
-// take tokens, so people who type their code right are never slowed.
+// limiter is a set of token buckets, one per key (a client address, an
+// account), with an optional global bucket shared by all keys. A try takes
+// a token up front, before the slow or revealing work, and a success gives
+// it back: so only failures count, and many parallel tries from one
+// address cannot all slip through before the first failure is recorded.
 type limiter struct {
 	every time.Duration
 	burst int
 
 	mu     sync.Mutex
-	perIP  map[string]*rate.Limiter
+	perKey map[string]*rate.Limiter
 	global *rate.Limiter // nil when there is no global limit
 }
 
-// maxTrackedAddrs bounds the per-address map; full buckets carry no
+// maxTrackedKeys bounds the per-key map; full buckets carry no
 // information and are dropped first.
-const maxTrackedAddrs = 10000
+const maxTrackedKeys = 10000
 
 func newLimiter(per RateLimit, global *RateLimit) *limiter {
-	l := &limiter{every: per.Every, burst: per.Burst, perIP: map[string]*rate.Limiter{}}
+	l := &limiter{every: per.Every, burst: per.Burst, perKey: map[string]*rate.Limiter{}}
 	if global != nil {
 		l.global = rate.NewLimiter(rate.Every(global.Every), global.Burst)
 	}
 	return l
 }
 
-// wait returns how long addr must wait before it may try again; zero when
-// it may try now.
-func (l *limiter) wait(addr string, now time.Time) time.Duration {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var d time.Duration
-	if b, ok := l.perIP[addr]; ok {
-		d = untilToken(b, now)
-	}
-	if l.global != nil {
-		d = max(d, untilToken(l.global, now))
-	}
-	return d
+// try is a token taken by limiter.take.
+type try struct {
+	reservations []*rate.Reservation
 }
 
-// fail records a failure from addr.
-func (l *limiter) fail(addr string, now time.Time) {
+// succeeded gives the token back: a success does not count.
+func (t *try) succeeded(now time.Time) {
+	for _, r := range t.reservations {
+		r.CancelAt(now)
+	}
+}
+
+// take takes a token for key, and from the global bucket unless
+// skipGlobal. When a bucket is empty it takes nothing and returns how long
+// to wait.
+func (l *limiter) take(key string, now time.Time, skipGlobal bool) (*try, time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	b, ok := l.perIP[addr]
+	b, ok := l.perKey[key]
 	if !ok {
-		if len(l.perIP) >= maxTrackedAddrs {
+		if len(l.perKey) >= maxTrackedKeys {
 			l.prune(now)
 		}
 		b = rate.NewLimiter(rate.Every(l.every), l.burst)
-		l.perIP[addr] = b
+		l.perKey[key] = b
 	}
-	b.AllowN(now, 1)
-	if l.global != nil {
-		l.global.AllowN(now, 1)
+	buckets := []*rate.Limiter{b}
+	if l.global != nil && !skipGlobal {
+		buckets = append(buckets, l.global)
 	}
+	t := &try{}
+	for _, bucket := range buckets {
+		r := bucket.ReserveN(now, 1)
+		if d := r.DelayFrom(now); !r.OK() || d > 0 {
+			r.CancelAt(now)
+			t.succeeded(now)
+			if !r.OK() {
+				d = l.every
+			}
+			return nil, d
+		}
+		t.reservations = append(t.reservations, r)
+	}
+	return t, 0
 }
 
 func (l *limiter) prune(now time.Time) {
-	for addr, b := range l.perIP {
+	for key, b := range l.perKey {
 		if b.TokensAt(now) >= float64(l.burst) {
-			delete(l.perIP, addr)
+			delete(l.perKey, key)
 		}
 	}
 }
 
-func untilToken(b *rate.Limiter, now time.Time) time.Duration {
-	t := b.TokensAt(now)
-	if t >= 1 {
-		return 0
+// addressKey is the limiter key of a client address: the address itself
+// for IPv4, its /64 for IPv6, since one subscriber usually holds a whole
+// /64 and could otherwise rotate addresses for fresh budgets.
+func addressKey(ip string) string {
+	parsed := net.ParseIP(ip)
+	if parsed == nil || parsed.To4() != nil {
+		return ip
 	}
-	return time.Duration((1 - t) / float64(b.Limit()) * float64(time.Second))
+	return parsed.Mask(net.CIDRMask(64, 128)).String() + "/64"
 }

@@ -1,6 +1,7 @@
 package devicegrant
 
 import (
+	"fmt"
 	"net/http"
 
 	"github.com/gin-gonic/gin"
@@ -51,4 +52,18 @@ func writeError(c *gin.Context, e *oauthError) {
 func (s *Server) fail(c *gin.Context, what string, err error) {
 	s.log.ErrorContext(c.Request.Context(), what, "route", c.FullPath(), "err", err)
 	writeError(c, errServer())
+}
+
+// overLimit answers 429 when the client address has spent its budget of
+// requests to l, and reports whether it did.
+func (s *Server) overLimit(c *gin.Context, l *limiter) bool {
+	_, wait := l.take("ip:"+addressKey(c.ClientIP()), s.now(), true)
+	if wait <= 0 {
+		return false
+	}
+	c.Header("Retry-After", fmt.Sprint(int(wait.Seconds())+1))
+	c.Header("Cache-Control", "no-store")
+	c.JSON(http.StatusTooManyRequests, gin.H{"error": "temporarily_unavailable",
+		"error_description": "too many requests from this address; retry after " + fmt.Sprint(int(wait.Seconds())+1) + " s"})
+	return true
 }

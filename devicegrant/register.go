@@ -17,6 +17,9 @@ const maxRegistrationBody = 64 << 10
 // register is RFC 7591 dynamic client registration (P-DCR-1…7).
 func (s *Server) register(c *gin.Context) {
 	ctx := c.Request.Context()
+	if s.overLimit(c, s.dcrLimit) {
+		return
+	}
 	body, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, maxRegistrationBody))
 	if err != nil {
 		writeRegError(c, &clientmeta.Error{Code: clientmeta.CodeInvalidClientMetadata, Description: "request body is unreadable or larger than 64 KiB"})

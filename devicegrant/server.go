@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -73,9 +74,18 @@ type Config struct {
 	// one every 6 seconds overall.
 	UserCodeFailures       RateLimit
 	UserCodeFailuresGlobal RateLimit
-	// LoginFailures limits wrong passwords per client address. Default: a
-	// burst of 10 then one every 30 seconds.
+	// LoginFailures limits wrong passwords per client address (IPv6: per
+	// /64). Default: a burst of 10 then one every 30 seconds.
 	LoginFailures RateLimit
+	// ClientRegistrations and DeviceAuthorizations limit requests to the
+	// two unauthenticated endpoints that write, per client address.
+	// Defaults: a burst of 20 then one a minute; a burst of 30 then one
+	// every 10 seconds.
+	ClientRegistrations  RateLimit
+	DeviceAuthorizations RateLimit
+	// AccountLoginFailures limits wrong passwords per account, from all
+	// addresses together. Default: a burst of 20 then one a minute.
+	AccountLoginFailures RateLimit
 
 	// TrustedProxies lists the addresses or CIDR ranges of reverse proxies
 	// whose X-Forwarded-For header is believed. Default: none.
@@ -127,9 +137,13 @@ type Server struct {
 	pages   map[string]*template.Template
 	handler http.Handler
 
-	codeLimit  *limiter // failed user-code entries per address and overall
-	loginLimit *limiter // failed logins per address
-	regLimit   *limiter // new accounts per address
+	codeLimit    *limiter      // failed user-code entries per address and overall
+	loginLimit   *limiter      // failed passwords per address
+	accountLimit *limiter      // failed passwords per account
+	regLimit     *limiter      // new accounts per address
+	dcrLimit     *limiter      // client registrations per address
+	deviceLimit  *limiter      // device authorizations per address
+	hashSlots    chan struct{} // bounds argon2 work in flight
 
 	dummyOnce sync.Once
 	dummy     string // see dummyHash
@@ -167,6 +181,9 @@ func New(cfg Config, st store.Store) (*Server, error) {
 	cfg.UserCodeFailures = cfg.UserCodeFailures.orDefault(RateLimit{Burst: 10, Every: time.Minute})
 	cfg.UserCodeFailuresGlobal = cfg.UserCodeFailuresGlobal.orDefault(RateLimit{Burst: 100, Every: 6 * time.Second})
 	cfg.LoginFailures = cfg.LoginFailures.orDefault(RateLimit{Burst: 10, Every: 30 * time.Second})
+	cfg.AccountLoginFailures = cfg.AccountLoginFailures.orDefault(RateLimit{Burst: 20, Every: time.Minute})
+	cfg.ClientRegistrations = cfg.ClientRegistrations.orDefault(RateLimit{Burst: 20, Every: time.Minute})
+	cfg.DeviceAuthorizations = cfg.DeviceAuthorizations.orDefault(RateLimit{Burst: 30, Every: 10 * time.Second})
 	cfg.Registration.PerAddress = cfg.Registration.PerAddress.orDefault(RateLimit{Burst: 3, Every: time.Hour})
 	if cfg.HomeserverEndpoint != "" {
 		u, err := url.Parse(cfg.HomeserverEndpoint)
@@ -191,20 +208,24 @@ func New(cfg Config, st store.Store) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		cfg:        cfg,
-		issuer:     issuer,
-		prefix:     u.Path,
-		secure:     u.Scheme == "https",
-		store:      st,
-		log:        cfg.Logger,
-		now:        cfg.Now,
-		pages:      pages,
-		codeLimit:  newLimiter(cfg.UserCodeFailures, &cfg.UserCodeFailuresGlobal),
-		loginLimit: newLimiter(cfg.LoginFailures, nil),
-		regLimit:   newLimiter(cfg.Registration.PerAddress, nil),
-		outboxKick: make(chan struct{}, 1),
-		keyCache:   map[string]crypto.Signer{},
-		httpClient: &http.Client{Timeout: 20 * time.Second},
+		cfg:          cfg,
+		issuer:       issuer,
+		prefix:       u.Path,
+		secure:       u.Scheme == "https",
+		store:        st,
+		log:          cfg.Logger,
+		now:          cfg.Now,
+		pages:        pages,
+		codeLimit:    newLimiter(cfg.UserCodeFailures, &cfg.UserCodeFailuresGlobal),
+		loginLimit:   newLimiter(cfg.LoginFailures, nil),
+		accountLimit: newLimiter(cfg.AccountLoginFailures, nil),
+		regLimit:     newLimiter(cfg.Registration.PerAddress, nil),
+		dcrLimit:     newLimiter(cfg.ClientRegistrations, nil),
+		deviceLimit:  newLimiter(cfg.DeviceAuthorizations, nil),
+		hashSlots:    make(chan struct{}, max(2, runtime.NumCPU())),
+		outboxKick:   make(chan struct{}, 1),
+		keyCache:     map[string]crypto.Signer{},
+		httpClient:   &http.Client{Timeout: 20 * time.Second},
 	}
 	if s.metrics, err = newMetrics(cfg.Metrics, st); err != nil {
 		return nil, err

@@ -44,11 +44,20 @@ func (s *Server) registerSubmit(c *gin.Context) {
 		p.Error = msg
 		s.render(c, status, "register", p)
 	}
-	ip, now := c.ClientIP(), s.now()
-	if wait := s.regLimit.wait(ip, now); wait > 0 {
+	now := s.now()
+	// The budget counts accounts created, not mistakes: the token is
+	// given back unless an account comes of this request.
+	t, wait := s.regLimit.take("ip:"+addressKey(c.ClientIP()), now, true)
+	if wait > 0 {
 		fail(http.StatusTooManyRequests, "Too many accounts were created from your network. Please wait "+humanDuration(wait)+".")
 		return
 	}
+	created := false
+	defer func() {
+		if !created {
+			t.succeeded(now)
+		}
+	}()
 	password := c.PostForm("password")
 	switch {
 	case checkNewUsername(username) != nil:
@@ -88,7 +97,7 @@ func (s *Server) registerSubmit(c *gin.Context) {
 		fail(http.StatusInternalServerError, "Something went wrong; no account was created.")
 		return
 	}
-	s.regLimit.fail(ip, now) // counts accounts, not mistakes
+	created = true
 	s.log.InfoContext(ctx, "account registered", "user", u.Username)
 	if err := s.signIn(c, u); err != nil {
 		s.log.ErrorContext(ctx, "register: sign in", "err", err)
@@ -144,7 +153,7 @@ func (s *Server) createUser(ctx context.Context, username, password, displayName
 	if err := checkNewPassword(password); err != nil {
 		return store.User{}, err
 	}
-	hash, err := HashPassword(password)
+	hash, err := s.hashPassword(ctx, password)
 	if err != nil {
 		return store.User{}, err
 	}

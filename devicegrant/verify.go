@@ -33,31 +33,38 @@ func (s *Server) enterCodeSubmit(c *gin.Context) {
 }
 
 // lookupUserCode finds the live, pending grant behind a code a person
-// typed or followed. Wrong codes count against the address and the global
-// budget (P-DEV-4); while either is spent, no code is looked up at all,
-// so a guesser learns nothing. It returns a message for the person when
+// typed or followed. Wrong codes count against the address (or the
+// signed-in account) and the global budget (P-DEV-4); while a budget is
+// spent, no code is looked up at all, so a guesser learns nothing. It returns a message for the person when
 // there is no such grant.
 func (s *Server) lookupUserCode(c *gin.Context, typed string) (store.DeviceGrant, string) {
 	now := s.now()
-	ip := c.ClientIP()
-	if wait := s.codeLimit.wait(ip, now); wait > 0 {
+	// People signed in here have their own budget, outside the global
+	// one: a guesser who spends the global budget blocks only anonymous
+	// code entry, not the people approving their devices.
+	key, skipGlobal := "ip:"+addressKey(c.ClientIP()), false
+	if user, err := s.signedInUser(c); err == nil && user != nil {
+		key, skipGlobal = "user:"+user.ID, true
+	}
+	t, wait := s.codeLimit.take(key, now, skipGlobal)
+	if wait > 0 {
 		c.Header("Retry-After", fmt.Sprint(int(wait.Seconds())+1))
 		return store.DeviceGrant{}, tooManyMsg(wait)
 	}
 	code := normalizeUserCode(typed)
 	if code == "" {
-		s.codeLimit.fail(ip, now)
 		return store.DeviceGrant{}, "That is not a valid code. Codes have 8 letters, like BCDF-GHJK."
 	}
 	g, err := s.store.DeviceGrantByUserCode(c.Request.Context(), code)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		t.succeeded(now) // our fault, not a guess
 		s.log.ErrorContext(c.Request.Context(), "look up user code", "err", err)
 		return store.DeviceGrant{}, "Something went wrong on our side. Please try again."
 	}
 	if err != nil || !now.Before(g.ExpiresAt) {
-		s.codeLimit.fail(ip, now)
 		return store.DeviceGrant{}, "That code is not valid or has expired. Check the device's screen; if its code changed, enter the new one."
 	}
+	t.succeeded(now)
 	return g, ""
 }
 
@@ -212,13 +219,6 @@ func (s *Server) loginSubmit(c *gin.Context) {
 	next, _ := s.safeNext(c.PostForm("next"))
 	username := localpart(c.PostForm("username"), s.cfg.ServerName)
 	p := page{Title: "Sign in", Code: displayUserCode(code), CodeRaw: code, Username: username, Next: next}
-	ip, now := c.ClientIP(), s.now()
-	if wait := s.loginLimit.wait(ip, now); wait > 0 {
-		c.Header("Retry-After", fmt.Sprint(int(wait.Seconds())+1))
-		p.Error = "Too many failed sign-ins. Please wait " + humanDuration(wait) + " and try again."
-		s.render(c, http.StatusTooManyRequests, "login", p)
-		return
-	}
 	u, err := s.store.UserByUsername(ctx, username)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		s.log.ErrorContext(ctx, "login: look up user", "err", err)
@@ -229,12 +229,14 @@ func (s *Server) loginSubmit(c *gin.Context) {
 	if err != nil {
 		hash = s.dummyHash() // same work for unknown users: no timing oracle
 	}
-	ok, herr := checkPassword(hash, c.PostForm("password"))
-	if herr != nil {
-		s.log.ErrorContext(ctx, "login: password hash", "err", herr)
+	ok, wait := s.passwordAttempt(c, username, hash, c.PostForm("password"))
+	if wait > 0 {
+		c.Header("Retry-After", fmt.Sprint(int(wait.Seconds())+1))
+		p.Error = "Too many failed sign-ins. Please wait " + humanDuration(wait) + " and try again."
+		s.render(c, http.StatusTooManyRequests, "login", p)
+		return
 	}
 	if err != nil || !ok || !u.DeactivatedAt.IsZero() {
-		s.loginLimit.fail(ip, now)
 		p.Error = "Wrong username or password."
 		s.render(c, http.StatusUnauthorized, "login", p)
 		return
@@ -244,7 +246,7 @@ func (s *Server) loginSubmit(c *gin.Context) {
 		s.errorPage(c, http.StatusInternalServerError, "Something went wrong", "Please try again.")
 		return
 	}
-	s.log.InfoContext(ctx, "signed in", "user", u.Username, "client", ip)
+	s.log.InfoContext(ctx, "signed in", "user", u.Username, "client", c.ClientIP())
 	if next != "" {
 		c.Redirect(http.StatusSeeOther, next)
 		return
