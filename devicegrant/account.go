@@ -324,6 +324,10 @@ func (s *Server) passwordSubmit(c *gin.Context) {
 		s.showAccount(c, user, http.StatusBadRequest, "The new "+err.Error()+".", "")
 		return
 	}
+	b, err := s.browserSession(c)
+	if err != nil {
+		s.log.ErrorContext(ctx, "account: password", "err", err)
+	}
 	hash, err := s.hashPassword(ctx, newPassword)
 	if err == nil {
 		err = s.store.Update(ctx, func(tx store.Tx) error {
@@ -333,7 +337,16 @@ func (s *Server) passwordSubmit(c *gin.Context) {
 			}
 			u.PasswordHash = hash
 			*user = u
-			return tx.UpdateUser(ctx, u)
+			if err := tx.UpdateUser(ctx, u); err != nil {
+				return err
+			}
+			// Whoever else knew the old password is signed out of
+			// every other browser.
+			keep := ""
+			if b != nil {
+				keep = b.ID
+			}
+			return tx.DeleteBrowserSessionsOfUser(ctx, u.ID, keep)
 		})
 	}
 	if err != nil {
@@ -342,7 +355,7 @@ func (s *Server) passwordSubmit(c *gin.Context) {
 		return
 	}
 	s.log.InfoContext(ctx, "password changed", "user", user.Username)
-	s.showAccount(c, user, http.StatusOK, "", "Password changed.")
+	s.showAccount(c, user, http.StatusOK, "", "Password changed. Every other browser signed in to your account was signed out.")
 }
 
 var errNoNext = errors.New("no next")

@@ -30,6 +30,7 @@ func TestAccountPages(t *testing.T) {
 	clientID, _ := e.Register(deviceClientJSON)
 	tok := e.signIn(clientID, "ACCOUNTDEV1")
 
+	laptop, _ := signedInPhone(t, e, "account")
 	p, pg := signedInPhone(t, e, "account?action=org.matrix.devices_list")
 	if !strings.Contains(pg.Text(), "ACCOUNTDEV1") || !strings.Contains(pg.Text(), "Kitchen display") {
 		t.Fatalf("device list: %s", pg.Text())
@@ -63,6 +64,12 @@ func TestAccountPages(t *testing.T) {
 	pg = p.Submit(pg, "/account/password", url.Values{"current": {testPassword}, "new": {"new password 1"}, "repeat": {"new password 1"}})
 	if !strings.Contains(pg.Text(), "Password changed") {
 		t.Fatalf("password change: %s", pg.Text())
+	}
+	if got := laptop.Get(e.URL + "account"); got.Form("/login") == nil {
+		t.Error("another browser is still signed in after the password changed")
+	}
+	if got := p.Get(e.URL + "account"); got.Form("/login") != nil {
+		t.Error("the browser that changed the password was signed out")
 	}
 
 	// Ending a session asks for the password again; a wrong one changes

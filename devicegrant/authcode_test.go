@@ -437,3 +437,26 @@ func TestTrustedClientSkipsConsent(t *testing.T) {
 		t.Errorf("prompt=consent on a trusted client: %d %s", pg.Status, pg.Text())
 	}
 }
+
+// TestSyncKeepsDevicesOfApprovedCodes: a sync_devices that runs between
+// approval and code exchange keeps the device being signed in.
+func TestSyncKeepsDevicesOfApprovedCodes(t *testing.T) {
+	e := newSynapseEnv(t)
+	clientID, _ := e.Register(appClientJSON)
+	a := newApp(e.env, clientID)
+	back := a.authorize()
+	if err := e.Server.Server.SyncDevices(t.Context(), false); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the outbox is empty", func() bool {
+		entries, _ := e.Server.Server.Outbox(t.Context(), 10)
+		return len(entries) == 0
+	})
+	tok, err := a.conf.Exchange(t.Context(), back.Query().Get("code"), oauth2.VerifierOption(a.verifier))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if status, who := e.whoami(tok.AccessToken); status != 200 || who["device_id"] != "APPDEVICE01" {
+		t.Errorf("whoami after a sync between approval and exchange: %d %v", status, who)
+	}
+}

@@ -75,7 +75,8 @@ func (s *Server) deviceInUse(ctx context.Context, tx store.Tx, userID, deviceID 
 }
 
 // devicesOf lists the Matrix devices a user must have on the homeserver:
-// those of live sessions and of grants approved but not yet exchanged.
+// those of live sessions, of device grants approved but not yet exchanged,
+// and of authorization requests approved but not yet exchanged.
 func (s *Server) devicesOf(ctx context.Context, r store.Reader, userID string, now time.Time) ([]string, error) {
 	sessions, err := r.SessionsByUser(ctx, userID, false)
 	if err != nil {
@@ -85,14 +86,25 @@ func (s *Server) devicesOf(ctx context.Context, r store.Reader, userID string, n
 	if err != nil {
 		return nil, err
 	}
+	codes, err := r.AuthCodesAwaitingDevice(ctx, userID, now)
+	if err != nil {
+		return nil, err
+	}
 	set := map[string]bool{}
 	for _, x := range sessions {
 		if x.DeviceID != "" {
 			set[x.DeviceID] = true
 		}
 	}
+	scopes := make([]string, 0, len(grants)+len(codes))
 	for _, g := range grants {
-		if sc, err := parseScopes(g.Scope); err == nil && sc.deviceID != "" {
+		scopes = append(scopes, g.Scope)
+	}
+	for _, a := range codes {
+		scopes = append(scopes, a.Scope)
+	}
+	for _, scope := range scopes {
+		if sc, err := parseScopes(scope); err == nil && sc.deviceID != "" {
 			set[sc.deviceID] = true
 		}
 	}

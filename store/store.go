@@ -231,6 +231,10 @@ type Reader interface {
 	GrantsAwaitingDevice(ctx context.Context, userID string, now time.Time) ([]DeviceGrant, error)
 
 	AuthCode(ctx context.Context, id string) (AuthCode, error)
+	// AuthCodesAwaitingDevice lists a user's approved authorization
+	// requests (waiting, ready or issued) that have not expired at now:
+	// their Matrix devices must exist.
+	AuthCodesAwaitingDevice(ctx context.Context, userID string, now time.Time) ([]AuthCode, error)
 	AuthCodeByCode(ctx context.Context, hash []byte) (AuthCode, error)
 
 	// SigningKeys lists the OpenID signing keys, newest first.
@@ -278,6 +282,9 @@ type Tx interface {
 
 	CreateBrowserSession(ctx context.Context, b BrowserSession) error
 	DeleteBrowserSession(ctx context.Context, id string) error
+	// DeleteBrowserSessionsOfUser signs a user out of every browser but
+	// the session keep (which may be empty).
+	DeleteBrowserSessionsOfUser(ctx context.Context, userID, keep string) error
 
 	// Enqueue appends an entry and returns its ID.
 	Enqueue(ctx context.Context, e OutboxEntry) (int64, error)

@@ -493,3 +493,27 @@ func (t *tx) DeleteSpentTokens(ctx context.Context, before time.Time) (int64, er
 	n, _ := res.RowsAffected()
 	return n, nil
 }
+
+func (q queries) AuthCodesAwaitingDevice(ctx context.Context, userID string, now time.Time) ([]store.AuthCode, error) {
+	rows, err := q.db.QueryContext(ctx, `SELECT `+authCodeCols+` FROM auth_codes
+		WHERE user_id = ? AND status IN (?, ?, ?) AND expires_at > ? ORDER BY created_at`,
+		userID, store.AuthCodeWaiting, store.AuthCodeReady, store.AuthCodeIssued, ms(now))
+	if err != nil {
+		return nil, wrap("auth codes awaiting device", err)
+	}
+	defer rows.Close()
+	var out []store.AuthCode
+	for rows.Next() {
+		a, err := scanAuthCode(rows)
+		if err != nil {
+			return nil, wrap("auth codes awaiting device", err)
+		}
+		out = append(out, a)
+	}
+	return out, wrap("auth codes awaiting device", rows.Err())
+}
+
+func (t *tx) DeleteBrowserSessionsOfUser(ctx context.Context, userID, keep string) error {
+	_, err := t.db.ExecContext(ctx, `DELETE FROM browser_sessions WHERE user_id = ? AND id != ?`, userID, keep)
+	return wrap("delete browser sessions of user", err)
+}

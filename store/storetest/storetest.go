@@ -404,6 +404,18 @@ func testBrowserSessions(t *testing.T, s store.Store) {
 	update(t, s, func(tx store.Tx) error { return tx.DeleteBrowserSession(ctx, b.ID) })
 	_, err = s.BrowserSession(ctx, hash("cookie"))
 	mustNotFound(t, "deleted browser session", err)
+
+	keep := store.BrowserSession{ID: id(t), TokenHash: hash("phone"), UserID: u.ID, CreatedAt: now(), ExpiresAt: now().Add(time.Hour)}
+	other := store.BrowserSession{ID: id(t), TokenHash: hash("laptop"), UserID: u.ID, CreatedAt: now(), ExpiresAt: now().Add(time.Hour)}
+	update(t, s, func(tx store.Tx) error {
+		return errors.Join(tx.CreateBrowserSession(ctx, keep), tx.CreateBrowserSession(ctx, other))
+	})
+	update(t, s, func(tx store.Tx) error { return tx.DeleteBrowserSessionsOfUser(ctx, u.ID, keep.ID) })
+	if _, err := s.BrowserSession(ctx, hash("phone")); err != nil {
+		t.Errorf("the kept browser session: %v", err)
+	}
+	_, err = s.BrowserSession(ctx, hash("laptop"))
+	mustNotFound(t, "another browser session of the user", err)
 }
 
 func testDeleteExpired(t *testing.T, s store.Store) {
@@ -648,9 +660,17 @@ func testAuthCodes(t *testing.T, s store.Store) {
 	_, err = s.AuthCodeByCode(ctx, hash("other"))
 	mustNotFound(t, "AuthCodeByCode", err)
 
+	pending := a
+	pending.ID, pending.CodeHash, pending.Status, pending.SessionID = id(t), nil, store.AuthCodeIssued, ""
+	update(t, s, func(tx store.Tx) error { return tx.CreateAuthCode(ctx, pending) })
+	waiting, err := s.AuthCodesAwaitingDevice(ctx, u.ID, t0)
+	if err != nil || len(waiting) != 1 || waiting[0].ID != pending.ID {
+		t.Errorf("AuthCodesAwaitingDevice = %+v, %v; want only the issued one (not the used one)", waiting, err)
+	}
+
 	var n int64
-	update(t, s, func(tx store.Tx) (err error) { n, err = tx.DeleteExpired(ctx, t0.Add(2*time.Minute)); return err })
-	mustEqual(t, "rows deleted", n, int64(1))
+	update(t, s, func(tx store.Tx) (err error) { n, err = tx.DeleteExpired(ctx, t0.Add(20*time.Minute)); return err })
+	mustEqual(t, "rows deleted", n, int64(2))
 	_, err = s.AuthCode(ctx, a.ID)
 	mustNotFound(t, "expired auth code", err)
 }
