@@ -233,6 +233,7 @@ func TestAuthCodeErrors(t *testing.T) {
 		"unregistered redirect": with("redirect_uri", "http://127.0.0.1:9/elsewhere"),
 		"https loopback":        with("redirect_uri", "https://127.0.0.1/callback"),
 		"no redirect":           with("redirect_uri", ""),
+		"repeated scope":        func() url.Values { q := with("state", "xyz"); q["scope"] = []string{apiScope, "openid"}; return q }(),
 	} {
 		pg := a.phone.Get(e.URL + "oauth2/authorize?" + q.Encode())
 		if pg.Status != http.StatusBadRequest || pg.Header.Get("Location") != "" || !strings.Contains(pg.Text(), "Cannot continue") {
@@ -458,5 +459,27 @@ func TestSyncKeepsDevicesOfApprovedCodes(t *testing.T) {
 	}
 	if status, who := e.whoami(tok.AccessToken); status != 200 || who["device_id"] != "APPDEVICE01" {
 		t.Errorf("whoami after a sync between approval and exchange: %d %v", status, who)
+	}
+}
+
+// TestPromptLoginSignsNobodyOut: prompt=login asks for the password again
+// but a mere link (a GET) must not end the person's browser session.
+func TestPromptLoginSignsNobodyOut(t *testing.T) {
+	e := newEnv(t)
+	clientID, _ := e.Register(appClientJSON)
+	a := newApp(e, clientID)
+	a.authorize() // signs the phone in
+	pg := a.phone.Get(a.conf.AuthCodeURL("s", oauth2.S256ChallengeOption(a.verifier), oauth2.SetAuthURLParam("prompt", "login")))
+	if pg.Form("/login") == nil {
+		t.Fatalf("prompt=login did not ask to sign in: %s", pg.Text())
+	}
+	if got := a.phone.Get(e.URL + "account"); got.Form("/login") != nil {
+		t.Error("following a prompt=login link signed the person out")
+	}
+	// Signing in again continues without asking once more.
+	back := a.back(a.waitForDevice(a.phone.Submit(a.phone.Submit(pg, "/login",
+		url.Values{"username": {testUser}, "password": {testPassword}}), "/oauth2/authorize", url.Values{"action": {"approve"}})))
+	if back.Query().Get("code") == "" {
+		t.Errorf("after prompt=login: %s", back)
 	}
 }

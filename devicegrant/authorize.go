@@ -60,10 +60,9 @@ func (s *Server) parseAuthRequest(c *gin.Context, q url.Values) (req *authReques
 	for _, k := range []string{"response_type", "client_id", "redirect_uri", "scope", "state", "code_challenge",
 		"code_challenge_method", "response_mode", "nonce", "prompt", "login_hint"} {
 		if len(q[k]) > 1 {
-			if k == "client_id" || k == "redirect_uri" {
-				return nil, "The application sent " + k + " twice.", nil
-			}
-			return req, "", errInvalidRequest(k + " is repeated")
+			// Before the redirect URI is validated, even this is shown
+			// rather than redirected (P-AC-2).
+			return nil, "The application sent " + k + " twice.", nil
 		}
 		if v := q.Get(k); v != "" {
 			req.params.Set(k, v)
@@ -138,17 +137,27 @@ func (s *Server) parseAuthRequest(c *gin.Context, q url.Values) (req *authReques
 	return req, "", nil
 }
 
-// authorizeURL is the request again, with some prompt values removed (so
-// that coming back after signing in or registering does not loop).
-func (s *Server) authorizeURL(req *authRequest) string {
+// authorizeURL is the request again with its prompt replaced (none when
+// prompt is ""): coming back after signing in or registering must not
+// ask again.
+func (s *Server) authorizeURL(req *authRequest, prompt string) string {
 	p := url.Values{}
 	for k, v := range req.params {
 		p[k] = v
 	}
-	if pr := p.Get("prompt"); pr == "login" || pr == "create" {
-		p.Del("prompt")
+	p.Del("prompt")
+	if prompt != "" {
+		p.Set("prompt", prompt)
 	}
 	return s.prefix + pathAuthorize + "?" + p.Encode()
+}
+
+// nextPrompt is the prompt to keep after signing in or registering.
+func nextPrompt(req *authRequest) string {
+	if req.prompt == "consent" || req.prompt == "none" {
+		return req.prompt
+	}
+	return ""
 }
 
 // checkedAuthRequest parses a request and answers it when it is bad: with
@@ -172,7 +181,7 @@ func (s *Server) authorize(c *gin.Context) {
 		return
 	}
 	if req.prompt == "create" {
-		s.render(c, http.StatusOK, "register", page{Title: "Create an account", Next: s.authorizeURL(req),
+		s.render(c, http.StatusOK, "register", page{Title: "Create an account", Next: s.authorizeURL(req, nextPrompt(req)),
 			Username: req.loginHint, TermsURL: s.cfg.Registration.TermsURL})
 		return
 	}
@@ -180,8 +189,10 @@ func (s *Server) authorize(c *gin.Context) {
 	if !ok {
 		return
 	}
-	if user != nil && req.prompt == "login" {
-		s.signOut(c)
+	if req.prompt == "login" {
+		// Ask for the password again, but end nothing on a GET: a link
+		// must not be able to sign anyone out. Signing in replaces the
+		// browser session.
 		user = nil
 	}
 	if user == nil {
@@ -189,9 +200,9 @@ func (s *Server) authorize(c *gin.Context) {
 			s.redirectAuth(c, req, url.Values{"error": {"login_required"}, "error_description": {"the person is not signed in"}})
 			return
 		}
-		p := page{Title: "Sign in", Next: s.authorizeURL(req), Username: req.loginHint}
+		p := page{Title: "Sign in", Next: s.authorizeURL(req, nextPrompt(req)), Username: req.loginHint}
 		if s.cfg.Registration.Enabled {
-			p.RegisterURL = s.authorizeURL(req) + "&prompt=create"
+			p.RegisterURL = s.authorizeURL(req, "create")
 		}
 		s.render(c, http.StatusOK, "login", p)
 		return
@@ -231,7 +242,7 @@ func (s *Server) authorizeSubmit(c *gin.Context) {
 	}
 	user, err := s.signedInUser(c)
 	if err != nil || user == nil {
-		s.render(c, http.StatusOK, "login", page{Title: "Sign in", Next: s.authorizeURL(req), Username: req.loginHint})
+		s.render(c, http.StatusOK, "login", page{Title: "Sign in", Next: s.authorizeURL(req, nextPrompt(req)), Username: req.loginHint})
 		return
 	}
 	switch c.PostForm("action") {
@@ -368,16 +379,20 @@ func (s *Server) exchangeCode(c *gin.Context, cl *client) (*tokenResponse, error
 	case !wellFormed(code, prefixAuthCode):
 		return nil, errInvalidGrant("unknown code")
 	}
+	// The signing key is read before the transaction, and the id_token
+	// signed inside it: a code must not be spent unless the whole answer
+	// can be given.
+	keys, err := s.signingKeys(ctx)
+	if err != nil {
+		return nil, err
+	}
 	var resp *tokenResponse
 	var outcome *oauthError
 	var replay bool
-	var a store.AuthCode
-	var user store.User
-	err := s.store.Update(ctx, func(tx store.Tx) error {
+	err = s.store.Update(ctx, func(tx store.Tx) error {
 		resp, outcome, replay = nil, nil, false
 		now := s.now()
-		var err error
-		a, err = tx.AuthCodeByCode(ctx, hashSecret(code))
+		a, err := tx.AuthCodeByCode(ctx, hashSecret(code))
 		if errors.Is(err, store.ErrNotFound) || (err == nil && a.ClientID != cl.ID) {
 			outcome = errInvalidGrant("unknown code")
 			return nil
@@ -409,7 +424,7 @@ func (s *Server) exchangeCode(c *gin.Context, cl *client) (*tokenResponse, error
 			outcome = errInvalidGrant("code_verifier does not match the code_challenge")
 			return nil
 		}
-		user, err = tx.User(ctx, a.UserID)
+		user, err := tx.User(ctx, a.UserID)
 		if err != nil {
 			return err
 		}
@@ -420,6 +435,11 @@ func (s *Server) exchangeCode(c *gin.Context, cl *client) (*tokenResponse, error
 		sess, r, err := s.startSession(ctx, tx, user, cl.ID, a.Scope, c.ClientIP(), now)
 		if err != nil {
 			return err
+		}
+		if hasScope(a.Scope, "openid") {
+			if r.IDToken, err = s.idToken(keys[0], user, cl.ID, a.Scope, a.Nonce, r.AccessToken, a.AuthTime); err != nil {
+				return err
+			}
 		}
 		a.Status, a.SessionID = store.AuthCodeUsed, sess.ID
 		resp = r
@@ -433,11 +453,6 @@ func (s *Server) exchangeCode(c *gin.Context, cl *client) (*tokenResponse, error
 	}
 	if outcome != nil {
 		return nil, outcome
-	}
-	if hasScope(a.Scope, "openid") {
-		if resp.IDToken, err = s.idToken(ctx, user, cl.ID, a.Scope, a.Nonce, resp.AccessToken, a.AuthTime); err != nil {
-			return nil, err
-		}
 	}
 	return resp, nil
 }

@@ -18,8 +18,14 @@ import (
 // Only access tokens are ever active here. A homeserver asks about the
 // tokens clients present to it, and a refresh token presented as an access
 // token must not be accepted.
+//
+// Callers: the homeserver (its shared secret), a confidential client the
+// operator trusts (any token), or another confidential client (only tokens
+// issued to itself: anyone can register one, and RFC 7662 §4 warns against
+// telling strangers about other clients' tokens).
 func (s *Server) introspect(c *gin.Context) {
 	ctx := c.Request.Context()
+	var onlyClient string // non-empty: answer only for tokens of this client
 	if isBearer(c.GetHeader("Authorization")) {
 		if !s.homeserverAuthenticated(c) {
 			writeError(c, errInvalidClient("the Bearer token is not the configured homeserver secret"))
@@ -34,6 +40,9 @@ func (s *Server) introspect(c *gin.Context) {
 		if cl.meta.Public() {
 			writeError(c, errInvalidClient("introspection needs a confidential client or the homeserver secret"))
 			return
+		}
+		if !cl.Trusted {
+			onlyClient = cl.ID
 		}
 	}
 	c.Header("Cache-Control", "no-store")
@@ -57,7 +66,7 @@ func (s *Server) introspect(c *gin.Context) {
 		return
 	}
 	now := s.now()
-	if !s.accessActive(at) {
+	if !s.accessActive(at) || (onlyClient != "" && at.Session.ClientID != onlyClient) {
 		c.JSON(http.StatusOK, inactive)
 		return
 	}

@@ -153,13 +153,9 @@ type idTokenClaims struct {
 	Name              string `json:"name,omitempty"`
 }
 
-// idToken signs an id_token for user and client.
-func (s *Server) idToken(ctx context.Context, user store.User, clientID, scope, nonce, accessToken string, authTime time.Time) (string, error) {
-	keys, err := s.signingKeys(ctx)
-	if err != nil {
-		return "", err
-	}
-	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: keys[0]},
+// idToken signs an id_token for user and client with key.
+func (s *Server) idToken(key jose.JSONWebKey, user store.User, clientID, scope, nonce, accessToken string, authTime time.Time) (string, error) {
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: key},
 		(&jose.SignerOptions{}).WithType("JWT"))
 	if err != nil {
 		return "", err

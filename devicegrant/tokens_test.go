@@ -188,9 +188,17 @@ func TestIntrospection(t *testing.T) {
 	if s, m := e.Post("oauth2/introspect", url.Values{"token": {access}, "client_id": {clientID}}); s != 401 {
 		t.Errorf("public client: %d %v", s, m)
 	}
+	// A confidential client learns nothing about other clients' tokens
+	// until the operator trusts it (RFC 7662 §4).
 	basic := "Basic " + basicAuth(confID, confSecret)
+	if s, m := req("Authorization", basic); s != 200 || len(m) != 1 || active(m) {
+		t.Errorf("untrusted confidential client, another client's token: %d %v", s, m)
+	}
+	if err := e.Server.Server.TrustClient(t.Context(), confID, true); err != nil {
+		t.Fatal(err)
+	}
 	if s, m := req("Authorization", basic); s != 200 || !active(m) {
-		t.Errorf("confidential client: %d %v", s, m)
+		t.Errorf("trusted confidential client: %d %v", s, m)
 	}
 	if s, m := req("Authorization", "Basic "+basicAuth(confID, "dgs_wrong")); s != 401 {
 		t.Errorf("confidential client with a wrong secret: %d %v", s, m)
