@@ -229,7 +229,8 @@ func (s *Server) showAuthConsent(c *gin.Context, req *authRequest, user *store.U
 		hidden[k] = req.params.Get(k)
 	}
 	s.render(c, http.StatusOK, "authorize", page{Title: "Sign in to " + cv.Name + "?", User: user, Client: cv,
-		Scopes: describeScopes(req.scope.String()), Hidden: hidden, RedirectHost: redirectHost, Error: errMsg})
+		Scopes: describeScopes(req.scope.String()), Hidden: hidden, RedirectHost: redirectHost, Error: errMsg,
+		Replaces: s.replacedSignIn(c.Request.Context(), user, req.scope.deviceID)})
 }
 
 func (s *Server) authorizeSubmit(c *gin.Context) {

@@ -294,3 +294,22 @@ func contains(list []any, s string) bool {
 	}
 	return false
 }
+
+// TestConsentSaysWhatItReplaces: approving a sign-in on a device id that
+// is signed in already ends that session (P-SCOPE-4); the page says so.
+func TestConsentSaysWhatItReplaces(t *testing.T) {
+	e := newEnv(t)
+	clientID, _ := e.Register(deviceClientJSON)
+	e.signIn(clientID, "REPLACEDEV1")
+	da := e.deviceAuth(clientID, "REPLACEDEV1")
+	p := newPhone(t)
+	pg := p.Get(da["verification_uri_complete"].(string))
+	pg = p.Submit(pg, "/login", url.Values{"username": {testUser}, "password": {testPassword}})
+	if !strings.Contains(pg.Text(), "Approving signs out Kitchen display, signed in as the device REPLACEDEV1") {
+		t.Errorf("consent page does not say what it replaces: %s", pg.Text())
+	}
+	other := e.deviceAuth(clientID, "FRESHDEVICE1")
+	if pg := p.Get(other["verification_uri_complete"].(string)); strings.Contains(pg.Text(), "Approving signs out") {
+		t.Errorf("consent page for a new device id warns of a replacement: %s", pg.Text())
+	}
+}

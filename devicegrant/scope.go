@@ -121,3 +121,12 @@ func describeScopes(raw string) []string {
 	}
 	return out
 }
+
+// deviceOf returns the device id of a checked scope string, or "".
+func deviceOf(scope string) string {
+	sc, err := parseScopes(scope)
+	if err != nil {
+		return ""
+	}
+	return sc.deviceID
+}

@@ -124,7 +124,8 @@ func (s *Server) showGrant(c *gin.Context, g store.DeviceGrant, user *store.User
 			Agent:     g.RequesterAgent,
 			ExpiresIn: humanDuration(g.ExpiresAt.Sub(now)),
 		},
-		Scopes: describeScopes(g.Scope),
+		Scopes:   describeScopes(g.Scope),
+		Replaces: s.replacedSignIn(c.Request.Context(), user, deviceOf(g.Scope)),
 	})
 }
 

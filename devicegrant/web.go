@@ -1,6 +1,7 @@
 package devicegrant
 
 import (
+	"context"
 	"crypto/subtle"
 	"embed"
 	"errors"
@@ -43,6 +44,7 @@ type page struct {
 	RegisterURL  string // login: offer self-registration
 	TermsURL     string // register: terms to accept
 	RedirectHost string // authorize: where the person goes back to
+	Replaces     string // consent: the sign-in that approving ends (P-SCOPE-4)
 	Next         string // login: where to go afterwards
 	Code         string // user code, as XXXX-XXXX
 	CodeRaw      string // user code, normalised
@@ -205,6 +207,23 @@ func (s *Server) signOut(c *gin.Context) {
 		}
 	}
 	s.setCookie(c, "dg_session", "", -time.Second)
+}
+
+// replacedSignIn names what approving a sign-in on deviceID would end
+// (P-SCOPE-4: one session per Matrix device), or "".
+func (s *Server) replacedSignIn(ctx context.Context, user *store.User, deviceID string) string {
+	if deviceID == "" {
+		return ""
+	}
+	live, err := s.store.SessionsByDevice(ctx, user.ID, deviceID)
+	if err != nil || len(live) == 0 {
+		return ""
+	}
+	name := "An unnamed application"
+	if cl, err := s.loadClient(ctx, live[0].ClientID); err == nil {
+		name = cl.name()
+	}
+	return name + ", signed in as the device " + deviceID + " " + humanDuration(s.now().Sub(live[0].CreatedAt)) + " ago"
 }
 
 // currentUser is signedInUser for handlers: on a store failure it answers
