@@ -37,6 +37,10 @@ type config struct {
 		UserCodeFailures       rateLimit `yaml:"user_code_failures"`
 		UserCodeFailuresGlobal rateLimit `yaml:"user_code_failures_global"`
 		LoginFailures          rateLimit `yaml:"login_failures"`
+		AccountLoginFailures   rateLimit `yaml:"account_login_failures"`
+		ClientRegistrations    rateLimit `yaml:"client_registrations"`
+		DeviceAuthorizations   rateLimit `yaml:"device_authorizations"`
+		Registrations          rateLimit `yaml:"registrations"`
 	} `yaml:"rate_limits"`
 
 	TrustedProxies []string `yaml:"trusted_proxies"`
@@ -114,7 +118,11 @@ func settings() []setting {
 		{"browser_session_ttl", "DEVICEGRANTD_BROWSER_SESSION_TTL", "how long a person stays signed in on their phone", "336h", func(c *config) any { return &c.BrowserSessionTTL }},
 		{"rate_limits.user_code_failures", "DEVICEGRANTD_USER_CODE_FAILURES", "wrong user codes per client address, BURST/EVERY", "10/1m", func(c *config) any { return &c.RateLimits.UserCodeFailures }},
 		{"rate_limits.user_code_failures_global", "DEVICEGRANTD_USER_CODE_FAILURES_GLOBAL", "wrong user codes from all addresses together", "100/6s", func(c *config) any { return &c.RateLimits.UserCodeFailuresGlobal }},
-		{"rate_limits.login_failures", "DEVICEGRANTD_LOGIN_FAILURES", "wrong passwords per client address", "10/30s", func(c *config) any { return &c.RateLimits.LoginFailures }},
+		{"rate_limits.login_failures", "DEVICEGRANTD_LOGIN_FAILURES", "wrong passwords per client address (IPv6: per /64)", "10/30s", func(c *config) any { return &c.RateLimits.LoginFailures }},
+		{"rate_limits.account_login_failures", "DEVICEGRANTD_ACCOUNT_LOGIN_FAILURES", "wrong passwords per account, from all addresses", "20/1m", func(c *config) any { return &c.RateLimits.AccountLoginFailures }},
+		{"rate_limits.client_registrations", "DEVICEGRANTD_CLIENT_REGISTRATIONS", "client registrations per address", "20/1m", func(c *config) any { return &c.RateLimits.ClientRegistrations }},
+		{"rate_limits.device_authorizations", "DEVICEGRANTD_DEVICE_AUTHORIZATIONS", "device authorization requests per address", "30/10s", func(c *config) any { return &c.RateLimits.DeviceAuthorizations }},
+		{"rate_limits.registrations", "DEVICEGRANTD_REGISTRATIONS", "self-registered accounts per address", "3/1h", func(c *config) any { return &c.RateLimits.Registrations }},
 		{"trusted_proxies", "DEVICEGRANTD_TRUSTED_PROXIES", "comma-separated proxy addresses/CIDRs whose X-Forwarded-For is believed", "none", func(c *config) any { return &c.TrustedProxies }},
 		{"registration.enabled", "DEVICEGRANTD_REGISTRATION", "let people create their own accounts (prompt=create): true or false", "false", func(c *config) any { return &c.Registration.Enabled }},
 		{"registration.terms_url", "DEVICEGRANTD_TERMS_URL", "terms people must accept to register (put a version in the URL)", "none", func(c *config) any { return &c.Registration.TermsURL }},
@@ -239,7 +247,10 @@ func (c *config) server() devicegrant.Config {
 		UserCodeFailures:       devicegrant.RateLimit(c.RateLimits.UserCodeFailures),
 		UserCodeFailuresGlobal: devicegrant.RateLimit(c.RateLimits.UserCodeFailuresGlobal),
 		LoginFailures:          devicegrant.RateLimit(c.RateLimits.LoginFailures),
+		AccountLoginFailures:   devicegrant.RateLimit(c.RateLimits.AccountLoginFailures),
+		ClientRegistrations:    devicegrant.RateLimit(c.RateLimits.ClientRegistrations),
+		DeviceAuthorizations:   devicegrant.RateLimit(c.RateLimits.DeviceAuthorizations),
 		TrustedProxies:         c.TrustedProxies,
-		Registration:           devicegrant.Registration{Enabled: c.Registration.Enabled, TermsURL: c.Registration.TermsURL},
+		Registration:           devicegrant.Registration{Enabled: c.Registration.Enabled, TermsURL: c.Registration.TermsURL, PerAddress: devicegrant.RateLimit(c.RateLimits.Registrations)},
 	}
 }
