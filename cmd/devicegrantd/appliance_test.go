@@ -22,6 +22,22 @@ import (
 // returns its base URL once /healthz answers.
 func startDaemon(t *testing.T, vars map[string]string) string {
 	t.Helper()
+	base := "http://" + vars["DEVICEGRANTD_LISTEN"] + "/"
+	startDaemonWith(t, vars, func() bool {
+		resp, err := http.Get(base + "healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	return base
+}
+
+// startDaemonWith runs "devicegrantd serve" with vars until the test ends,
+// and returns once ready reports true.
+func startDaemonWith(t *testing.T, vars map[string]string, ready func() bool) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	var stderr devtest.SyncBuffer
 	done := make(chan error, 1)
@@ -32,16 +48,7 @@ func startDaemon(t *testing.T, vars map[string]string) string {
 			t.Errorf("serve: %v", err)
 		}
 	})
-	base := "http://" + vars["DEVICEGRANTD_LISTEN"] + "/"
-	waitFor(t, "healthz", func() bool {
-		resp, err := http.Get(base + "healthz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
-	})
-	return base
+	waitFor(t, "the daemon to be ready", ready)
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
