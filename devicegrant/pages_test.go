@@ -77,13 +77,7 @@ func TestSecureCookiesOnHTTPS(t *testing.T) {
 // TestCSRF: a form posted without the CSRF token changes nothing (P-DEV-7).
 func TestCSRF(t *testing.T) {
 	e := newEnv(t)
-	clientID, _ := e.Register(deviceClientJSON)
-	da := e.deviceAuth(clientID, "CSRFDEVICE")
-	p := newPhone(t)
-	pg := p.Get(da["verification_uri_complete"].(string))
-	if pg = p.Submit(pg, "/login", url.Values{"username": {testUser}, "password": {testPassword}}); pg.Form(pg.URL.Path) == nil {
-		t.Fatalf("no consent form after signing in: %s", pg.Text())
-	}
+	clientID, da, p, _ := e.consent("CSRFDEVICE")
 	code := strings.ReplaceAll(da["user_code"].(string), "-", "")
 
 	// A cross-site form post: the browser sends cookies (say, a top-level
@@ -104,11 +98,7 @@ func TestCSRF(t *testing.T) {
 // approve (P-DEV-7).
 func TestApproveNeedsConfirmation(t *testing.T) {
 	e := newEnv(t)
-	clientID, _ := e.Register(deviceClientJSON)
-	da := e.deviceAuth(clientID, "CONFIRMDEV")
-	p := newPhone(t)
-	pg := p.Get(da["verification_uri_complete"].(string))
-	pg = p.Submit(pg, "/login", url.Values{"username": {testUser}, "password": {testPassword}})
+	clientID, da, p, pg := e.consent("CONFIRMDEV")
 	pg = p.Submit(pg, pg.URL.Path, url.Values{"action": {"approve"}})
 	if !strings.Contains(pg.Text(), "Tick the box") {
 		t.Errorf("approve without confirmation: %s", pg.Text())
@@ -120,11 +110,7 @@ func TestApproveNeedsConfirmation(t *testing.T) {
 // TestConsentPageShowsWhatMatters: P-DEV-7's list.
 func TestConsentPageShowsWhatMatters(t *testing.T) {
 	e := newEnv(t)
-	clientID, _ := e.Register(deviceClientJSON)
-	da := e.deviceAuth(clientID, "SHOWMEDEV1")
-	p := newPhone(t)
-	pg := p.Get(da["verification_uri_complete"].(string))
-	pg = p.Submit(pg, "/login", url.Values{"username": {testUser}, "password": {testPassword}})
+	_, da, _, pg := e.consent("SHOWMEDEV1")
 	text := pg.Text()
 	for _, want := range []string{
 		"Kitchen display",        // client name
@@ -302,9 +288,7 @@ func TestConsentSaysWhatItReplaces(t *testing.T) {
 	clientID, _ := e.Register(deviceClientJSON)
 	e.signIn(clientID, "REPLACEDEV1")
 	da := e.deviceAuth(clientID, "REPLACEDEV1")
-	p := newPhone(t)
-	pg := p.Get(da["verification_uri_complete"].(string))
-	pg = p.Submit(pg, "/login", url.Values{"username": {testUser}, "password": {testPassword}})
+	p, pg := e.consentFor(da)
 	if !strings.Contains(pg.Text(), "Approving signs out Kitchen display, signed in as the device REPLACEDEV1") {
 		t.Errorf("consent page does not say what it replaces: %s", pg.Text())
 	}
@@ -312,4 +296,27 @@ func TestConsentSaysWhatItReplaces(t *testing.T) {
 	if pg := p.Get(other["verification_uri_complete"].(string)); strings.Contains(pg.Text(), "Approving signs out") {
 		t.Errorf("consent page for a new device id warns of a replacement: %s", pg.Text())
 	}
+}
+
+// consent registers a device client, asks for a code for deviceID, and
+// walks a new phone to that code's consent page.
+func (e *env) consent(deviceID string) (clientID string, da map[string]any, p *devtest.Phone, pg *devtest.Page) {
+	e.t.Helper()
+	clientID, _ = e.Register(deviceClientJSON)
+	da = e.deviceAuth(clientID, deviceID)
+	p, pg = e.consentFor(da)
+	return clientID, da, p, pg
+}
+
+// consentFor walks a new phone from a device authorization's QR link,
+// through signing in, to the consent page.
+func (e *env) consentFor(da map[string]any) (*devtest.Phone, *devtest.Page) {
+	e.t.Helper()
+	p := newPhone(e.t)
+	pg := p.Get(da["verification_uri_complete"].(string))
+	pg = p.Submit(pg, "/login", url.Values{"username": {testUser}, "password": {testPassword}})
+	if pg.Form(pg.URL.Path) == nil {
+		e.t.Fatalf("no consent form after signing in: %s", pg.Text())
+	}
+	return p, pg
 }
