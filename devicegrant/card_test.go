@@ -84,7 +84,7 @@ func TestPairingCardEndpoint(t *testing.T) {
 
 	// Errors: another client, an unknown code, an unknown format, and a
 	// code that was already answered.
-	otherID, _ := e.Register(deviceClientJSON)
+	otherID, _ := e.Register(otherClientJSON)
 	for name, tc := range map[string]struct{ client, code, format, want string }{
 		"another client": {otherID, dc, "png", "invalid_grant"},
 		"unknown code":   {clientID, "dgd_nope", "png", "invalid_grant"},

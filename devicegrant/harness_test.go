@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"net/http"
 	"net/url"
+	"strings"
 	"testing"
 
 	"golang.org/x/oauth2"
@@ -43,6 +44,10 @@ const deviceClientJSON = `{
 	"token_endpoint_auth_method": "none",
 	"grant_types": ["urn:ietf:params:oauth:grant-type:device_code", "refresh_token"]
 }`
+
+// otherClientJSON is another device client: registrations with the same
+// metadata share one client (P-DCR-6).
+var otherClientJSON = strings.Replace(deviceClientJSON, "Kitchen display", "Hall display", 1)
 
 // oauthConfig is the device's x/oauth2 configuration.
 func (e *env) oauthConfig(clientID, deviceID string) *oauth2.Config {

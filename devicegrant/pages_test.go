@@ -320,3 +320,21 @@ func (e *env) consentFor(da map[string]any) (*devtest.Phone, *devtest.Page) {
 	}
 	return p, pg
 }
+
+// TestIdenticalPublicRegistrationsShareAClient: P-DCR-6. Confidential
+// clients are never shared: each has its own secret.
+func TestIdenticalPublicRegistrationsShareAClient(t *testing.T) {
+	e := newEnv(t)
+	a, _ := e.Register(deviceClientJSON)
+	b, _ := e.Register(deviceClientJSON)
+	c, _ := e.Register(otherClientJSON)
+	if a != b || a == c {
+		t.Errorf("client ids %s %s %s: want the first two equal, the third different", a, b, c)
+	}
+	conf := `{"client_uri":"https://bot.example.org/","token_endpoint_auth_method":"client_secret_basic","grant_types":["urn:ietf:params:oauth:grant-type:device_code","refresh_token"]}`
+	x, sx := e.Register(conf)
+	y, sy := e.Register(conf)
+	if x == y || sx == sy {
+		t.Error("two confidential registrations share a client")
+	}
+}

@@ -70,7 +70,7 @@ func TestPollingSemantics(t *testing.T) {
 	e.Clock.Advance(16 * time.Second)
 
 	// Another client cannot redeem this code.
-	otherID, _ := e.Register(deviceClientJSON)
+	otherID, _ := e.Register(otherClientJSON)
 	e.Clock.Advance(16 * time.Second)
 	status, m = e.poll(otherID, dc)
 	wantError(t, "poll by another client", status, m, "invalid_grant")

@@ -42,15 +42,34 @@ func (s *Server) register(c *gin.Context) {
 	}
 	cl := store.Client{ID: newID(), Metadata: stored, CreatedAt: s.now()}
 	var secret string
-	if !meta.Public() {
+	if meta.Public() {
+		// P-DCR-6: a public client holds no secret, so identical
+		// registrations (every copy of one app, every login of one
+		// device) can share one client instead of piling up.
+		cl.MetadataHash = hashSecret(string(stored))
+	} else {
 		secret = newToken(prefixSecret)
 		cl.SecretHash = hashSecret(secret)
 	}
-	if err := s.store.Update(ctx, func(tx store.Tx) error { return tx.CreateClient(ctx, cl) }); err != nil {
+	reused := false
+	err = s.store.Update(ctx, func(tx store.Tx) error {
+		if cl.MetadataHash != nil {
+			existing, err := tx.ClientByMetadataHash(ctx, cl.MetadataHash)
+			if err == nil {
+				cl, reused = existing, true
+				return nil
+			}
+			if !errors.Is(err, store.ErrNotFound) {
+				return err
+			}
+		}
+		return tx.CreateClient(ctx, cl)
+	})
+	if err != nil {
 		s.fail(c, "store client", err)
 		return
 	}
-	s.log.InfoContext(ctx, "client registered", "client_id", cl.ID, "client_name", meta.ClientName, "public", meta.Public())
+	s.log.InfoContext(ctx, "client registered", "client_id", cl.ID, "client_name", meta.ClientName, "public", meta.Public(), "reused", reused)
 
 	// Echo what was registered (unknown fields dropped, defaults filled),
 	// plus the credentials.

@@ -136,7 +136,7 @@ func TestSameDeviceReplacesSession(t *testing.T) {
 func TestRevocation(t *testing.T) {
 	e := newEnv(t)
 	clientID, _ := e.Register(deviceClientJSON)
-	otherID, _ := e.Register(deviceClientJSON)
+	otherID, _ := e.Register(otherClientJSON)
 	tok := e.signIn(clientID, "REVOKEDEV1")
 	access := tok["access_token"].(string)
 

@@ -46,6 +46,9 @@ type Client struct {
 	Metadata   []byte // JSON of the registered metadata
 	CreatedAt  time.Time
 	Trusted    bool // the operator lets it skip the consent page
+	// MetadataHash identifies identical public registrations (P-DCR-6);
+	// nil for clients that must not be shared.
+	MetadataHash []byte
 }
 
 // GrantState is where a device grant is in its state machine.
@@ -200,6 +203,9 @@ type Reader interface {
 	Users(ctx context.Context) ([]User, error)
 
 	Client(ctx context.Context, id string) (Client, error)
+	// ClientByMetadataHash finds the oldest client registered with the
+	// given metadata hash.
+	ClientByMetadataHash(ctx context.Context, hash []byte) (Client, error)
 
 	DeviceGrant(ctx context.Context, id string) (DeviceGrant, error)
 	DeviceGrantByDeviceCode(ctx context.Context, hash []byte) (DeviceGrant, error)

@@ -75,14 +75,23 @@ func (t *tx) UpdateUser(ctx context.Context, u store.User) error {
 }
 
 func (q queries) Client(ctx context.Context, id string) (c store.Client, err error) {
-	err = q.db.QueryRowContext(ctx, `SELECT id, secret_hash, metadata, created_at, trusted FROM clients WHERE id = ?`, id).
-		Scan(&c.ID, &c.SecretHash, &c.Metadata, nt(&c.CreatedAt), &c.Trusted)
+	err = q.db.QueryRowContext(ctx, `SELECT `+clientCols+` FROM clients WHERE id = ?`, id).
+		Scan(&c.ID, &c.SecretHash, &c.Metadata, nt(&c.CreatedAt), &c.Trusted, &c.MetadataHash)
 	return c, wrap("client", err)
 }
 
+const clientCols = `id, secret_hash, metadata, created_at, trusted, metadata_hash`
+
+func (q queries) ClientByMetadataHash(ctx context.Context, hash []byte) (c store.Client, err error) {
+	err = q.db.QueryRowContext(ctx, `SELECT `+clientCols+` FROM clients WHERE metadata_hash = ?
+		ORDER BY created_at, id LIMIT 1`, hash).
+		Scan(&c.ID, &c.SecretHash, &c.Metadata, nt(&c.CreatedAt), &c.Trusted, &c.MetadataHash)
+	return c, wrap("client by metadata hash", err)
+}
+
 func (t *tx) CreateClient(ctx context.Context, c store.Client) error {
-	_, err := t.db.ExecContext(ctx, `INSERT INTO clients (id, secret_hash, metadata, created_at, trusted) VALUES (?, ?, ?, ?, ?)`,
-		c.ID, c.SecretHash, c.Metadata, ms(c.CreatedAt), c.Trusted)
+	_, err := t.db.ExecContext(ctx, `INSERT INTO clients (`+clientCols+`) VALUES (?, ?, ?, ?, ?, ?)`,
+		c.ID, c.SecretHash, c.Metadata, ms(c.CreatedAt), c.Trusted, c.MetadataHash)
 	return wrap("create client", err)
 }
 

@@ -209,6 +209,17 @@ func testClients(t *testing.T, s store.Store) {
 	}
 	_, err = s.Client(ctx, "nope")
 	mustNotFound(t, "Client", err)
+
+	shared := store.Client{ID: id(t), Metadata: []byte(`{"b":2}`), MetadataHash: hash("meta"), CreatedAt: now()}
+	later := shared
+	later.ID, later.CreatedAt = id(t), now().Add(time.Second)
+	update(t, s, func(tx store.Tx) error { return errors.Join(tx.CreateClient(ctx, later), tx.CreateClient(ctx, shared)) })
+	got, err = s.ClientByMetadataHash(ctx, hash("meta"))
+	if err != nil || got.ID != shared.ID || !bytes.Equal(got.MetadataHash, hash("meta")) {
+		t.Errorf("ClientByMetadataHash = %+v, %v; want the oldest", got, err)
+	}
+	_, err = s.ClientByMetadataHash(ctx, hash("other"))
+	mustNotFound(t, "ClientByMetadataHash", err)
 }
 
 func testDeviceGrants(t *testing.T, s store.Store) {
