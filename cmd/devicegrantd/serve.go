@@ -133,7 +133,7 @@ devicegrantd is running.
   database       %s
 `, addr, issuer, issuer, issuer, cfg.Database)
 	if cfg.Homeserver.Secret == "" {
-		fmt.Fprintln(w, "  introspection  confidential clients only (set DEVICEGRANTD_HOMESERVER_SECRET for a homeserver)")
+		fmt.Fprintln(w, "  introspection  trusted confidential clients only (set DEVICEGRANTD_HOMESERVER_SECRET for a homeserver)")
 	}
 	if cfg.Homeserver.Endpoint != "" {
 		fmt.Fprintf(w, "  homeserver     %s (users and devices provisioned through /_synapse/mas)\n", cfg.Homeserver.Endpoint)
