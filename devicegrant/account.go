@@ -133,7 +133,7 @@ func (s *Server) accountPage(c *gin.Context) {
 			Message: "This lets one of your signed-in apps replace your cross-signing keys without further checks for the next 10 minutes. Do it only if you lost your recovery key and all your verified devices, and then start the reset in your app. Other people will see that your identity changed.",
 			Action:  pathAccount + "/cross-signing-reset", Button: "Allow the reset"})
 	default: // profile, sessions list, or no action
-		s.showAccount(c, user, http.StatusOK, "", "")
+		s.showAccount(c, user, http.StatusOK, "", doneMessage(c.Query("done")))
 	}
 }
 
@@ -205,7 +205,7 @@ func (s *Server) endSessionSubmit(c *gin.Context) {
 		return
 	}
 	s.log.InfoContext(ctx, "session ended on the account page", "user", user.Username, "session", x.ID)
-	s.showAccount(c, user, http.StatusOK, "", v.Client.Name+" ("+v.DeviceID+") is signed out.")
+	s.accountDone(c, "signed-out")
 }
 
 func (s *Server) deactivateSubmit(c *gin.Context) {
@@ -260,7 +260,7 @@ func (s *Server) crossSigningResetSubmit(c *gin.Context) {
 		s.showAccount(c, user, http.StatusInternalServerError, "Something went wrong; nothing was changed.", "")
 		return
 	}
-	s.showAccount(c, user, http.StatusOK, "", "Allowed: within the next 10 minutes, start the reset in your Matrix app.")
+	s.accountDone(c, "cross-signing-reset")
 }
 
 func (s *Server) profileSubmit(c *gin.Context) {
@@ -297,7 +297,7 @@ func (s *Server) profileSubmit(c *gin.Context) {
 		s.showAccount(c, user, http.StatusInternalServerError, "Something went wrong; the name was not saved.", "")
 		return
 	}
-	s.showAccount(c, user, http.StatusOK, "", "Name saved.")
+	s.accountDone(c, "name")
 }
 
 func (s *Server) passwordSubmit(c *gin.Context) {
@@ -355,7 +355,7 @@ func (s *Server) passwordSubmit(c *gin.Context) {
 		return
 	}
 	s.log.InfoContext(ctx, "password changed", "user", user.Username)
-	s.showAccount(c, user, http.StatusOK, "", "Password changed. Every other browser signed in to your account was signed out.")
+	s.accountDone(c, "password")
 }
 
 var errNoNext = errors.New("no next")
@@ -371,4 +371,26 @@ func (s *Server) safeNext(next string) (string, error) {
 		return "", errNoNext
 	}
 	return next, nil
+}
+
+// accountDone answers a successful account form with a redirect to the
+// account page (post/redirect/get), so reloading it posts nothing again.
+func (s *Server) accountDone(c *gin.Context, done string) {
+	c.Redirect(http.StatusSeeOther, s.prefix+pathAccount+"?done="+url.QueryEscape(done))
+}
+
+// doneMessage is what the account page says after a successful form. The
+// messages are fixed: the query that selects one is easy to forge.
+func doneMessage(done string) string {
+	switch done {
+	case "signed-out":
+		return "The device is signed out."
+	case "cross-signing-reset":
+		return "Allowed: within the next 10 minutes, start the reset in your Matrix app."
+	case "name":
+		return "Name saved."
+	case "password":
+		return "Password changed. Every other browser signed in to your account was signed out."
+	}
+	return ""
 }

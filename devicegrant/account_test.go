@@ -51,6 +51,9 @@ func TestAccountPages(t *testing.T) {
 	if !strings.Contains(pg.Text(), "Name saved") || !strings.Contains(pg.Text(), "Alice A.") {
 		t.Errorf("profile: %s", pg.Text())
 	}
+	if pg.URL.Query().Get("done") != "name" {
+		t.Errorf("after saving the name the browser is at %s; want a redirect (post/redirect/get)", pg.URL)
+	}
 
 	// Password: the current one is checked, the new one twice.
 	pg = p.Submit(pg, "/account/password", url.Values{"current": {"wrong"}, "new": {"new password 1"}, "repeat": {"new password 1"}})
