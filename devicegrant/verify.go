@@ -23,8 +23,12 @@ func (s *Server) enterCodeSubmit(c *gin.Context) {
 	if !s.checkCSRF(c) {
 		return
 	}
+	user, ok := s.currentUser(c)
+	if !ok {
+		return
+	}
 	typed := c.PostForm("user_code")
-	g, msg := s.lookupUserCode(c, typed)
+	g, msg := s.lookupUserCode(c, user, typed)
 	if msg != "" {
 		s.render(c, statusFor(msg), "enter_code", page{Title: "Connect a device", Code: typed, Error: msg})
 		return
@@ -37,13 +41,13 @@ func (s *Server) enterCodeSubmit(c *gin.Context) {
 // signed-in account) and the global budget (P-DEV-4); while a budget is
 // spent, no code is looked up at all, so a guesser learns nothing. It returns a message for the person when
 // there is no such grant.
-func (s *Server) lookupUserCode(c *gin.Context, typed string) (store.DeviceGrant, string) {
+func (s *Server) lookupUserCode(c *gin.Context, user *store.User, typed string) (store.DeviceGrant, string) {
 	now := s.now()
 	// People signed in here have their own budget, outside the global
 	// one: a guesser who spends the global budget blocks only anonymous
 	// code entry, not the people approving their devices.
 	key, skipGlobal := "ip:"+addressKey(c.ClientIP()), false
-	if user, err := s.signedInUser(c); err == nil && user != nil {
+	if user != nil {
 		key, skipGlobal = "user:"+user.ID, true
 	}
 	t, wait := s.codeLimit.take(key, now, skipGlobal)
@@ -84,14 +88,16 @@ func statusFor(msg string) int {
 
 // grantPage is verification_uri_complete: /D/<code>.
 func (s *Server) grantPage(c *gin.Context) {
-	g, msg := s.lookupUserCode(c, c.Param("code"))
+	user, ok := s.currentUser(c)
+	if !ok {
+		return
+	}
+	g, msg := s.lookupUserCode(c, user, c.Param("code"))
 	if msg != "" {
 		s.render(c, statusFor(msg), "enter_code", page{Title: "Connect a device", Error: msg})
 		return
 	}
-	if user, ok := s.currentUser(c); ok {
-		s.showGrant(c, g, user, "")
-	}
+	s.showGrant(c, g, user, "")
 }
 
 // showGrant renders what a grant needs next: its outcome when decided, a
@@ -134,16 +140,16 @@ func (s *Server) grantSubmit(c *gin.Context) {
 	if !s.checkCSRF(c) {
 		return
 	}
-	g, msg := s.lookupUserCode(c, c.Param("code"))
+	user, ok := s.currentUser(c)
+	if !ok {
+		return
+	}
+	g, msg := s.lookupUserCode(c, user, c.Param("code"))
 	if msg != "" {
 		s.render(c, statusFor(msg), "enter_code", page{Title: "Connect a device", Error: msg})
 		return
 	}
-	user, err := s.signedInUser(c)
-	if err != nil || user == nil {
-		if err != nil {
-			s.log.ErrorContext(ctx, "browser session", "err", err)
-		}
+	if user == nil {
 		s.showGrant(c, g, nil, "")
 		return
 	}
@@ -162,7 +168,7 @@ func (s *Server) grantSubmit(c *gin.Context) {
 		deviceName = cl.name()
 	}
 	var stale bool
-	err = s.store.Update(ctx, func(tx store.Tx) error {
+	err := s.store.Update(ctx, func(tx store.Tx) error {
 		cur, err := tx.DeviceGrant(ctx, g.ID)
 		if err != nil {
 			return err
