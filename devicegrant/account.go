@@ -46,6 +46,7 @@ type sessionView struct {
 	ID, DeviceID                string
 	Client                      clientView
 	Created, LastActive, LastIP string
+	Ended                       string // when it ended, for ended sessions
 	Scopes                      []string
 }
 
@@ -138,17 +139,29 @@ func (s *Server) accountPage(c *gin.Context) {
 }
 
 func (s *Server) showAccount(c *gin.Context, user *store.User, status int, errMsg, info string) {
-	list, err := s.store.SessionsByUser(c.Request.Context(), user.ID, false)
+	list, err := s.store.SessionsByUser(c.Request.Context(), user.ID, true)
 	if err != nil {
 		s.log.ErrorContext(c.Request.Context(), "account: sessions", "err", err)
 	}
 	views := make([]sessionView, 0, len(list))
+	var leaked []sessionView
 	for _, x := range list {
-		views = append(views, s.viewSession(c, x))
+		switch {
+		case x.EndedAt.IsZero():
+			views = append(views, s.viewSession(c, x))
+		case x.EndReason == endReported && s.now().Sub(x.EndedAt) < leakNoticeFor:
+			v := s.viewSession(c, x)
+			v.Ended = s.when(x.EndedAt)
+			leaked = append(leaked, v)
+		}
 	}
-	s.render(c, status, "account", page{Title: "Your account", User: user, Sessions: views,
+	s.render(c, status, "account", page{Title: "Your account", User: user, Sessions: views, Leaked: leaked,
 		Error: errMsg, Info: info, CrossSigning: s.provisioning()})
 }
+
+// leakNoticeFor is how long the account page tells the person about a
+// session that ended because its token was reported as leaked (P-REV-1).
+const leakNoticeFor = 30 * 24 * time.Hour
 
 // reauth checks the password of a destructive action, counting failures
 // like sign-in does. It renders the confirmation again on failure.

@@ -213,7 +213,7 @@ func TestAuthCodeErrors(t *testing.T) {
 	clientID, _ := e.Register(appClientJSON)
 	a := newApp(e, clientID)
 	good := url.Values{"response_type": {"code"}, "client_id": {clientID}, "redirect_uri": {a.callback},
-		"scope": {apiScope}, "state": {"xyz"}, "code_challenge": {oauth2.S256ChallengeFromVerifier(a.verifier)},
+		"scope": {apiScope + " urn:matrix:client:device:APPDEVICE01"}, "state": {"xyz"}, "code_challenge": {oauth2.S256ChallengeFromVerifier(a.verifier)},
 		"code_challenge_method": {"S256"}}
 	with := func(k, v string) url.Values {
 		q := url.Values{}
@@ -248,7 +248,9 @@ func TestAuthCodeErrors(t *testing.T) {
 		"plain PKCE":     {with("code_challenge_method", "plain"), "invalid_request"},
 		"token response": {with("response_type", "token"), "unsupported_response_type"},
 		"bad scope":      {with("scope", "admin"), "invalid_scope"},
-		"prompt=none":    {with("prompt", "none"), "login_required"},
+		"P-SCOPE-2 api scope without a device scope": {with("scope", "openid "+apiScope), "invalid_scope"},
+		"P-SCOPE-2 two device scopes":                {with("scope", apiScope+" urn:matrix:client:device:APPDEVICE01 urn:matrix:client:device:APPDEVICE02"), "invalid_scope"},
+		"prompt=none":                                {with("prompt", "none"), "login_required"},
 	} {
 		pg := a.phone.Get(e.URL + "oauth2/authorize?" + tc.q.Encode())
 		back := a.back(pg)

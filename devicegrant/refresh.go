@@ -3,24 +3,28 @@ package devicegrant
 import (
 	"errors"
 	"strings"
-	"time"
 
 	"github.com/gin-gonic/gin"
 
 	"github.com/devicegrant/devicegrant/store"
 )
 
-// retryWindow is how long after its first rotation a refresh token may be
-// presented again to recover a lost answer (P-RT-2). Later, it is reuse.
-const retryWindow = 10 * time.Minute
-
 // refresh rotates a refresh token (P-RT-2, P-RT-3). Presenting R(n):
 //   - not yet rotated: issue pair n+1 and remember it as R(n)'s successor;
-//   - rotated less than retryWindow ago, and pair n+1 never used: the
-//     answer was probably lost, so revoke pair n+1 and issue a fresh one in
-//     its place;
-//   - otherwise someone else holds R(n): end the session. Presenting the
-//     refresh token of a pair revoked by such a retry also ends it.
+//   - rotated, and pair n+1 never used (no introspection of its access
+//     token, no refresh with its refresh token): the answer was lost, so
+//     revoke pair n+1 and issue a fresh one in its place;
+//   - rotated, and pair n+1 used: someone else holds R(n), so end the
+//     session. Presenting the refresh token of a pair revoked by such a
+//     retry also ends it: its holder got the answer that was "lost".
+//
+// A retry is allowed for as long as pair n+1 stays unused, however late:
+// the Matrix spec says a client MUST be able to retry after a lost
+// answer, and our devices are the ones that lose power mid-refresh and
+// come back hours later. This gives a thief nothing: whoever holds R(n)
+// while the device holds an unused pair n+1 would get the same from a
+// fresh rotation, and the device's next use of pair n+1 (revoked by the
+// thief's retry) ends the session for both.
 //
 // The whole decision runs in one transaction, so two concurrent refreshes
 // with R(n) are seen in turn and never leave two live successors.
@@ -88,7 +92,7 @@ func (s *Server) refresh(c *gin.Context, cl *client) (*tokenResponse, error) {
 			if err != nil {
 				return err
 			}
-			if !next.UsedAt.IsZero() || !next.RevokedAt.IsZero() || now.Sub(p.RotatedAt) > retryWindow {
+			if !next.UsedAt.IsZero() || !next.RevokedAt.IsZero() {
 				theft = true
 				outcome = errInvalidGrant("this refresh_token was already used; the session has been ended")
 				return s.endSession(ctx, tx, sess, endReuse, now)
@@ -106,7 +110,7 @@ func (s *Server) refresh(c *gin.Context, cl *client) (*tokenResponse, error) {
 			return err
 		}
 		if p.RotatedAt.IsZero() {
-			p.RotatedAt = now // the retry window runs from the first rotation
+			p.RotatedAt = now
 		}
 		p.SuccessorID = newPair.ID
 		if err := tx.UpdateTokenPair(ctx, p); err != nil {

@@ -15,6 +15,9 @@ const (
 	endByUser      = "ended on the account page"
 	endDeactivated = "account deactivated"
 	endCodeReplay  = "authorization code replayed (possible theft)"
+	// endReported: revoked by someone other than the session's client,
+	// such as a secret scanner that found the token (P-REV-1).
+	endReported = "token reported as leaked"
 )
 
 // startSession creates a session and its first token pair inside tx.

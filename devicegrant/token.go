@@ -1,11 +1,13 @@
 package devicegrant
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"github.com/go-jose/go-jose/v4"
 
 	"github.com/devicegrant/devicegrant/store"
 )
@@ -82,6 +84,33 @@ func (s *Server) redeemDeviceCode(c *gin.Context, cl *client) (*tokenResponse, e
 	if !wellFormed(code, prefixDeviceCode) {
 		return nil, errInvalidGrant("unknown device_code")
 	}
+	// An exchange that asked for openid gets an id_token, as the
+	// authorization-code grant does (P-OIDC-1). The signing keys are read
+	// outside the transaction, and only once a grant is ready to be
+	// exchanged: polls that find nothing to exchange never pay for them.
+	// The exchange then runs again, with the keys, so a device code is
+	// never spent unless the whole answer can be given.
+	var keys []jose.JSONWebKey
+	for {
+		resp, err := s.exchangeDeviceCode(ctx, cl, code, keys)
+		if !errors.Is(err, errNeedKeys) {
+			if err == nil {
+				s.log.InfoContext(ctx, "device grant exchanged", "client_id", cl.ID)
+			}
+			return resp, err
+		}
+		if keys, err = s.signingKeys(ctx); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// errNeedKeys asks exchangeDeviceCode's caller for the signing keys.
+var errNeedKeys = errors.New("signing keys needed")
+
+// exchangeDeviceCode is one poll's transaction. With keys nil it answers
+// errNeedKeys instead of exchanging a ready grant that asked for openid.
+func (s *Server) exchangeDeviceCode(ctx context.Context, cl *client, code string, keys []jose.JSONWebKey) (*tokenResponse, error) {
 	var resp *tokenResponse
 	var outcome *oauthError
 	err := s.store.Update(ctx, func(tx store.Tx) error {
@@ -136,9 +165,21 @@ func (s *Server) redeemDeviceCode(c *gin.Context, cl *client) (*tokenResponse, e
 			outcome = &oauthError{http.StatusBadRequest, "access_denied", "the account was deactivated"}
 			return nil
 		}
+		openid := hasScope(g.Scope, "openid")
+		if openid && keys == nil {
+			return errNeedKeys
+		}
 		sess, r, err := s.startSession(ctx, tx, user, cl.ID, g.Scope, g.RequesterIP, now)
 		if err != nil {
 			return err
+		}
+		if openid {
+			// No nonce: the device grant has none. No auth_time: the
+			// person approved at DecidedAt, but signed in on their phone
+			// at some earlier time the grant does not record.
+			if r.IDToken, err = s.idToken(keys[0], user, cl.ID, g.Scope, "", r.AccessToken, time.Time{}); err != nil {
+				return err
+			}
 		}
 		g.State, g.SessionID = store.GrantExchanged, sess.ID
 		resp = r
@@ -150,6 +191,5 @@ func (s *Server) redeemDeviceCode(c *gin.Context, cl *client) (*tokenResponse, e
 	if outcome != nil {
 		return nil, outcome
 	}
-	s.log.InfoContext(ctx, "device grant exchanged", "client_id", cl.ID)
 	return resp, nil
 }

@@ -52,6 +52,7 @@ type page struct {
 
 	// account pages
 	Sessions      []sessionView
+	Leaked        []sessionView // sessions ended because their token was reported
 	Session       sessionView
 	CrossSigning  bool
 	Action        string            // confirm: the form's path

@@ -302,9 +302,12 @@ type Tx interface {
 	// DeleteExpired removes device grants, authorization codes and browser
 	// sessions that expired before the given time. It returns how many rows went.
 	DeleteExpired(ctx context.Context, before time.Time) (int64, error)
-	// DeleteSpentTokens removes token pairs that were rotated or revoked
-	// before the given time, and those of sessions that ended before it.
-	// Sessions themselves stay, for the record.
+	// DeleteSpentTokens removes token pairs revoked before the given
+	// time, pairs rotated before it whose successor was used before it
+	// too, and the pairs of sessions that ended before it. A rotated pair
+	// whose successor was never used stays, however old: presenting it is
+	// the retry of a lost answer (P-RT-2). Sessions themselves stay, for
+	// the record.
 	DeleteSpentTokens(ctx context.Context, before time.Time) (int64, error)
 }
 

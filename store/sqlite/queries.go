@@ -491,11 +491,12 @@ func (t *tx) DeleteOutbox(ctx context.Context, id int64) error {
 }
 
 func (t *tx) DeleteSpentTokens(ctx context.Context, before time.Time) (int64, error) {
-	// A pair rotated before the cutoff has a successor rotated later (or
-	// not at all) and a predecessor rotated earlier, so the successor chain
+	// A pair whose successor was used before the cutoff was itself used
+	// and rotated earlier, and so was its predecessor: the successor chain
 	// never points at a deleted pair from a kept one.
-	res, err := t.db.ExecContext(ctx, `DELETE FROM token_pairs WHERE rotated_at < ?1 OR revoked_at < ?1
-		OR session_id IN (SELECT id FROM sessions WHERE ended_at < ?1)`, ms(before))
+	res, err := t.db.ExecContext(ctx, `DELETE FROM token_pairs WHERE revoked_at < ?1
+		OR session_id IN (SELECT id FROM sessions WHERE ended_at < ?1)
+		OR (rotated_at < ?1 AND successor_id IN (SELECT id FROM token_pairs WHERE used_at < ?1))`, ms(before))
 	if err != nil {
 		return 0, wrap("delete spent tokens", err)
 	}

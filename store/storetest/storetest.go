@@ -743,15 +743,22 @@ func testDeleteSpent(t *testing.T, s store.Store) {
 	}
 	p1, p2, p3, p4 := pair(live, "1"), pair(live, "2"), pair(live, "3"), pair(ended, "4")
 	p3.CreatedAt = t0
-	p1.RotatedAt, p1.SuccessorID = t0.Add(-48*time.Hour), p2.ID
+	p1.UsedAt, p1.RotatedAt, p1.SuccessorID = t0.Add(-60*time.Hour), t0.Add(-48*time.Hour), p2.ID
+	p2.UsedAt = t0.Add(-47 * time.Hour)                      // so p1 is spent
 	p2.RotatedAt, p2.SuccessorID = t0.Add(-time.Hour), p3.ID // rotated recently: kept
+	// A pair rotated long ago whose successor was never used may still be
+	// presented to retry a lost answer (P-RT-2): both stay.
+	other := newSession(t, s, u, c, "LOSTANSWER")
+	p5, p6 := pair(other, "5"), pair(other, "6")
+	p5.RotatedAt, p5.SuccessorID = t0.Add(-48*time.Hour), p6.ID
 	update(t, s, func(tx store.Tx) error {
-		return errors.Join(tx.CreateTokenPair(ctx, p3), tx.CreateTokenPair(ctx, p2), tx.CreateTokenPair(ctx, p1), tx.CreateTokenPair(ctx, p4))
+		return errors.Join(tx.CreateTokenPair(ctx, p3), tx.CreateTokenPair(ctx, p2), tx.CreateTokenPair(ctx, p1), tx.CreateTokenPair(ctx, p4),
+			tx.CreateTokenPair(ctx, p6), tx.CreateTokenPair(ctx, p5))
 	})
 	var n int64
 	update(t, s, func(tx store.Tx) (err error) { n, err = tx.DeleteSpentTokens(ctx, t0.Add(-24*time.Hour)); return err })
 	mustEqual(t, "pairs deleted", n, int64(2))
-	for _, p := range []store.TokenPair{p2, p3} {
+	for _, p := range []store.TokenPair{p2, p3, p5, p6} {
 		if _, err := s.TokenPair(ctx, p.ID); err != nil {
 			t.Errorf("pair that must stay: %v", err)
 		}
