@@ -40,6 +40,15 @@ fi
 export DEVICEGRANT_BROWSER_TESTS=1
 # <<< browser tests (e2e/) <<<
 
+# >>> third-party clients (interop/): openid-client and others from npm >>>
+if ! cmp -s interop/package-lock.json interop/node_modules/.devicegrant-lock; then
+  step "npm ci in interop/"
+  (cd interop && npm ci --no-audit --no-fund --loglevel=error)
+  cp interop/package-lock.json interop/node_modules/.devicegrant-lock
+fi
+export DEVICEGRANT_INTEROP_TESTS=1
+# <<< third-party clients (interop/) <<<
+
 export CGO_ENABLED=1
 gobin="$(go env GOPATH)/bin"
 if ! [ -x "$gobin/staticcheck" ]; then

@@ -221,7 +221,7 @@ func TestIntrospection(t *testing.T) {
 }
 
 // TestConfidentialClient: a confidential device client authenticates with
-// the method it registered. P-DCR-4.
+// its secret, in the form or in HTTP Basic, one method per request. P-DCR-4.
 func TestConfidentialClient(t *testing.T) {
 	e := newEnv(t)
 	id, secret := e.Register(`{"client_uri":"https://bot.example.org/","token_endpoint_auth_method":"client_secret_post","grant_types":["urn:ietf:params:oauth:grant-type:device_code","refresh_token"]}`)
@@ -229,8 +229,16 @@ func TestConfidentialClient(t *testing.T) {
 	if s, m := e.Post("oauth2/device", url.Values{"client_id": {id}, "scope": {scope}}); s != 401 {
 		t.Errorf("without secret: %d %v", s, m)
 	}
-	if s, m := e.Post("oauth2/device", url.Values{"scope": {scope}}, "Authorization", "Basic "+basicAuth(id, secret)); s != 401 {
-		t.Errorf("with the wrong method (basic, registered post): %d %v", s, m)
+	// openid-client and others send client_secret_post by default,
+	// whatever was registered; the same secret in Basic is as good.
+	if s, m := e.Post("oauth2/device", url.Values{"scope": {scope}}, "Authorization", "Basic "+basicAuth(id, secret)); s != 200 {
+		t.Errorf("the other secret method (basic, registered post): %d %v", s, m)
+	}
+	if s, m := e.Post("oauth2/device", url.Values{"scope": {scope}}, "Authorization", "Basic "+basicAuth(id, secret+"x")); s != 401 {
+		t.Errorf("wrong secret in Basic: %d %v", s, m)
+	}
+	if s, m := e.Post("oauth2/device", url.Values{"client_id": {id}, "client_secret": {secret}, "scope": {scope}}, "Authorization", "Basic "+basicAuth(id, secret)); s != 400 || m["error"] != "invalid_request" {
+		t.Errorf("two methods in one request (RFC 6749 §2.3): %d %v", s, m)
 	}
 	if s, m := e.Post("oauth2/device", url.Values{"client_id": {id}, "client_secret": {secret}, "scope": {scope}}); s != 200 {
 		t.Errorf("with client_secret_post: %d %v", s, m)
