@@ -69,6 +69,9 @@ step "staticcheck"
 step "go test -race"
 go test -race -count=1 -timeout 15m ./...
 
+step "benchmark harness smoke run (no thresholds; README \"Performance\")"
+go run ./cmd/devicegrant-bench --smoke
+
 step "cross builds for the Raspberry Pi (firmware-notes/README.md)"
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
