@@ -2,8 +2,10 @@ package sqlite_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -68,5 +70,43 @@ func TestFileIsPrivateAndDurable(t *testing.T) {
 func TestOpenRejectsEmptyPath(t *testing.T) {
 	if _, err := sqlite.Open(context.Background(), ""); err == nil {
 		t.Fatal("Open(\"\") succeeded")
+	}
+}
+
+// TestGroupCommit: concurrent Updates share commits (one fsync for many
+// writes), and each caller returns only once its writes are committed: a
+// second connection sees them the moment Update returns.
+func TestGroupCommit(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "dg.db")
+	s := open(t, path)
+	defer s.Close()
+	other := open(t, path) // another connection, as another process would have
+	defer other.Close()
+	const n = 200
+	before := s.Commits()
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			name := fmt.Sprintf("user%03d", i)
+			err := s.Update(ctx, func(tx store.Tx) error {
+				return tx.CreateUser(ctx, store.User{ID: name, Username: name, PasswordHash: "h", CreatedAt: time.Now()})
+			})
+			if err != nil {
+				t.Errorf("Update: %v", err)
+				return
+			}
+			if _, err := other.UserByUsername(ctx, name); err != nil {
+				t.Errorf("%s is not visible to another connection when Update returned: %v", name, err)
+			}
+		}()
+	}
+	wg.Wait()
+	commits := s.Commits() - before
+	t.Logf("%d Updates, %d commits", n, commits)
+	if commits == 0 || commits >= n {
+		t.Errorf("%d concurrent Updates took %d commits; want them grouped", n, commits)
 	}
 }

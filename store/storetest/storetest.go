@@ -41,6 +41,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"DeleteExpired", testDeleteExpired},
 		{"UpdateRollsBack", testRollback},
 		{"UpdateSerializes", testSerializes},
+		{"ConcurrentUpdatesAreIsolated", testConcurrentIsolation},
+		{"UpdatePanicStaysWithItsCaller", testUpdatePanic},
 		{"ForeignKeys", testForeignKeys},
 	}
 	for _, tc := range tests {
@@ -473,6 +475,85 @@ func testRollback(t *testing.T, s store.Store) {
 	}
 	_, err = s.UserByUsername(ctx, "ghost")
 	mustNotFound(t, "user written by a failed transaction", err)
+}
+
+// testConcurrentIsolation: of many concurrent Updates, the ones whose
+// function fails leave nothing behind and the others all commit, whatever
+// the backend does to share work between them (SQLite commits them in
+// groups).
+func testConcurrentIsolation(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	const n = 64
+	boom := errors.New("boom")
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := s.Update(ctx, func(tx store.Tx) error {
+				if err := tx.CreateUser(ctx, store.User{ID: id(t), Username: fmt.Sprintf("user%02d", i), PasswordHash: "x", CreatedAt: now()}); err != nil {
+					return err
+				}
+				if i%3 == 0 {
+					return boom
+				}
+				return nil
+			})
+			if (i%3 == 0) != errors.Is(err, boom) || (i%3 != 0 && err != nil) {
+				t.Errorf("Update %d: %v", i, err)
+			}
+		}()
+	}
+	wg.Wait()
+	for i := range n {
+		_, err := s.UserByUsername(ctx, fmt.Sprintf("user%02d", i))
+		if i%3 == 0 {
+			mustNotFound(t, "user of a failed Update", err)
+		} else if err != nil {
+			t.Errorf("user%02d of a committed Update: %v", i, err)
+		}
+	}
+}
+
+// testUpdatePanic: a panic in an Update function reaches its caller, and
+// leaves the store working and the others' writes committed.
+func testUpdatePanic(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() {
+				p := recover()
+				if (i == 3) != (p != nil) {
+					t.Errorf("Update %d: recovered %v", i, p)
+				}
+			}()
+			err := s.Update(ctx, func(tx store.Tx) error {
+				if err := tx.CreateUser(ctx, store.User{ID: id(t), Username: fmt.Sprintf("panic%d", i), PasswordHash: "x", CreatedAt: now()}); err != nil {
+					return err
+				}
+				if i == 3 {
+					panic("boom")
+				}
+				return nil
+			})
+			if err != nil {
+				t.Errorf("Update %d: %v", i, err)
+			}
+		}()
+	}
+	wg.Wait()
+	for i := range 8 {
+		_, err := s.UserByUsername(ctx, fmt.Sprintf("panic%d", i))
+		if i == 3 {
+			mustNotFound(t, "user of the panicking Update", err)
+		} else if err != nil {
+			t.Errorf("panic%d: %v", i, err)
+		}
+	}
+	newUser(t, s, "afterpanic") // the store still writes
 }
 
 // testSerializes checks the property P-DEV-6 and P-RT-3 rest on: of many
