@@ -86,8 +86,9 @@ func (p *process) stop() {
 	p.log.Close()
 }
 
-// rss returns the process's resident set size from /proc (Linux).
-func (p *process) rss() (int64, error) {
+// rss returns a size from the process's /proc status (Linux): VmRSS, the
+// resident set now, or VmHWM, its peak.
+func (p *process) rss(field string) (int64, error) {
 	f, err := os.Open(filepath.Join("/proc", strconv.Itoa(p.cmd.Process.Pid), "status"))
 	if err != nil {
 		return 0, err
@@ -95,12 +96,12 @@ func (p *process) rss() (int64, error) {
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+		if rest, ok := strings.CutPrefix(sc.Text(), field+":"); ok {
 			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
 			return kb * 1024, err
 		}
 	}
-	return 0, errors.New("no VmRSS in /proc status")
+	return 0, errors.New("no " + field + " in /proc status")
 }
 
 // buildDaemon builds cmd/devicegrantd of the module in dir into out.
