@@ -140,4 +140,3 @@ func signInMethod(grantTypes []string) string {
 	}
 	return "unknown"
 }
-

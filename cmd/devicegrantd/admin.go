@@ -38,26 +38,8 @@ type admin struct {
 // the configured store, builds a server on it and runs fn.
 func runAdmin(ctx context.Context, name, usage string, args []string, stderr io.Writer, getenv func(string) string,
 	extra func(*flag.FlagSet), fn func(*admin) error) error {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, usage, "\nFlags:\n"); fs.PrintDefaults() }
-	configPath := fs.String("config", "", "YAML configuration `FILE`")
-	if extra != nil {
-		extra(fs)
-	}
-	a := &admin{}
-	for {
-		if err := parseFlags(fs, args); err != nil {
-			return err
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		a.args = append(a.args, fs.Arg(0))
-		args = fs.Args()[1:]
-	}
-	var err error
-	if a.cfg, err = loadConfig(*configPath, getenv); err != nil {
+	a, err := parseAdmin(name, usage, args, stderr, getenv, extra)
+	if err != nil {
 		return err
 	}
 	if a.st, err = sqlite.Open(ctx, a.cfg.Database); err != nil {
@@ -68,6 +50,35 @@ func runAdmin(ctx context.Context, name, usage string, args []string, stderr io.
 		return err
 	}
 	return fn(a)
+}
+
+// parseAdmin is runAdmin's flag parsing and configuration loading, for
+// commands that must not open (and so create) the database first.
+func parseAdmin(name, usage string, args []string, stderr io.Writer, getenv func(string) string,
+	extra func(*flag.FlagSet)) (*admin, error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, usage, "\nFlags:\n"); fs.PrintDefaults() }
+	configPath := fs.String("config", "", "YAML configuration `FILE`")
+	if extra != nil {
+		extra(fs)
+	}
+	a := &admin{}
+	for {
+		if err := parseFlags(fs, args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		a.args = append(a.args, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	var err error
+	if a.cfg, err = loadConfig(*configPath, getenv); err != nil {
+		return nil, err
+	}
+	return a, nil
 }
 
 func clientCmd(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
