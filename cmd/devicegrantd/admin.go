@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/gin-gonic/gin"
+
 	"github.com/devicegrant/devicegrant/devicegrant"
 	"github.com/devicegrant/devicegrant/store/sqlite"
 )
@@ -46,6 +48,9 @@ func runAdmin(ctx context.Context, name, usage string, args []string, stderr io.
 		return err
 	}
 	defer a.st.Close()
+	// Building a server registers its routes; in gin's default debug mode
+	// that lists them all on standard output, in the middle of ours.
+	gin.SetMode(gin.ReleaseMode)
 	if a.srv, err = devicegrant.New(a.cfg.server(), a.st); err != nil {
 		return err
 	}
