@@ -91,11 +91,11 @@ func doctorCmd(ctx context.Context, args []string, stdout, stderr io.Writer, get
 func (r result) line() string {
 	switch r.Status {
 	case "ok":
-		return fmt.Sprintf("ok    %-18s %s", r.Check, r.Detail)
+		return fmt.Sprintf("ok    %-19s %s", r.Check, r.Detail)
 	case "skip":
-		return fmt.Sprintf("skip  %-18s %s", r.Check, r.Detail)
+		return fmt.Sprintf("skip  %-19s %s", r.Check, r.Detail)
 	}
-	return fmt.Sprintf("FAIL  %-18s %s. Fix: %s", r.Check, r.Detail, r.Fix)
+	return fmt.Sprintf("FAIL  %-19s %s. Fix: %s", r.Check, r.Detail, r.Fix)
 }
 
 type doctor struct {
@@ -139,13 +139,18 @@ func (d *doctor) run(ctx context.Context, configPath string, getenv func(string)
 		where = configPath
 	}
 	d.ok("configuration", "%s parses", where)
-	d.checkIssuer(cfg.Issuer)
+	issuerOK := d.checkIssuer(cfg.Issuer)
 	d.checkDatabase(ctx, cfg.Database)
-	d.checkListener(ctx, cfg)
+	if issuerOK {
+		d.checkListener(ctx, cfg)
+	} else {
+		// The daemon refuses to start with such an issuer.
+		d.skip("listener", "needs a valid issuer")
+	}
 	d.checkHomeserver(ctx, cfg)
 }
 
-func (d *doctor) checkIssuer(issuer string) {
+func (d *doctor) checkIssuer(issuer string) bool {
 	u, err := url.Parse(issuer)
 	switch {
 	case err != nil || u.Host == "" || u.RawQuery != "" || u.Fragment != "":
@@ -159,6 +164,7 @@ func (d *doctor) checkIssuer(issuer string) {
 		d.fail("issuer", issuer+" is not https (plain http is allowed only on loopback)",
 			"set issuer to the https URL of devicegrantd (TLS here with tls.cert_file, or at a reverse proxy)")
 	}
+	return d.results[len(d.results)-1].Status == "ok"
 }
 
 func isLoopback(host string) bool {
@@ -350,7 +356,14 @@ func (d *doctor) checkClock(resp *http.Response, sent, back time.Time) {
 		skew = date.Sub(back)
 	}
 	if skew > maxClockSkew {
-		d.fail(check, fmt.Sprintf("the homeserver's clock is %s away from ours (Date: %s)", skew.Round(time.Second), resp.Header.Get("Date")),
+		// The best single guess: Date was truncated to the second, and
+		// stamped about halfway through the exchange.
+		est := date.Add(500 * time.Millisecond).Sub(sent.Add(back.Sub(sent) / 2)).Round(time.Second)
+		dir := "ahead of"
+		if est < 0 {
+			est, dir = -est, "behind"
+		}
+		d.fail(check, fmt.Sprintf("the homeserver's clock is %s %s ours (Date: %s)", est, dir, resp.Header.Get("Date")),
 			"enable time synchronisation on both machines (timedatectl set-ntp true)")
 		return
 	}
