@@ -194,6 +194,15 @@ func (d *doctor) checkDatabase(ctx context.Context, path string) {
 				fmt.Sprintf("chmod 600 %s (and its -wal and -shm files)", path))
 			return
 		}
+		// An admin command run as root beside the daemon can leave -wal
+		// or -shm owned by root, and the daemon then fails to write.
+		dbUID, ok1 := owner(fi)
+		uid, ok2 := owner(st)
+		if ok1 && ok2 && uid != dbUID {
+			d.fail("database", fmt.Sprintf("%s is owned by uid %d but the database by uid %d: the daemon may be unable to write", name, uid, dbUID),
+				fmt.Sprintf("chown --reference=%s %s, and run admin commands as the daemon's user (sudo -u devicegrantd)", path, name))
+			return
+		}
 	}
 	if err := sqlite.Check(ctx, path); err != nil {
 		d.fail("database", err.Error(), "stop the daemon and restore the latest backup (see \"devicegrantd backup --help\")")

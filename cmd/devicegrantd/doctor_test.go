@@ -77,6 +77,18 @@ func TestDoctor(t *testing.T) {
 				return func() { os.Chmod(vars["DEVICEGRANTD_DATABASE"], 0o600) }
 			},
 			want: []string{"FAIL", "is mode 0644: other users can read the password and token hashes", "Fix: chmod 600 " + vars["DEVICEGRANTD_DATABASE"]}},
+		{name: "wal owned by another user", vars: vars, check: "database",
+			setup: func(t *testing.T) func() {
+				if os.Getuid() != 0 {
+					t.Skip("needs root to give a file away")
+				}
+				wal := vars["DEVICEGRANTD_DATABASE"] + "-wal"
+				if err := os.Chown(wal, 65534, 65534); err != nil {
+					t.Fatal(err)
+				}
+				return func() { os.Chown(wal, 0, 0) }
+			},
+			want: []string{"FAIL", "-wal is owned by uid 65534 but the database by uid 0", "Fix: chown --reference="}},
 		{name: "daemon not running", vars: with(vars, "DEVICEGRANTD_LISTEN", freeAddr(t)), check: "listener",
 			want: []string{"FAIL", "nothing answers at http://127.0.0.1:", "Fix: start the daemon"},
 			also: []string{"homeserver metadata"}}, // it announces the running daemon's issuer
