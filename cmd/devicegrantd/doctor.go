@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -252,6 +253,12 @@ func sameIssuer(a, b string) bool {
 func (d *doctor) checkListener(ctx context.Context, cfg *config) {
 	u := cfg.Issuer + ".well-known/openid-configuration"
 	resp, body, _, _, err := d.get(ctx, u, "")
+	var certErr *tls.CertificateVerificationError
+	if errors.As(err, &certErr) {
+		d.fail("listener", fmt.Sprintf("%s answers with a certificate this machine does not trust: %v", u, certErr.Err),
+			"serve a certificate from a public CA (e.g. Let's Encrypt at the reverse proxy) for the issuer's host name; phones will not trust this one either")
+		return
+	}
 	if err != nil {
 		d.fail("listener", fmt.Sprintf("nothing answers at %s: %v", u, unwrapURLError(err)),
 			fmt.Sprintf("start the daemon (systemctl start devicegrantd), and make the issuer's URL reach its listen address %s (directly or through the reverse proxy)", cfg.Listen))

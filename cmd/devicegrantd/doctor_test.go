@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -133,4 +134,38 @@ func TestDoctor(t *testing.T) {
 func otherHomeserver(t *testing.T, authEndpoint string, skew time.Duration) string {
 	t.Helper()
 	return fakesynapse.Start(t, fakesynapse.Options{Secret: opsSecret, AuthEndpoint: authEndpoint, DateSkew: skew}).URL()
+}
+
+// TestDoctorUntrustedCertificate: a daemon serving TLS with a certificate
+// this machine does not trust is reported as such, not as "not running".
+func TestDoctorUntrustedCertificate(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile, _ := selfSigned(t, dir)
+	vars := map[string]string{
+		"DEVICEGRANTD_LISTEN":        freeAddr(t),
+		"DEVICEGRANTD_DATABASE":      filepath.Join(dir, "d.db"),
+		"DEVICEGRANTD_TLS_CERT_FILE": certFile,
+		"DEVICEGRANTD_TLS_KEY_FILE":  keyFile,
+		"DEVICEGRANTD_LOG_LEVEL":     "warn",
+	}
+	startDaemonWith(t, vars, func() bool {
+		_, err := os.Stat(vars["DEVICEGRANTD_DATABASE"] + "-wal")
+		return err == nil
+	})
+	waitFor(t, "the TLS listener", func() bool {
+		lines, _, _ := doctorLines(t, vars)
+		return !strings.Contains(lines["listener"], "nothing answers")
+	})
+	lines, out, err := doctorLines(t, vars)
+	if !errors.Is(err, errProblems) {
+		t.Errorf("doctor: %v\n%s", err, out)
+	}
+	for _, w := range []string{"FAIL", "answers with a certificate this machine does not trust", "Fix: serve a certificate from a public CA"} {
+		if !strings.Contains(lines["listener"], w) {
+			t.Errorf("listener: %q lacks %q", lines["listener"], w)
+		}
+	}
+	if !strings.HasPrefix(lines["issuer"], "ok ") || strings.Count(out, "FAIL") != 1 {
+		t.Errorf("want only the listener to fail:\n%s", out)
+	}
 }
