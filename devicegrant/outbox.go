@@ -58,7 +58,6 @@ func (s *Server) deliverDue(ctx context.Context) bool {
 
 // deliver claims e, makes the call and records the outcome.
 func (s *Server) deliver(ctx context.Context, e store.OutboxEntry) (bool, error) {
-	stopping := ctx
 	claimed := false
 	err := s.store.Update(ctx, func(tx store.Tx) error {
 		cur, err := tx.OutboxEntry(ctx, e.ID)
@@ -82,12 +81,13 @@ func (s *Server) deliver(ctx context.Context, e store.OutboxEntry) (bool, error)
 	}
 
 	callErr := s.callHomeserver(ctx, e.Call, e.Body)
+	stopping := ctx.Err() != nil
 	// The outcome is recorded even when ctx ended during the call (the
 	// daemon is stopping): otherwise the lease would hold the user's calls
 	// back for a minute after the next start.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	if callErr != nil && stopping.Err() != nil {
+	if callErr != nil && stopping {
 		return false, s.releaseLease(ctx, e.ID)
 	}
 	if callErr == nil {
