@@ -134,8 +134,8 @@ func showUser(ctx context.Context, a *admin, stdout io.Writer, all, asJSON bool)
 	if out.Deactivated != nil {
 		status = "deactivated " + out.Deactivated.Format(day)
 	}
-	fmt.Fprintf(stdout, "%s  %s\n  display name  %s\n  created       %s UTC\n  status        %s\n\n",
-		out.MatrixID, u.Username, out.DisplayName, out.Created.Format(day), status)
+	fmt.Fprintf(stdout, "%s\n  display name  %s\n  created       %s UTC\n  status        %s\n\n",
+		out.MatrixID, out.DisplayName, out.Created.Format(day), status)
 	if len(out.Sessions) == 0 {
 		fmt.Fprintln(stdout, "No device is signed in.")
 		return nil
