@@ -88,8 +88,8 @@ else
     >"$sd/units/devicegrantd.service.d/zz-test.conf"
   for variant in plain appliance; do
     [ "$variant" = appliance ] && cp dist/systemd/devicegrantd.service.d/appliance.conf "$sd/units/devicegrantd.service.d/"
-    out=$(SYSTEMD_UNIT_PATH="$sd/units:" systemd-analyze verify devicegrantd.service 2>&1) && [ -z "$out" ] ||
-      { echo "systemd-analyze verify ($variant):"; echo "$out"; exit 1; }
+    sd_out=$(SYSTEMD_UNIT_PATH="$sd/units:" systemd-analyze verify devicegrantd.service 2>&1) && [ -z "$sd_out" ] ||
+      { echo "systemd-analyze verify ($variant):"; echo "$sd_out"; exit 1; }
     score=$(SYSTEMD_UNIT_PATH="$sd/units:" systemd-analyze security --offline=true "$sd/units/devicegrantd.service" 2>&1 |
       sed -n 's/.*Overall exposure level for devicegrantd.service: \([0-9.]* [A-Z]*\).*/\1/p')
     echo "verified ($variant); systemd-analyze security: $score"
