@@ -81,6 +81,15 @@ func (s *Server) deliver(ctx context.Context, e store.OutboxEntry) (bool, error)
 	}
 
 	callErr := s.callHomeserver(ctx, e.Call, e.Body)
+	stopping := ctx.Err() != nil
+	// The outcome is recorded even when ctx ended during the call (the
+	// daemon is stopping): otherwise the lease would hold the user's calls
+	// back for a minute after the next start.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if callErr != nil && stopping {
+		return false, s.releaseLease(ctx, e.ID)
+	}
 	if callErr == nil {
 		err = s.store.Update(ctx, func(tx store.Tx) error {
 			if err := tx.DeleteOutbox(ctx, e.ID); err != nil {
@@ -142,6 +151,22 @@ func (s *Server) deliver(ctx context.Context, e store.OutboxEntry) (bool, error)
 		return tx.UpdateOutbox(ctx, cur)
 	})
 	return false, err
+}
+
+// releaseLease gives up the lease on an entry whose call was cut short by
+// shutdown, without counting it as an attempt.
+func (s *Server) releaseLease(ctx context.Context, id int64) error {
+	return s.store.Update(ctx, func(tx store.Tx) error {
+		cur, err := tx.OutboxEntry(ctx, id)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		cur.LeaseUntil = time.Time{}
+		return tx.UpdateOutbox(ctx, cur)
+	})
 }
 
 // backoff doubles from the minimum to the maximum.

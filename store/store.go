@@ -321,3 +321,13 @@ type Store interface {
 	// Close releases the backend's resources.
 	Close() error
 }
+
+// Backuper is implemented by backends that can copy their live database to
+// a file while it serves. A backend without it (a server database such as
+// PostgreSQL) is backed up with that database's own tools (pg_dump).
+type Backuper interface {
+	// Backup writes a consistent copy of the database to path, which must
+	// not exist yet, readable by the owner only, and checks the copy's
+	// integrity before returning.
+	Backup(ctx context.Context, path string) error
+}

@@ -41,6 +41,10 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 	if err != nil {
 		return err
 	}
+	sd, err := newNotifier(getenv)
+	if err != nil {
+		return err
+	}
 
 	st, err := sqlite.Open(ctx, cfg.Database)
 	if err != nil {
@@ -108,11 +112,21 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 			errc <- hs.Serve(ln)
 		}
 	}()
+	// Listening and serving: systemd may start what comes after us.
+	if err := sd.notify("READY=1\nSTATUS=listening on " + ln.Addr().String()); err != nil {
+		log.Warn("telling systemd we are ready", "err", err)
+	}
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
+	if err := sd.notify("STOPPING=1"); err != nil {
+		log.Warn("telling systemd we are stopping", "err", err)
+	}
+	// Shutdown finishes the requests in flight; the outbox deliverer,
+	// stopped by the same signal, releases the call it held (run waits
+	// for it in the deferred <-runDone).
 	log.Info("shutting down")
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
