@@ -76,3 +76,51 @@ func TestRegistrationCountsFailedAttempts(t *testing.T) {
 		t.Errorf("registering after form mistakes: %d %s", got.Status, got.Text())
 	}
 }
+
+// signedInAs is a phone signed in as another account, made here.
+func signedInAs(t *testing.T, e *env, username string) *devtest.Phone {
+	t.Helper()
+	if _, err := e.Server.Server.CreateUser(t.Context(), username, testPassword, ""); err != nil {
+		t.Fatal(err)
+	}
+	p := newPhone(t)
+	pg := p.Get(e.URL + "account")
+	if pg = p.Submit(pg, "/login", url.Values{"username": {username}, "password": {testPassword}}); pg.Status != http.StatusOK {
+		t.Fatalf("signing in as %s: %d %s", username, pg.Status, pg.Text())
+	}
+	return p
+}
+
+// TestSignedInGuessingIsBoundedAcrossAccounts: wrong user codes typed by
+// signed-in people count per account and against one global budget of
+// all signed-in accounts, separate from the anonymous one; so accounts
+// made in bulk cannot multiply the guesses (P-DEV-4, RFC 8628 §5.1).
+func TestSignedInGuessingIsBoundedAcrossAccounts(t *testing.T) {
+	e := newEnv(t, devtest.WithConfig(func(c *devicegrant.Config) {
+		c.UserCodeFailuresSignedIn = devicegrant.RateLimit{Burst: 3, Every: time.Hour}
+	}))
+	clientID, _ := e.Register(deviceClientJSON)
+	da := e.deviceAuth(clientID, "GLOBALDEV1")
+
+	guess := func(p *devtest.Phone) int {
+		pg := p.Get(e.URL + "device")
+		return p.Submit(pg, "/device", url.Values{"user_code": {"BBBB-BBBB"}}).Status
+	}
+	// Three accounts, each well within its own budget of 10.
+	for _, name := range []string{"mallory1", "mallory2", "mallory3"} {
+		if got := guess(signedInAs(t, e, name)); got != http.StatusBadRequest {
+			t.Fatalf("%s's first wrong code: %d", name, got)
+		}
+	}
+	fourth := signedInAs(t, e, "mallory4")
+	if got := guess(fourth); got != http.StatusTooManyRequests {
+		t.Errorf("a fourth account's first guess with the signed-in budget of 3 spent: %d, want 429", got)
+	}
+	if got := fourth.Get(da["verification_uri_complete"].(string)); got.Status != http.StatusTooManyRequests || strings.Contains(got.Text(), "Allow this device?") {
+		t.Errorf("a right code with the signed-in budget spent is looked up: %d", got.Status)
+	}
+	// The anonymous budget is separate.
+	if got := newPhone(t).Get(da["verification_uri_complete"].(string)); got.Status != http.StatusOK {
+		t.Errorf("anonymous code entry with the signed-in budget spent: %d %s", got.Status, got.Text())
+	}
+}

@@ -68,12 +68,18 @@ type Config struct {
 	// phone. Default 14 days.
 	BrowserSessionTTL time.Duration
 
-	// UserCodeFailures limits wrong user-code entries per client address,
-	// and UserCodeFailuresGlobal across all addresses (P-DEV-4). Defaults:
-	// a burst of 10 then one a minute per address; a burst of 100 then
-	// one every 6 seconds overall.
-	UserCodeFailures       RateLimit
-	UserCodeFailuresGlobal RateLimit
+	// UserCodeFailures limits wrong user-code entries per client address
+	// and, for people signed in, per account. UserCodeFailuresGlobal
+	// limits them across all addresses of people not signed in, and
+	// UserCodeFailuresSignedIn across all signed-in accounts: a budget of
+	// its own, so that a guesser spending the anonymous one does not stop
+	// people approving their devices, while accounts made in bulk (self-
+	// registration) still cannot multiply the guesses (P-DEV-4). Defaults:
+	// a burst of 10 then one a minute per address or account; a burst of
+	// 100 then one every 6 seconds for each of the two global budgets.
+	UserCodeFailures         RateLimit
+	UserCodeFailuresGlobal   RateLimit
+	UserCodeFailuresSignedIn RateLimit
 	// LoginFailures limits wrong passwords per client address (IPv6: per
 	// /64). Default: a burst of 10 then one every 30 seconds.
 	LoginFailures RateLimit
@@ -138,6 +144,7 @@ type Server struct {
 	handler http.Handler
 
 	codeLimit    *limiter      // failed user-code entries per address and overall
+	accountCodes *limiter      // failed user-code entries per signed-in account and over all accounts
 	loginLimit   *limiter      // failed passwords per address
 	accountLimit *limiter      // failed passwords per account
 	regLimit     *limiter      // new accounts per address
@@ -180,6 +187,7 @@ func New(cfg Config, st store.Store) (*Server, error) {
 	cfg.BrowserSessionTTL = orDuration(cfg.BrowserSessionTTL, 14*24*time.Hour)
 	cfg.UserCodeFailures = cfg.UserCodeFailures.orDefault(RateLimit{Burst: 10, Every: time.Minute})
 	cfg.UserCodeFailuresGlobal = cfg.UserCodeFailuresGlobal.orDefault(RateLimit{Burst: 100, Every: 6 * time.Second})
+	cfg.UserCodeFailuresSignedIn = cfg.UserCodeFailuresSignedIn.orDefault(RateLimit{Burst: 100, Every: 6 * time.Second})
 	cfg.LoginFailures = cfg.LoginFailures.orDefault(RateLimit{Burst: 10, Every: 30 * time.Second})
 	cfg.AccountLoginFailures = cfg.AccountLoginFailures.orDefault(RateLimit{Burst: 20, Every: time.Minute})
 	cfg.ClientRegistrations = cfg.ClientRegistrations.orDefault(RateLimit{Burst: 20, Every: time.Minute})
@@ -217,6 +225,7 @@ func New(cfg Config, st store.Store) (*Server, error) {
 		now:          cfg.Now,
 		pages:        pages,
 		codeLimit:    newLimiter(cfg.UserCodeFailures, &cfg.UserCodeFailuresGlobal),
+		accountCodes: newLimiter(cfg.UserCodeFailures, &cfg.UserCodeFailuresSignedIn),
 		loginLimit:   newLimiter(cfg.LoginFailures, nil),
 		accountLimit: newLimiter(cfg.AccountLoginFailures, nil),
 		regLimit:     newLimiter(cfg.Registration.PerAddress, nil),
