@@ -124,3 +124,74 @@ func TestSignedInGuessingIsBoundedAcrossAccounts(t *testing.T) {
 		t.Errorf("anonymous code entry with the signed-in budget spent: %d %s", got.Status, got.Text())
 	}
 }
+
+// fromAddress makes a phone's requests come from addr, as a reverse proxy
+// the server trusts would say (X-Forwarded-For).
+func fromAddress(p *devtest.Phone, addr string) *devtest.Phone {
+	p.Client.Transport = forwardedFor{addr}
+	return p
+}
+
+type forwardedFor struct{ addr string }
+
+func (f forwardedFor) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("X-Forwarded-For", f.addr)
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+// signIn submits the sign-in form of the account page.
+func signIn(p *devtest.Phone, e *env, password string) *devtest.Page {
+	pg := p.Get(e.URL + "account")
+	if pg.Form("/login") == nil {
+		e.t.Fatalf("no sign-in form: %s", pg.Text())
+	}
+	return p.Submit(pg, "/login", url.Values{"username": {testUser}, "password": {password}})
+}
+
+// TestStrangersCannotLockTheOwnerOut: wrong passwords from other addresses
+// spend the account's budget for strangers, but the owner still signs in
+// from an address they signed in from before, and still passes the
+// password re-check of a destructive action in a browser signed in to the
+// account; a stranger's address stays blocked, right password or not.
+func TestStrangersCannotLockTheOwnerOut(t *testing.T) {
+	e := newEnv(t, devtest.WithConfig(func(c *devicegrant.Config) {
+		c.AccountLoginFailures = devicegrant.RateLimit{Burst: 3, Every: time.Hour}
+		c.TrustedProxies = []string{"127.0.0.1"}
+	}))
+	const home = "198.51.100.7"
+	if got := signIn(fromAddress(newPhone(t), home), e, testPassword); got.Status != http.StatusOK || !strings.Contains(got.Text(), "Your account") {
+		t.Fatalf("the owner's first sign-in: %d %s", got.Status, got.Text())
+	}
+	// The owner's browser on the move: signed in, now at an address the
+	// account never signed in from.
+	browser := fromAddress(newPhone(t), home)
+	signIn(browser, e, testPassword)
+	fromAddress(browser, "192.0.2.99")
+
+	// Strangers spend the account's budget from five addresses.
+	for i := 1; i <= 5; i++ {
+		got := signIn(fromAddress(newPhone(t), "203.0.113."+string(rune('0'+i))), e, "guess")
+		if want := map[bool]int{true: http.StatusUnauthorized, false: http.StatusTooManyRequests}[i <= 3]; got.Status != want {
+			t.Errorf("stranger %d: %d, want %d", i, got.Status, want)
+		}
+	}
+	if got := signIn(fromAddress(newPhone(t), "203.0.113.9"), e, testPassword); got.Status != http.StatusTooManyRequests {
+		t.Errorf("the right password from an unknown address with the budget spent: %d, want 429", got.Status)
+	}
+	// The owner, from home, in a new browser.
+	if got := signIn(fromAddress(newPhone(t), home), e, testPassword); got.Status != http.StatusOK || !strings.Contains(got.Text(), "Your account") {
+		t.Errorf("the owner from a known address: %d %s", got.Status, got.Text())
+	}
+	// The owner's signed-in browser confirms a destructive action.
+	clientID, _ := e.Register(deviceClientJSON)
+	da := e.deviceAuth(clientID, "LOCKOUTDEV")
+	browser.Decide(da["verification_uri_complete"].(string), "approve")
+	if status, m := e.poll(clientID, da["device_code"].(string)); status != http.StatusOK {
+		t.Fatalf("poll: %d %v", status, m)
+	}
+	pg := browser.Get(e.URL + "account?action=org.matrix.session_end&device_id=LOCKOUTDEV")
+	if got := browser.Submit(pg, "/account/sessions/end", url.Values{"password": {testPassword}}); !strings.Contains(got.Text(), "is signed out") {
+		t.Errorf("the password re-check in the owner's browser: %d %s", got.Status, got.Text())
+	}
+}

@@ -151,6 +151,7 @@ type Server struct {
 	dcrLimit     *limiter      // client registrations per address
 	deviceLimit  *limiter      // device authorizations per address
 	hashSlots    chan struct{} // bounds argon2 work in flight
+	places       *knownPlaces  // where each account signed in from lately
 
 	dummyOnce sync.Once
 	dummy     string // see dummyHash
@@ -232,6 +233,7 @@ func New(cfg Config, st store.Store) (*Server, error) {
 		dcrLimit:     newLimiter(cfg.ClientRegistrations, nil),
 		deviceLimit:  newLimiter(cfg.DeviceAuthorizations, nil),
 		hashSlots:    make(chan struct{}, max(2, runtime.NumCPU())),
+		places:       newKnownPlaces(30 * 24 * time.Hour),
 		outboxKick:   make(chan struct{}, 1),
 		keyCache:     map[string]crypto.Signer{},
 		httpClient:   &http.Client{Timeout: 20 * time.Second},

@@ -237,7 +237,7 @@ func (s *Server) loginSubmit(c *gin.Context) {
 	if err != nil {
 		hash = s.dummyHash() // same work for unknown users: no timing oracle
 	}
-	ok, wait := s.passwordAttempt(c, username, hash, c.PostForm("password"))
+	ok, wait := s.passwordAttempt(c, username, u.ID, hash, c.PostForm("password"))
 	if wait > 0 {
 		c.Header("Retry-After", fmt.Sprint(int(wait.Seconds())+1))
 		p.Error = "Too many failed sign-ins. Please wait " + humanDuration(wait) + " and try again."
