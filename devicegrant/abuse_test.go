@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/oauth2"
+
 	"github.com/devicegrant/devicegrant/devicegrant"
 	"github.com/devicegrant/devicegrant/internal/devtest"
 	"github.com/devicegrant/devicegrant/internal/fakesynapse"
@@ -193,5 +195,73 @@ func TestStrangersCannotLockTheOwnerOut(t *testing.T) {
 	pg := browser.Get(e.URL + "account?action=org.matrix.session_end&device_id=LOCKOUTDEV")
 	if got := browser.Submit(pg, "/account/sessions/end", url.Values{"password": {testPassword}}); !strings.Contains(got.Text(), "is signed out") {
 		t.Errorf("the password re-check in the owner's browser: %d %s", got.Status, got.Text())
+	}
+}
+
+// errorLink returns the link onwards on an error page, or fails.
+func errorLink(t *testing.T, pg *devtest.Page) *url.URL {
+	t.Helper()
+	if loc := pg.Header.Get("Location"); loc != "" {
+		t.Fatalf("redirected to %s, want a page", loc)
+	}
+	for _, a := range pg.Find("a") {
+		if strings.HasPrefix(devtest.Attr(a, "class"), "button") {
+			u, err := url.Parse(devtest.Attr(a, "href"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return u
+		}
+	}
+	t.Fatalf("no link onwards on %d: %s", pg.Status, pg.Text())
+	return nil
+}
+
+const evilClientJSON = `{
+	"client_name": "Totally Legit",
+	"client_uri": "https://evil.example.net/",
+	"application_type": "web",
+	"token_endpoint_auth_method": "none",
+	"redirect_uris": ["https://evil.example.net/cb"],
+	"grant_types": ["authorization_code", "refresh_token"]
+}`
+
+// TestNoOpenRedirectThroughRegisteredClients: anyone can register a
+// client with a redirect URI of their choosing; an error at the
+// authorization endpoint must not send a browser there unasked unless the
+// person signed in to that client before or the operator trusts it (RFC
+// 9700 §4.11.2, P-AC-2). Otherwise the person sees the error, the app's
+// name and a link.
+func TestNoOpenRedirectThroughRegisteredClients(t *testing.T) {
+	e := newEnv(t)
+	evilID, _ := e.Register(evilClientJSON)
+	p := newPhone(t)
+	p.Client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	bad := url.Values{"client_id": {evilID}, "redirect_uri": {"https://evil.example.net/cb"}, "response_type": {"x"}, "state": {"s"}}
+	pg := p.Get(e.URL + "oauth2/authorize?" + bad.Encode())
+	link := errorLink(t, pg)
+	if pg.Status != http.StatusBadRequest || link.Host != "evil.example.net" || link.Query().Get("error") != "unsupported_response_type" ||
+		!strings.Contains(pg.Text(), "Totally Legit") || !strings.Contains(pg.Text(), "evil.example.net") {
+		t.Errorf("signed out: %d, link %s: %s", pg.Status, link, pg.Text())
+	}
+	// Signed in, but never signed in to this client: still a page.
+	signIn(p, e, testPassword)
+	pg = p.Get(e.URL + "oauth2/authorize?" + bad.Encode())
+	errorLink(t, pg)
+	none := url.Values{"client_id": {evilID}, "redirect_uri": {"https://evil.example.net/cb"}, "response_type": {"code"},
+		"code_challenge": {strings.Repeat("A", 43)}, "code_challenge_method": {"S256"}, "scope": {apiScope}, "prompt": {"none"}}
+	if link := errorLink(t, p.Get(e.URL+"oauth2/authorize?"+none.Encode())); link.Query().Get("error") != "consent_required" {
+		t.Errorf("prompt=none, never approved: link %s", link)
+	}
+
+	// An app the person signed in to before gets its errors back at once.
+	appID, _ := e.Register(appClientJSON)
+	a := newApp(e, appID)
+	if _, err := a.conf.Exchange(t.Context(), a.authorize().Query().Get("code"), oauth2.VerifierOption(a.verifier)); err != nil {
+		t.Fatal(err)
+	}
+	again := url.Values{"client_id": {appID}, "redirect_uri": {a.callback}, "response_type": {"x"}, "state": {"s"}}
+	if back := a.back(a.phone.Get(e.URL + "oauth2/authorize?" + again.Encode())); back.Query().Get("error") != "unsupported_response_type" {
+		t.Errorf("an app signed in to before: back to %s", back)
 	}
 }
