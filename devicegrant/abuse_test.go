@@ -265,3 +265,80 @@ func TestNoOpenRedirectThroughRegisteredClients(t *testing.T) {
 		t.Errorf("an app signed in to before: back to %s", back)
 	}
 }
+
+// fetchSite makes a phone's requests say where they come from
+// (Sec-Fetch-Site), unless the request already says.
+type fetchSite struct{ site string }
+
+func (f fetchSite) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Header.Get("Sec-Fetch-Site") == "" && f.site != "" {
+		r = r.Clone(r.Context())
+		r.Header.Set("Sec-Fetch-Site", f.site)
+	}
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+// upserts counts the upsert_device calls for deviceID the homeserver
+// accepted, once nothing is left waiting in the outbox.
+func upserts(t *testing.T, e *synapseEnv, deviceID string) int {
+	t.Helper()
+	eventually(t, "the outbox is empty", func() bool {
+		entries, _ := e.Server.Server.Outbox(t.Context(), 10)
+		return len(entries) == 0
+	})
+	n := 0
+	for _, c := range calls(e.hs, "upsert_device") {
+		if c["device_id"] == deviceID {
+			n++
+		}
+	}
+	return n
+}
+
+// TestTrustedClientNeedsSameSiteOrAClick: a trusted client skips the
+// consent page, but a signed-in browser arriving from another site (or
+// without saying where from) must not create or rename a Matrix device
+// unasked: it gets the consent page, and only the click approves. A
+// navigation from this site (the redirect after signing in) still goes
+// straight through (RFC 6749 §10.12: no authorization without the
+// person's awareness; P-AC-1, P-HS-3).
+func TestTrustedClientNeedsSameSiteOrAClick(t *testing.T) {
+	e := newSynapseEnv(t)
+	clientID, _ := e.Register(appClientJSON)
+	if err := e.Server.Server.TrustClient(t.Context(), clientID, true); err != nil {
+		t.Fatal(err)
+	}
+	a := newApp(e.env, clientID)
+	pg := a.phone.Get(e.URL + "account")
+	a.phone.Submit(pg, "/login", url.Values{"username": {testUser}, "password": {testPassword}})
+
+	for _, site := range []string{"cross-site", "none", ""} {
+		a.phone.Client.Transport = fetchSite{site}
+		pg := a.phone.Get(a.conf.AuthCodeURL("s", oauth2.S256ChallengeOption(a.verifier)))
+		if pg.Status != http.StatusOK || pg.Form("/oauth2/authorize") == nil || pg.Header.Get("Location") != "" {
+			t.Fatalf("Sec-Fetch-Site %q: %d %q, want the consent page: %s", site, pg.Status, pg.Header.Get("Location"), pg.Text())
+		}
+		if n := upserts(t, e, "APPDEVICE01"); n != 0 {
+			t.Fatalf("Sec-Fetch-Site %q: a GET made %d upsert_device calls", site, n)
+		}
+		if site == "" { // the click approves
+			back := a.back(a.waitForDevice(a.phone.Submit(pg, "/oauth2/authorize", url.Values{"action": {"approve"}})))
+			if back.Query().Get("code") == "" || upserts(t, e, "APPDEVICE01") != 1 {
+				t.Errorf("after the click: back to %s", back)
+			}
+		}
+	}
+	// prompt=none cannot show a page: the trusted app hears
+	// interaction_required.
+	a.phone.Client.Transport = fetchSite{"cross-site"}
+	back := a.back(a.phone.Get(a.conf.AuthCodeURL("s", oauth2.S256ChallengeOption(a.verifier), oauth2.SetAuthURLParam("prompt", "none"))))
+	if back.Query().Get("error") != "interaction_required" {
+		t.Errorf("prompt=none from another site: back to %s", back)
+	}
+	// From this site, no page.
+	a.phone.Client.Transport = fetchSite{"same-origin"}
+	back = a.back(a.waitForDevice(a.phone.Get(a.conf.AuthCodeURL("s", oauth2.S256ChallengeOption(a.verifier)))))
+	if back.Query().Get("code") == "" {
+		t.Errorf("same-origin navigation: back to %s", back)
+	}
+}

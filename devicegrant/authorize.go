@@ -268,7 +268,20 @@ func (s *Server) authorize(c *gin.Context) {
 		return
 	}
 	if req.client.Trusted && req.prompt != "consent" {
-		s.approveAuth(c, req, user)
+		// Approving writes: an authorization code and, with a homeserver,
+		// a Matrix device created or renamed (upsert_device). A link on
+		// another site must not do that in a signed-in browser, so only
+		// a navigation from this site approves unasked; any other gets
+		// the consent page, and the click on it approves.
+		if sameSiteNavigation(c) {
+			s.approveAuth(c, req, user)
+			return
+		}
+		if req.prompt == "none" {
+			s.authError(c, req, user, "interaction_required", "the request did not come from this site; the person must continue by hand")
+			return
+		}
+		s.showAuthConsent(c, req, user, "")
 		return
 	}
 	if req.prompt == "none" {
@@ -276,6 +289,20 @@ func (s *Server) authorize(c *gin.Context) {
 		return
 	}
 	s.showAuthConsent(c, req, user, "")
+}
+
+// sameSiteNavigation reports whether the browser says (Fetch Metadata,
+// Sec-Fetch-Site, which pages cannot set) that this request came from a
+// page of this site, such as the redirect after our sign-in form. A
+// request from another site, one the person started outside any page
+// ("none": a bookmark, a link in another app), or from a browser that does
+// not say, is not.
+func sameSiteNavigation(c *gin.Context) bool {
+	switch c.GetHeader("Sec-Fetch-Site") {
+	case "same-origin", "same-site":
+		return true
+	}
+	return false
 }
 
 func (s *Server) showAuthConsent(c *gin.Context, req *authRequest, user *store.User, errMsg string) {
