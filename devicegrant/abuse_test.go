@@ -1,12 +1,16 @@
 package devicegrant_test
 
 import (
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/oauth2"
 
 	"github.com/devicegrant/devicegrant/devicegrant"
@@ -340,5 +344,123 @@ func TestTrustedClientNeedsSameSiteOrAClick(t *testing.T) {
 	back = a.back(a.waitForDevice(a.phone.Get(a.conf.AuthCodeURL("s", oauth2.S256ChallengeOption(a.verifier)))))
 	if back.Query().Get("code") == "" {
 		t.Errorf("same-origin navigation: back to %s", back)
+	}
+}
+
+// drained waits until the outbox is empty.
+func drained(t *testing.T, e *synapseEnv) {
+	t.Helper()
+	eventually(t, "the outbox is empty", func() bool {
+		entries, _ := e.Server.Server.Outbox(t.Context(), 10)
+		return len(entries) == 0
+	})
+}
+
+// TestLapsedApprovalDeletesTheDevice: ending a session leaves its Matrix
+// device alone while an approved but unredeemed device grant or
+// authorization code names the same device id (the approval will need
+// it); when that approval lapses instead, the device is deleted from the
+// homeserver (P-HS-3: ending a session deletes its device; P-DEV-9,
+// P-AC-3 lifetimes).
+func TestLapsedApprovalDeletesTheDevice(t *testing.T) {
+	e := newSynapseEnv(t, withClock())
+	has := func(device string) bool { return slices.Contains(e.hs.Devices(testUser), device) }
+
+	// A device grant.
+	clientID, _ := e.Register(deviceClientJSON)
+	da := e.deviceAuth(clientID, "LAPSEDEV01")
+	newPhone(t).Decide(da["verification_uri_complete"].(string), "approve")
+	drained(t, e)
+	e.Clock.Advance(2 * time.Second)
+	status, tok := e.poll(clientID, da["device_code"].(string))
+	if status != http.StatusOK {
+		t.Fatalf("poll: %d %v", status, tok)
+	}
+	again := e.deviceAuth(clientID, "LAPSEDEV01")
+	newPhone(t).Decide(again["verification_uri_complete"].(string), "approve") // and never redeemed
+	drained(t, e)
+	e.Post("oauth2/revoke", url.Values{"client_id": {clientID}, "token": {tok["refresh_token"].(string)}})
+	drained(t, e)
+	if !has("LAPSEDEV01") {
+		t.Fatal("the device was deleted while an approval for it waited")
+	}
+	e.Clock.Advance(11 * time.Minute) // the second grant expires unredeemed
+	eventually(t, "the lapsed grant's device is deleted", func() bool { return !has("LAPSEDEV01") })
+
+	// An authorization code.
+	appID, _ := e.Register(appClientJSON)
+	a := newApp(e.env, appID)
+	first, err := a.conf.Exchange(t.Context(), a.authorize().Query().Get("code"), oauth2.VerifierOption(a.verifier))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := newApp(e.env, appID)
+	b.authorize() // a code for the same device, never exchanged
+	e.Post("oauth2/revoke", url.Values{"client_id": {appID}, "token": {first.RefreshToken}})
+	drained(t, e)
+	if !has("APPDEVICE01") {
+		t.Fatal("the device was deleted while an authorization code for it waited")
+	}
+	e.Clock.Advance(2 * time.Minute) // the code (60 s) expires unexchanged
+	eventually(t, "the lapsed code's device is deleted", func() bool { return !has("APPDEVICE01") })
+	if got := calls(e.hs, "delete_device"); len(got) != 2 {
+		t.Errorf("delete_device calls = %v, want one per lapsed approval", got)
+	}
+}
+
+// TestParkedDeleteIsNeverSilent: a delete_device the homeserver keeps
+// refusing is parked after 20 attempts, and then shows in the metrics by
+// call (P-HS-3, P-HS-4).
+func TestParkedDeleteIsNeverSilent(t *testing.T) {
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		switch {
+		case strings.HasSuffix(r.URL.Path, "/delete_device"):
+			w.WriteHeader(http.StatusBadRequest)
+			io.WriteString(w, `{"errcode":"M_UNKNOWN","error":"refused for the test"}`)
+		case strings.HasSuffix(r.URL.Path, "/provision_user"), strings.HasSuffix(r.URL.Path, "/upsert_device"):
+			w.WriteHeader(http.StatusCreated)
+			io.WriteString(w, `{}`)
+		default:
+			io.WriteString(w, `{}`)
+		}
+	}))
+	t.Cleanup(hs.Close)
+	reg := prometheus.NewRegistry()
+	e := newEnv(t, devtest.WithConfig(func(c *devicegrant.Config) {
+		c.HomeserverEndpoint = hs.URL
+		c.Metrics = reg
+	}))
+	clientID, _ := e.Register(deviceClientJSON)
+	da := e.deviceAuth(clientID, "PARKEDDEV1")
+	newPhone(t).Decide(da["verification_uri_complete"].(string), "approve")
+	var tok map[string]any
+	eventually(t, "the device gets its tokens", func() bool {
+		time.Sleep(1100 * time.Millisecond)
+		status, m := e.poll(clientID, da["device_code"].(string))
+		tok = m
+		return status == http.StatusOK
+	})
+	e.Post("oauth2/revoke", url.Values{"client_id": {clientID}, "token": {tok["refresh_token"].(string)}})
+	eventually(t, "delete_device is parked", func() bool {
+		entries, _ := e.Server.Server.Outbox(t.Context(), 10)
+		return len(entries) == 1 && entries[0].Call == "delete_device" && !entries[0].ParkedAt.IsZero()
+	})
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "call" && l.GetValue() == "delete_device" {
+					got[f.GetName()] = m.GetGauge().GetValue() + m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	if got["devicegrant_outbox_parked"] != 1 || got["devicegrant_outbox_parked_total"] != 1 {
+		t.Errorf("metrics for delete_device: %v, want devicegrant_outbox_parked and devicegrant_outbox_parked_total at 1", got)
 	}
 }
