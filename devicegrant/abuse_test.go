@@ -299,14 +299,15 @@ func upserts(t *testing.T, e *synapseEnv, deviceID string) int {
 	return n
 }
 
-// TestTrustedClientNeedsSameSiteOrAClick: a trusted client skips the
+// TestTrustedClientNeedsOwnPageOrAClick: a trusted client skips the
 // consent page, but a signed-in browser arriving from another site (or
 // without saying where from) must not create or rename a Matrix device
 // unasked: it gets the consent page, and only the click approves. A
-// navigation from this site (the redirect after signing in) still goes
-// straight through (RFC 6749 §10.12: no authorization without the
+// same-site one counts as another site (a sibling subdomain may serve
+// anyone's content). A navigation from our own pages (the redirect after
+// signing in: same-origin) still goes straight through (RFC 6749 §10.12: no authorization without the
 // person's awareness; P-AC-1, P-HS-3).
-func TestTrustedClientNeedsSameSiteOrAClick(t *testing.T) {
+func TestTrustedClientNeedsOwnPageOrAClick(t *testing.T) {
 	e := newSynapseEnv(t)
 	clientID, _ := e.Register(appClientJSON)
 	if err := e.Server.Server.TrustClient(t.Context(), clientID, true); err != nil {
@@ -316,7 +317,7 @@ func TestTrustedClientNeedsSameSiteOrAClick(t *testing.T) {
 	pg := a.phone.Get(e.URL + "account")
 	a.phone.Submit(pg, "/login", url.Values{"username": {testUser}, "password": {testPassword}})
 
-	for _, site := range []string{"cross-site", "none", ""} {
+	for _, site := range []string{"cross-site", "same-site", "none", ""} {
 		a.phone.Client.Transport = fetchSite{site}
 		pg := a.phone.Get(a.conf.AuthCodeURL("s", oauth2.S256ChallengeOption(a.verifier)))
 		if pg.Status != http.StatusOK || pg.Form("/oauth2/authorize") == nil || pg.Header.Get("Location") != "" {

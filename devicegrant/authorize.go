@@ -271,14 +271,14 @@ func (s *Server) authorize(c *gin.Context) {
 		// Approving writes: an authorization code and, with a homeserver,
 		// a Matrix device created or renamed (upsert_device). A link on
 		// another site must not do that in a signed-in browser, so only
-		// a navigation from this site approves unasked; any other gets
-		// the consent page, and the click on it approves.
-		if sameSiteNavigation(c) {
+		// a navigation from our own pages approves unasked; any other
+		// gets the consent page, and the click on it approves.
+		if fromOwnPage(c) {
 			s.approveAuth(c, req, user)
 			return
 		}
 		if req.prompt == "none" {
-			s.authError(c, req, user, "interaction_required", "the request did not come from this site; the person must continue by hand")
+			s.authError(c, req, user, "interaction_required", "the request did not come from this server's own pages; the person must continue by hand")
 			return
 		}
 		s.showAuthConsent(c, req, user, "")
@@ -291,18 +291,15 @@ func (s *Server) authorize(c *gin.Context) {
 	s.showAuthConsent(c, req, user, "")
 }
 
-// sameSiteNavigation reports whether the browser says (Fetch Metadata,
-// Sec-Fetch-Site, which pages cannot set) that this request came from a
-// page of this site, such as the redirect after our sign-in form. A
-// request from another site, one the person started outside any page
-// ("none": a bookmark, a link in another app), or from a browser that does
-// not say, is not.
-func sameSiteNavigation(c *gin.Context) bool {
-	switch c.GetHeader("Sec-Fetch-Site") {
-	case "same-origin", "same-site":
-		return true
-	}
-	return false
+// fromOwnPage reports whether the browser says (Fetch Metadata,
+// Sec-Fetch-Site, which pages cannot set) that this request came from one
+// of our own pages, such as the redirect after our sign-in form. Only
+// same-origin counts: "same-site" includes sibling subdomains, which may
+// serve content we do not control. A request from another site, one the
+// person started outside any page ("none": a bookmark, a link in another
+// app), or from a browser that does not say, is not.
+func fromOwnPage(c *gin.Context) bool {
+	return c.GetHeader("Sec-Fetch-Site") == "same-origin"
 }
 
 func (s *Server) showAuthConsent(c *gin.Context, req *authRequest, user *store.User, errMsg string) {
