@@ -109,8 +109,9 @@ type Registration struct {
 	// TermsURL, when set, must be accepted to register; the URL accepted
 	// is recorded with the account (put a version in it).
 	TermsURL string
-	// PerAddress limits new accounts per client address. Default: 3, then
-	// one an hour.
+	// PerAddress limits, per client address (IPv6: per /64), new accounts
+	// and the attempts that cost a homeserver check or an argon2 hash
+	// without making one. Default: 3, then one an hour.
 	PerAddress RateLimit
 }
 

@@ -124,7 +124,7 @@ func settings() []setting {
 		{"rate_limits.account_login_failures", "DEVICEGRANTD_ACCOUNT_LOGIN_FAILURES", "wrong passwords per account, from all addresses", "20/1m", func(c *config) any { return &c.RateLimits.AccountLoginFailures }},
 		{"rate_limits.client_registrations", "DEVICEGRANTD_CLIENT_REGISTRATIONS", "client registrations per address", "20/1m", func(c *config) any { return &c.RateLimits.ClientRegistrations }},
 		{"rate_limits.device_authorizations", "DEVICEGRANTD_DEVICE_AUTHORIZATIONS", "device authorization requests per address", "30/10s", func(c *config) any { return &c.RateLimits.DeviceAuthorizations }},
-		{"rate_limits.registrations", "DEVICEGRANTD_REGISTRATIONS", "self-registered accounts per address", "3/1h", func(c *config) any { return &c.RateLimits.Registrations }},
+		{"rate_limits.registrations", "DEVICEGRANTD_REGISTRATIONS", "self-registration attempts per address that reach the homeserver or argon2 (each account made is one)", "3/1h", func(c *config) any { return &c.RateLimits.Registrations }},
 		{"trusted_proxies", "DEVICEGRANTD_TRUSTED_PROXIES", "comma-separated proxy addresses/CIDRs whose X-Forwarded-For is believed", "none", func(c *config) any { return &c.TrustedProxies }},
 		{"registration.enabled", "DEVICEGRANTD_REGISTRATION", "let people create their own accounts (prompt=create): true or false", "false", func(c *config) any { return &c.Registration.Enabled }},
 		{"registration.terms_url", "DEVICEGRANTD_TERMS_URL", "terms people must accept to register (put a version in the URL)", "none", func(c *config) any { return &c.Registration.TermsURL }},
