@@ -166,7 +166,7 @@ const leakNoticeFor = 30 * 24 * time.Hour
 // reauth checks the password of a destructive action, counting failures
 // like sign-in does. It renders the confirmation again on failure.
 func (s *Server) reauth(c *gin.Context, user *store.User, again page) bool {
-	ok, wait := s.passwordAttempt(c, user.Username, user.PasswordHash, c.PostForm("password"))
+	ok, wait := s.passwordAttempt(c, user.Username, user.ID, user.PasswordHash, c.PostForm("password"))
 	if wait > 0 {
 		again.Error = "Too many wrong passwords. Please wait " + humanDuration(wait) + " and try again."
 		s.render(c, http.StatusTooManyRequests, "confirm", again)
@@ -319,7 +319,7 @@ func (s *Server) passwordSubmit(c *gin.Context) {
 	if user == nil {
 		return
 	}
-	ok, wait := s.passwordAttempt(c, user.Username, user.PasswordHash, c.PostForm("current"))
+	ok, wait := s.passwordAttempt(c, user.Username, user.ID, user.PasswordHash, c.PostForm("current"))
 	if wait > 0 {
 		s.showAccount(c, user, http.StatusTooManyRequests, "Too many wrong passwords. Please wait "+humanDuration(wait)+".", "")
 		return

@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"errors"
+	"html/template"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -169,10 +170,69 @@ func (s *Server) checkedAuthRequest(c *gin.Context, q url.Values) *authRequest {
 		return nil
 	}
 	if redirErr != nil {
-		s.redirectAuth(c, req, url.Values{"error": {redirErr.code}, "error_description": {redirErr.desc}})
+		user, _ := s.signedInUser(c)
+		s.authError(c, req, user, redirErr.code, redirErr.desc)
 		return nil
 	}
 	return req
+}
+
+// authError answers an authorization request with an error for the
+// client. Sending it back unasked would make us an open redirector for
+// anyone who registers a client (RFC 9700 §4.11.2): so only a client the
+// operator trusts, or one this person has signed in to before, gets the
+// redirect straight away. For any other, the person sees the error here,
+// with the application's name and a link back to it.
+func (s *Server) authError(c *gin.Context, req *authRequest, user *store.User, code, desc string) {
+	params := url.Values{"error": {code}, "error_description": {desc}}
+	if s.mayRedirectUnasked(c, req, user) {
+		s.redirectAuth(c, req, params)
+		return
+	}
+	target, err := s.authRedirectTarget(req, params)
+	if err != nil {
+		s.errorPage(c, http.StatusBadRequest, "Cannot continue", "The application's address is not valid.")
+		return
+	}
+	cv := req.client.view()
+	where := cv.Name
+	if u, err := url.Parse(req.redirectURI); err == nil {
+		if h := u.Hostname(); h != "" {
+			where += " at " + h
+		} else {
+			where += " (" + u.Scheme + ")"
+		}
+	}
+	s.render(c, http.StatusBadRequest, "message", page{Title: "Cannot continue", Kind: "bad", User: user,
+		Message: cv.Name + " asked for something this server cannot do: " + desc + " (" + code + "). " +
+			"As you have not signed in to this application here before (or are signed out), you are not sent to it without asking.",
+		// The link is the registered redirect URI (an https, loopback or
+		// reverse-domain private-use URI, checked at registration) with
+		// our parameters: never script.
+		Link: template.URL(target), LinkText: "Back to " + where})
+}
+
+// mayRedirectUnasked reports whether an error may go back to the client
+// without the person seeing it first: the operator trusts the client, or
+// the person signed in to it before (a session, live or ended).
+func (s *Server) mayRedirectUnasked(c *gin.Context, req *authRequest, user *store.User) bool {
+	if req.client.Trusted {
+		return true
+	}
+	if user == nil {
+		return false
+	}
+	sessions, err := s.store.SessionsByUser(c.Request.Context(), user.ID, true)
+	if err != nil {
+		s.log.ErrorContext(c.Request.Context(), "authorize: sessions of the person", "err", err)
+		return false
+	}
+	for _, x := range sessions {
+		if x.ClientID == req.client.ID {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *Server) authorize(c *gin.Context) {
@@ -197,7 +257,7 @@ func (s *Server) authorize(c *gin.Context) {
 	}
 	if user == nil {
 		if req.prompt == "none" {
-			s.redirectAuth(c, req, url.Values{"error": {"login_required"}, "error_description": {"the person is not signed in"}})
+			s.authError(c, req, nil, "login_required", "the person is not signed in")
 			return
 		}
 		p := page{Title: "Sign in", Next: s.authorizeURL(req, nextPrompt(req)), Username: req.loginHint}
@@ -208,14 +268,38 @@ func (s *Server) authorize(c *gin.Context) {
 		return
 	}
 	if req.client.Trusted && req.prompt != "consent" {
-		s.approveAuth(c, req, user)
+		// Approving writes: an authorization code and, with a homeserver,
+		// a Matrix device created or renamed (upsert_device). A link on
+		// another site must not do that in a signed-in browser, so only
+		// a navigation from our own pages approves unasked; any other
+		// gets the consent page, and the click on it approves.
+		if fromOwnPage(c) {
+			s.approveAuth(c, req, user)
+			return
+		}
+		if req.prompt == "none" {
+			s.authError(c, req, user, "interaction_required", "the request did not come from this server's own pages; the person must continue by hand")
+			return
+		}
+		s.showAuthConsent(c, req, user, "")
 		return
 	}
 	if req.prompt == "none" {
-		s.redirectAuth(c, req, url.Values{"error": {"consent_required"}, "error_description": {"the person has not approved this application"}})
+		s.authError(c, req, user, "consent_required", "the person has not approved this application")
 		return
 	}
 	s.showAuthConsent(c, req, user, "")
+}
+
+// fromOwnPage reports whether the browser says (Fetch Metadata,
+// Sec-Fetch-Site, which pages cannot set) that this request came from one
+// of our own pages, such as the redirect after our sign-in form. Only
+// same-origin counts: "same-site" includes sibling subdomains, which may
+// serve content we do not control. A request from another site, one the
+// person started outside any page ("none": a bookmark, a link in another
+// app), or from a browser that does not say, is not.
+func fromOwnPage(c *gin.Context) bool {
+	return c.GetHeader("Sec-Fetch-Site") == "same-origin"
 }
 
 func (s *Server) showAuthConsent(c *gin.Context, req *authRequest, user *store.User, errMsg string) {
@@ -339,10 +423,21 @@ func (s *Server) authorizeContinue(c *gin.Context) {
 // params, the state and the issuer (RFC 9207, against mix-up attacks), in
 // the query or the fragment.
 func (s *Server) redirectAuth(c *gin.Context, req *authRequest, params url.Values) {
-	u, err := url.Parse(req.redirectURI)
+	target, err := s.authRedirectTarget(req, params)
 	if err != nil {
 		s.errorPage(c, http.StatusBadRequest, "Cannot continue", "The application's address is not valid.")
 		return
+	}
+	c.Header("Cache-Control", "no-store")
+	c.Redirect(http.StatusSeeOther, target)
+}
+
+// authRedirectTarget is the client's redirect URI with params, the state
+// and the issuer.
+func (s *Server) authRedirectTarget(req *authRequest, params url.Values) (string, error) {
+	u, err := url.Parse(req.redirectURI)
+	if err != nil {
+		return "", err
 	}
 	if req.state != "" {
 		params.Set("state", req.state)
@@ -360,8 +455,7 @@ func (s *Server) redirectAuth(c *gin.Context, req *authRequest, params url.Value
 		u.RawQuery = q.Encode()
 		target = u.String()
 	}
-	c.Header("Cache-Control", "no-store")
-	c.Redirect(http.StatusSeeOther, target)
+	return target, nil
 }
 
 // exchangeCode is the token endpoint's authorization_code grant (P-AC-3,

@@ -18,12 +18,30 @@ const parkAfter = 20
 // leaseFor is how long a deliverer holds an entry it is sending.
 const leaseFor = time.Minute
 
-// deliverOutbox runs until ctx is done, making due calls in order per user.
+// lapseEvery is how often the deliverer looks for approvals that expired
+// unredeemed (see endLapsedApprovals).
+const lapseEvery = 30 * time.Second
+
+// deliverOutbox runs until ctx is done, making due calls in order per user,
+// and queueing the deletes that approvals left behind when they lapse.
 func (s *Server) deliverOutbox(ctx context.Context) {
 	tick := min(time.Second, s.cfg.OutboxBackoff.Min)
 	t := time.NewTicker(tick)
 	defer t.Stop()
+	// At start, look back over everything cleanup has not purged yet: the
+	// process may have been down when those approvals lapsed, and a
+	// delete_device sent twice does no harm.
+	swept := s.now().Add(-25 * time.Hour)
 	for {
+		if now := s.now(); now.Sub(swept) >= lapseEvery {
+			if err := s.endLapsedApprovals(ctx, swept, now); err != nil {
+				if ctx.Err() == nil {
+					s.log.ErrorContext(ctx, "outbox: lapsed approvals", "err", err)
+				}
+			} else {
+				swept = now
+			}
+		}
 		for s.deliverDue(ctx) {
 		}
 		select {
@@ -140,6 +158,7 @@ func (s *Server) deliver(ctx context.Context, e store.OutboxEntry) (bool, error)
 		cur.NextAttemptAt = now.Add(s.backoff(cur.Attempts))
 		if permanent && cur.Attempts >= parkAfter {
 			cur.ParkedAt = now
+			s.metrics.parked.WithLabelValues(cur.Call).Inc()
 		}
 		if !cur.ParkedAt.IsZero() {
 			s.log.ErrorContext(ctx, "outbox: call parked after repeated refusals; run devicegrantd outbox",
@@ -210,4 +229,59 @@ func (s *Server) RetryParked(ctx context.Context) (int, error) {
 // Outbox lists the calls waiting for the homeserver, oldest first.
 func (s *Server) Outbox(ctx context.Context, limit int) ([]store.OutboxEntry, error) {
 	return s.store.Outbox(ctx, limit)
+}
+
+// endLapsedApprovals queues delete_device for the Matrix devices of
+// approvals that expired unredeemed in (after, before], unless something
+// else still uses the device. An approval creates its device before the
+// client redeems it (P-HS-3), and while it waits, ending another session on
+// the same device id leaves the device alone (endSession); so when the
+// approval lapses instead of becoming a session, nothing else would remove
+// the device until the next sync_devices.
+func (s *Server) endLapsedApprovals(ctx context.Context, after, before time.Time) error {
+	grants, err := s.store.GrantsLapsed(ctx, after, before)
+	if err != nil {
+		return err
+	}
+	codes, err := s.store.AuthCodesLapsed(ctx, after, before)
+	if err != nil {
+		return err
+	}
+	type device struct{ userID, deviceID string }
+	var devices []device
+	seen := map[device]bool{}
+	add := func(userID, scope string) {
+		sc, err := parseScopes(scope)
+		if err != nil || sc.deviceID == "" || userID == "" {
+			return
+		}
+		d := device{userID, sc.deviceID}
+		if !seen[d] {
+			seen[d] = true
+			devices = append(devices, d)
+		}
+	}
+	for _, g := range grants {
+		add(g.UserID, g.Scope)
+	}
+	for _, a := range codes {
+		add(a.UserID, a.Scope)
+	}
+	for _, d := range devices {
+		err := s.store.Update(ctx, func(tx store.Tx) error {
+			inUse, err := s.deviceInUse(ctx, tx, d.userID, d.deviceID, s.now())
+			if err != nil || inUse {
+				return err
+			}
+			user, err := tx.User(ctx, d.userID)
+			if err != nil || !user.DeactivatedAt.IsZero() { // delete_user took every device
+				return err
+			}
+			return s.enqueue(ctx, tx, user.Username, callDeleteDevice, deviceBody{Localpart: user.Username, DeviceID: d.deviceID}, "")
+		})
+		if err != nil {
+			return fmt.Errorf("device %s of a lapsed approval: %w", d.deviceID, err)
+		}
+	}
+	return nil
 }

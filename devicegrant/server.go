@@ -68,12 +68,18 @@ type Config struct {
 	// phone. Default 14 days.
 	BrowserSessionTTL time.Duration
 
-	// UserCodeFailures limits wrong user-code entries per client address,
-	// and UserCodeFailuresGlobal across all addresses (P-DEV-4). Defaults:
-	// a burst of 10 then one a minute per address; a burst of 100 then
-	// one every 6 seconds overall.
-	UserCodeFailures       RateLimit
-	UserCodeFailuresGlobal RateLimit
+	// UserCodeFailures limits wrong user-code entries per client address
+	// and, for people signed in, per account. UserCodeFailuresGlobal
+	// limits them across all addresses of people not signed in, and
+	// UserCodeFailuresSignedIn across all signed-in accounts: a budget of
+	// its own, so that a guesser spending the anonymous one does not stop
+	// people approving their devices, while accounts made in bulk (self-
+	// registration) still cannot multiply the guesses (P-DEV-4). Defaults:
+	// a burst of 10 then one a minute per address or account; a burst of
+	// 100 then one every 6 seconds for each of the two global budgets.
+	UserCodeFailures         RateLimit
+	UserCodeFailuresGlobal   RateLimit
+	UserCodeFailuresSignedIn RateLimit
 	// LoginFailures limits wrong passwords per client address (IPv6: per
 	// /64). Default: a burst of 10 then one every 30 seconds.
 	LoginFailures RateLimit
@@ -103,8 +109,9 @@ type Registration struct {
 	// TermsURL, when set, must be accepted to register; the URL accepted
 	// is recorded with the account (put a version in it).
 	TermsURL string
-	// PerAddress limits new accounts per client address. Default: 3, then
-	// one an hour.
+	// PerAddress limits, per client address (IPv6: per /64), new accounts
+	// and the attempts that cost a homeserver check or an argon2 hash
+	// without making one. Default: 3, then one an hour.
 	PerAddress RateLimit
 }
 
@@ -138,12 +145,14 @@ type Server struct {
 	handler http.Handler
 
 	codeLimit    *limiter      // failed user-code entries per address and overall
+	accountCodes *limiter      // failed user-code entries per signed-in account and over all accounts
 	loginLimit   *limiter      // failed passwords per address
 	accountLimit *limiter      // failed passwords per account
 	regLimit     *limiter      // new accounts per address
 	dcrLimit     *limiter      // client registrations per address
 	deviceLimit  *limiter      // device authorizations per address
 	hashSlots    chan struct{} // bounds argon2 work in flight
+	places       *knownPlaces  // where each account signed in from lately
 
 	dummyOnce sync.Once
 	dummy     string // see dummyHash
@@ -180,6 +189,7 @@ func New(cfg Config, st store.Store) (*Server, error) {
 	cfg.BrowserSessionTTL = orDuration(cfg.BrowserSessionTTL, 14*24*time.Hour)
 	cfg.UserCodeFailures = cfg.UserCodeFailures.orDefault(RateLimit{Burst: 10, Every: time.Minute})
 	cfg.UserCodeFailuresGlobal = cfg.UserCodeFailuresGlobal.orDefault(RateLimit{Burst: 100, Every: 6 * time.Second})
+	cfg.UserCodeFailuresSignedIn = cfg.UserCodeFailuresSignedIn.orDefault(RateLimit{Burst: 100, Every: 6 * time.Second})
 	cfg.LoginFailures = cfg.LoginFailures.orDefault(RateLimit{Burst: 10, Every: 30 * time.Second})
 	cfg.AccountLoginFailures = cfg.AccountLoginFailures.orDefault(RateLimit{Burst: 20, Every: time.Minute})
 	cfg.ClientRegistrations = cfg.ClientRegistrations.orDefault(RateLimit{Burst: 20, Every: time.Minute})
@@ -217,12 +227,14 @@ func New(cfg Config, st store.Store) (*Server, error) {
 		now:          cfg.Now,
 		pages:        pages,
 		codeLimit:    newLimiter(cfg.UserCodeFailures, &cfg.UserCodeFailuresGlobal),
+		accountCodes: newLimiter(cfg.UserCodeFailures, &cfg.UserCodeFailuresSignedIn),
 		loginLimit:   newLimiter(cfg.LoginFailures, nil),
 		accountLimit: newLimiter(cfg.AccountLoginFailures, nil),
 		regLimit:     newLimiter(cfg.Registration.PerAddress, nil),
 		dcrLimit:     newLimiter(cfg.ClientRegistrations, nil),
 		deviceLimit:  newLimiter(cfg.DeviceAuthorizations, nil),
 		hashSlots:    make(chan struct{}, max(2, runtime.NumCPU())),
+		places:       newKnownPlaces(30 * 24 * time.Hour),
 		outboxKick:   make(chan struct{}, 1),
 		keyCache:     map[string]crypto.Signer{},
 		httpClient:   &http.Client{Timeout: 20 * time.Second},

@@ -37,20 +37,21 @@ func (s *Server) enterCodeSubmit(c *gin.Context) {
 }
 
 // lookupUserCode finds the live, pending grant behind a code a person
-// typed or followed. Wrong codes count against the address (or the
-// signed-in account) and the global budget (P-DEV-4); while a budget is
-// spent, no code is looked up at all, so a guesser learns nothing. It returns a message for the person when
-// there is no such grant.
+// typed or followed. Wrong codes count against the address and the
+// anonymous global budget, or, for a signed-in person, against the account
+// and the global budget of all signed-in people (P-DEV-4). While a budget
+// is spent, no code is looked up at all, so a guesser learns nothing. It
+// returns a message for the person when there is no such grant.
 func (s *Server) lookupUserCode(c *gin.Context, user *store.User, typed string) (store.DeviceGrant, string) {
 	now := s.now()
-	// People signed in here have their own budget, outside the global
-	// one: a guesser who spends the global budget blocks only anonymous
-	// code entry, not the people approving their devices.
-	key, skipGlobal := "ip:"+addressKey(c.ClientIP()), false
+	// Two global budgets: a guesser who spends the anonymous one does not
+	// block the people approving their devices, and accounts made in bulk
+	// share one budget, so they cannot multiply the guesses.
+	limit, key := s.codeLimit, "ip:"+addressKey(c.ClientIP())
 	if user != nil {
-		key, skipGlobal = "user:"+user.ID, true
+		limit, key = s.accountCodes, "user:"+user.ID
 	}
-	t, wait := s.codeLimit.take(key, now, skipGlobal)
+	t, wait := limit.take(key, now, false)
 	if wait > 0 {
 		c.Header("Retry-After", fmt.Sprint(int(wait.Seconds())+1))
 		return store.DeviceGrant{}, tooManyMsg(wait)
@@ -236,7 +237,7 @@ func (s *Server) loginSubmit(c *gin.Context) {
 	if err != nil {
 		hash = s.dummyHash() // same work for unknown users: no timing oracle
 	}
-	ok, wait := s.passwordAttempt(c, username, hash, c.PostForm("password"))
+	ok, wait := s.passwordAttempt(c, username, u.ID, hash, c.PostForm("password"))
 	if wait > 0 {
 		c.Header("Retry-After", fmt.Sprint(int(wait.Seconds())+1))
 		p.Error = "Too many failed sign-ins. Please wait " + humanDuration(wait) + " and try again."

@@ -66,6 +66,9 @@ type page struct {
 	Kind    string // message: ok or bad
 	Message string
 	Again   bool // message: offer to enter another code
+
+	Link     template.URL // message: a link onwards, built by us
+	LinkText string
 }
 
 type clientView struct{ Name, URI, Host, LogoURI string }

@@ -21,6 +21,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"html"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -758,5 +759,74 @@ func TestBrowserAccountSignOut(t *testing.T) {
 	var re *oauth2.RetrieveError
 	if !errors.As(err, &re) || re.ErrorCode != "invalid_grant" {
 		t.Errorf("refresh after signing the device out: %v, want invalid_grant", err)
+	}
+}
+
+// TestBrowserTrustedClientFromAnotherSite: a browser already signed in
+// follows a link on another site (localhost, while devicegrantd is
+// 127.0.0.1: Chromium says Sec-Fetch-Site: cross-site) to a trusted
+// client's authorization request. The link approves nothing; the consent
+// page shows, and the tap on Continue sends the browser back to the app
+// with a code (RFC 6749 §10.12; issue 10 item 6).
+func TestBrowserTrustedClientFromAnotherSite(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	meta := e.metadata()
+	authURL, _ := meta["authorization_endpoint"].(string)
+	clientID, _ := e.Register(nativeClientJSON)
+	if err := e.Server.Server.TrustClient(ctx, clientID, true); err != nil {
+		t.Fatal(err)
+	}
+	calls := make(chan url.Values, 4)
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls <- r.URL.Query()
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		fmt.Fprint(w, `<!doctype html><meta name="viewport" content="width=device-width, initial-scale=1">`+
+			`<title>Browser test</title><body style="font:17px/1.5 sans-serif;margin:1.25rem"><h1>Back in the app</h1>`)
+	}))
+	t.Cleanup(app.Close)
+	conf := &oauth2.Config{ClientID: clientID, RedirectURL: app.URL + "/callback", Scopes: []string{apiScope, deviceScope + "E2ECROSSSITE"},
+		Endpoint: oauth2.Endpoint{AuthURL: authURL}}
+	verifier := oauth2.GenerateVerifier()
+	link := conf.AuthCodeURL(randomHex(t, 16), oauth2.S256ChallengeOption(verifier))
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		fmt.Fprintf(w, `<!doctype html><meta name="viewport" content="width=device-width, initial-scale=1">`+
+			`<title>Another site</title><body style="font:17px/1.5 sans-serif;margin:1.25rem"><h1>Win a prize</h1>`+
+			`<p><a id="authorize" style="display:inline-block;padding:12px 16px" href="%s">Claim it</a></p>`, html.EscapeString(link))
+	}))
+	t.Cleanup(other.Close)
+	otherURL := strings.Replace(other.URL, "127.0.0.1", "localhost", 1) // another site
+
+	run := startBrowser(t, "crosssite", "trusted-client-cross-site", map[string]any{
+		"signIn": e.URL + "account", "username": devtest.Username, "password": devtest.Password,
+		"linkPage": otherURL, "redirectPrefix": app.URL + "/callback",
+	})
+	var cp struct{}
+	run.checkpoint("consent", &cp)
+	u, err := e.Store.UserByUsername(ctx, devtest.Username)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if codes, err := e.Store.AuthCodesAwaitingDevice(ctx, u.ID, time.Now()); err != nil || len(codes) != 0 {
+		t.Errorf("the cross-site link approved %d request(s) (%v)", len(codes), err)
+	}
+	select {
+	case q := <-calls:
+		t.Errorf("the app heard from the browser before the tap: %v", q)
+	default:
+	}
+	run.resume()
+	var res struct {
+		URL string `json:"url"`
+	}
+	run.finish(&res)
+	select {
+	case q := <-calls:
+		if q.Get("code") == "" {
+			t.Errorf("back in the app without a code: %v", q)
+		}
+	default:
+		t.Fatalf("the app's redirect URI was never called; the browser is at %s", res.URL)
 	}
 }

@@ -242,6 +242,14 @@ type Reader interface {
 	// their Matrix devices must exist.
 	AuthCodesAwaitingDevice(ctx context.Context, userID string, now time.Time) ([]AuthCode, error)
 	AuthCodeByCode(ctx context.Context, hash []byte) (AuthCode, error)
+	// GrantsLapsed lists the device grants, of any user, that were
+	// approved or ready (their Matrix device was created or on its way)
+	// and expired unredeemed in (after, before].
+	GrantsLapsed(ctx context.Context, after, before time.Time) ([]DeviceGrant, error)
+	// AuthCodesLapsed lists the authorization requests, of any user, that
+	// were approved (waiting, ready or issued) and expired unredeemed in
+	// (after, before].
+	AuthCodesLapsed(ctx context.Context, after, before time.Time) ([]AuthCode, error)
 
 	// SigningKeys lists the OpenID signing keys, newest first.
 	SigningKeys(ctx context.Context) ([]SigningKey, error)

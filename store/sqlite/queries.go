@@ -527,3 +527,41 @@ func (t *tx) DeleteBrowserSessionsOfUser(ctx context.Context, userID, keep strin
 	_, err := t.db.ExecContext(ctx, `DELETE FROM browser_sessions WHERE user_id = ? AND id != ?`, userID, keep)
 	return wrap("delete browser sessions of user", err)
 }
+
+func (q queries) GrantsLapsed(ctx context.Context, after, before time.Time) ([]store.DeviceGrant, error) {
+	rows, err := q.db.QueryContext(ctx, `SELECT `+grantCols+` FROM device_grants
+		WHERE expires_at > ? AND expires_at <= ? AND state IN (?, ?) ORDER BY expires_at`,
+		ms(after), ms(before), store.GrantApproved, store.GrantReady)
+	if err != nil {
+		return nil, wrap("lapsed grants", err)
+	}
+	defer rows.Close()
+	var out []store.DeviceGrant
+	for rows.Next() {
+		g, err := scanGrant(rows)
+		if err != nil {
+			return nil, wrap("lapsed grants", err)
+		}
+		out = append(out, g)
+	}
+	return out, wrap("lapsed grants", rows.Err())
+}
+
+func (q queries) AuthCodesLapsed(ctx context.Context, after, before time.Time) ([]store.AuthCode, error) {
+	rows, err := q.db.QueryContext(ctx, `SELECT `+authCodeCols+` FROM auth_codes
+		WHERE expires_at > ? AND expires_at <= ? AND status IN (?, ?, ?) ORDER BY expires_at`,
+		ms(after), ms(before), store.AuthCodeWaiting, store.AuthCodeReady, store.AuthCodeIssued)
+	if err != nil {
+		return nil, wrap("lapsed auth codes", err)
+	}
+	defer rows.Close()
+	var out []store.AuthCode
+	for rows.Next() {
+		a, err := scanAuthCode(rows)
+		if err != nil {
+			return nil, wrap("lapsed auth codes", err)
+		}
+		out = append(out, a)
+	}
+	return out, wrap("lapsed auth codes", rows.Err())
+}

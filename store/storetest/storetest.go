@@ -653,6 +653,18 @@ func testSessionsByUser(t *testing.T, s store.Store) {
 	if w, _ := s.GrantsAwaitingDevice(ctx, alice.ID, t0.Add(time.Hour)); len(w) != 0 {
 		t.Errorf("expired grants still awaiting a device: %+v", w)
 	}
+	// The approved and the ready grant lapse when they expire; pending and
+	// exchanged ones do not count.
+	expiry := t0.Add(10 * time.Minute)
+	if l, err := s.GrantsLapsed(ctx, t0, expiry); err != nil || len(l) != 2 || l[0].State == store.GrantPending || l[0].State == store.GrantExchanged {
+		t.Errorf("GrantsLapsed up to their expiry = %+v, %v; want the approved and the ready one", l, err)
+	}
+	if l, _ := s.GrantsLapsed(ctx, expiry, expiry.Add(time.Hour)); len(l) != 0 {
+		t.Errorf("GrantsLapsed after their expiry = %+v, want none (the window is (after, before])", l)
+	}
+	if l, _ := s.GrantsLapsed(ctx, t0, expiry.Add(-time.Millisecond)); len(l) != 0 {
+		t.Errorf("GrantsLapsed before their expiry = %+v, want none", l)
+	}
 }
 
 func testOutbox(t *testing.T, s store.Store) {
@@ -758,6 +770,13 @@ func testAuthCodes(t *testing.T, s store.Store) {
 	waiting, err := s.AuthCodesAwaitingDevice(ctx, u.ID, t0)
 	if err != nil || len(waiting) != 1 || waiting[0].ID != pending.ID {
 		t.Errorf("AuthCodesAwaitingDevice = %+v, %v; want only the issued one (not the used one)", waiting, err)
+	}
+	lapsed, err := s.AuthCodesLapsed(ctx, t0, t0.Add(time.Minute))
+	if err != nil || len(lapsed) != 1 || lapsed[0].ID != pending.ID {
+		t.Errorf("AuthCodesLapsed = %+v, %v; want only the issued one", lapsed, err)
+	}
+	if l, _ := s.AuthCodesLapsed(ctx, t0.Add(time.Minute), t0.Add(time.Hour)); len(l) != 0 {
+		t.Errorf("AuthCodesLapsed after the window = %+v", l)
 	}
 
 	var n int64
