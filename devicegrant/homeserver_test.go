@@ -18,9 +18,9 @@ import (
 )
 
 // synapseEnv is devicegrantd as the auth server of a homeserver that
-// behaves like current Synapse (P-HS-1…5). Its store runs every Update
-// function twice (devtest.WithRerunUpdates), so the outbox and
-// provisioning code is checked to be safe to re-run.
+// behaves like current Synapse (P-HS-1…5). Like every env, its store
+// runs each Update function twice, so the outbox and provisioning code is
+// checked to be safe to re-run.
 type synapseEnv struct {
 	*env
 	hs *fakesynapse.Homeserver
@@ -29,7 +29,7 @@ type synapseEnv struct {
 func newSynapseEnv(t *testing.T, opts ...devtest.Option) *synapseEnv {
 	t.Helper()
 	hs := fakesynapse.Start(t, fakesynapse.Options{Secret: homeserverSecret, RequireProvisioning: true})
-	opts = append([]devtest.Option{devtest.WithRerunUpdates(nil), devtest.WithConfig(func(c *devicegrant.Config) {
+	opts = append([]devtest.Option{devtest.WithConfig(func(c *devicegrant.Config) {
 		c.HomeserverEndpoint = hs.URL()
 		c.ServerName = hs.ServerName()
 	})}, opts...)
