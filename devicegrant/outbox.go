@@ -56,9 +56,10 @@ func (s *Server) deliverDue(ctx context.Context) bool {
 	return delivered
 }
 
-// deliver claims e, makes the call and records the outcome. Every function given to Update here sets what it decides afresh on each
-// run: the store may run it again, and a second run may find that another
-// deliverer took or finished the entry in between.
+// deliver claims e, makes the call and records the outcome. Every function
+// given to Update here sets what it decides afresh on each run: the store
+// may run it again, and a second run may find that another deliverer took
+// or finished the entry in between.
 func (s *Server) deliver(ctx context.Context, e store.OutboxEntry) (bool, error) {
 	var claim *store.OutboxEntry // the leased entry, if this call holds it
 	err := s.store.Update(ctx, func(tx store.Tx) error {
