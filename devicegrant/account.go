@@ -18,8 +18,10 @@ import (
 // themselves and ask for the password again, because such links are easy
 // to forge.
 
-// Account management actions, as Matrix names them. The session_* names
-// are the spec's; device_* the older unstable ones, still sent by clients.
+// Account management actions, as Matrix names them. The devices_list,
+// device_view and device_delete names are the spec's (v1.18); sessions_list,
+// session_view and session_end the older unstable ones of MSC4191, still
+// sent by clients.
 const (
 	actionProfile       = "org.matrix.profile"
 	actionSessionsList  = "org.matrix.sessions_list"

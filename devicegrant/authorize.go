@@ -32,7 +32,8 @@ const (
 	approvalTTL = 10 * time.Minute
 )
 
-// pkceRE is RFC 7636's S256 challenge (and the verifier's alphabet).
+// challengeRE is an RFC 7636 S256 challenge: base64url of a SHA-256, no
+// padding (§4.2). verifierRE is a code_verifier (§4.1).
 var (
 	challengeRE = regexp.MustCompile(`^[A-Za-z0-9_-]{43}$`)
 	verifierRE  = regexp.MustCompile(`^[A-Za-z0-9._~-]{43,128}$`)

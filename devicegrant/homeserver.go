@@ -45,13 +45,10 @@ func (s *Server) enqueue(ctx context.Context, tx store.Tx, localpart, call strin
 		return fmt.Errorf("encode %s: %w", call, err)
 	}
 	now := s.now()
+	// The deliverer is woken when the transaction commits (wakingStore):
+	// woken now, it would find nothing new and sleep until its next tick.
 	_, err = tx.Enqueue(ctx, store.OutboxEntry{UserKey: localpart, Call: call, Body: b, GrantID: grantID,
 		CreatedAt: now, NextAttemptAt: now})
-	if err == nil {
-		// Wake the deliverer once the transaction commits; until then it
-		// sees nothing new, and a spurious wake-up costs one query.
-		s.kickOutbox()
-	}
 	return err
 }
 
@@ -60,6 +57,40 @@ func (s *Server) kickOutbox() {
 	case s.outboxKick <- struct{}{}:
 	default:
 	}
+}
+
+// wakingStore wakes the outbox deliverer after a transaction that enqueued
+// a homeserver call commits, so the call goes out at once; a transaction
+// that rolls back wakes nothing.
+type wakingStore struct {
+	store.Store
+	wake func()
+}
+
+func (w wakingStore) Update(ctx context.Context, fn func(tx store.Tx) error) error {
+	enqueued := false
+	err := w.Store.Update(ctx, func(tx store.Tx) error {
+		enqueued = false // only the run that commits counts
+		return fn(enqueueingTx{Tx: tx, enqueued: &enqueued})
+	})
+	if err == nil && enqueued {
+		w.wake()
+	}
+	return err
+}
+
+// enqueueingTx notes that an outbox entry was written.
+type enqueueingTx struct {
+	store.Tx
+	enqueued *bool
+}
+
+func (t enqueueingTx) Enqueue(ctx context.Context, e store.OutboxEntry) (int64, error) {
+	id, err := t.Tx.Enqueue(ctx, e)
+	if err == nil {
+		*t.enqueued = true
+	}
+	return id, err
 }
 
 // homeserverError is a failed call, with whether trying again can help.

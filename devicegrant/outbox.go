@@ -74,10 +74,14 @@ func (s *Server) deliverDue(ctx context.Context) bool {
 	return delivered
 }
 
-// deliver claims e, makes the call and records the outcome.
+// deliver claims e, makes the call and records the outcome. Every function
+// given to Update here sets what it decides afresh on each run: the store
+// may run it again, and a second run may find that another deliverer took
+// or finished the entry in between.
 func (s *Server) deliver(ctx context.Context, e store.OutboxEntry) (bool, error) {
-	claimed := false
+	var claim *store.OutboxEntry // the leased entry, if this call holds it
 	err := s.store.Update(ctx, func(tx store.Tx) error {
+		claim = nil
 		cur, err := tx.OutboxEntry(ctx, e.ID)
 		if errors.Is(err, store.ErrNotFound) {
 			return nil // another deliverer finished it
@@ -90,13 +94,16 @@ func (s *Server) deliver(ctx context.Context, e store.OutboxEntry) (bool, error)
 			return nil
 		}
 		cur.LeaseUntil = now.Add(leaseFor)
-		claimed = true
-		e = cur
-		return tx.UpdateOutbox(ctx, cur)
+		if err := tx.UpdateOutbox(ctx, cur); err != nil {
+			return err
+		}
+		claim = &cur
+		return nil
 	})
-	if err != nil || !claimed {
+	if err != nil || claim == nil {
 		return false, err
 	}
+	e = *claim
 
 	callErr := s.callHomeserver(ctx, e.Call, e.Body)
 	stopping := ctx.Err() != nil
@@ -146,6 +153,7 @@ func (s *Server) deliver(ctx context.Context, e store.OutboxEntry) (bool, error)
 	s.metrics.failures.WithLabelValues(e.Call).Inc()
 	var he *homeserverError
 	permanent := errors.As(callErr, &he) && he.permanent
+	var failed store.OutboxEntry // the entry as recorded
 	err = s.store.Update(ctx, func(tx store.Tx) error {
 		cur, err := tx.OutboxEntry(ctx, e.ID)
 		if err != nil {
@@ -160,16 +168,21 @@ func (s *Server) deliver(ctx context.Context, e store.OutboxEntry) (bool, error)
 			cur.ParkedAt = now
 			s.metrics.parked.WithLabelValues(cur.Call).Inc()
 		}
-		if !cur.ParkedAt.IsZero() {
-			s.log.ErrorContext(ctx, "outbox: call parked after repeated refusals; run devicegrantd outbox",
-				"call", cur.Call, "user", cur.UserKey, "attempts", cur.Attempts, "err", callErr)
-		} else {
-			s.log.WarnContext(ctx, "outbox: call failed; will retry", "call", cur.Call, "user", cur.UserKey,
-				"attempts", cur.Attempts, "retry_in", cur.NextAttemptAt.Sub(now).Round(time.Millisecond), "err", callErr)
-		}
+		failed = cur
 		return tx.UpdateOutbox(ctx, cur)
 	})
-	return false, err
+	if err != nil {
+		return false, err
+	}
+	// Logged once the outcome is committed, so a re-run logs nothing twice.
+	if !failed.ParkedAt.IsZero() {
+		s.log.ErrorContext(ctx, "outbox: call parked after repeated refusals; run devicegrantd outbox",
+			"call", failed.Call, "user", failed.UserKey, "attempts", failed.Attempts, "err", callErr)
+	} else {
+		s.log.WarnContext(ctx, "outbox: call failed; will retry", "call", failed.Call, "user", failed.UserKey,
+			"attempts", failed.Attempts, "retry_in", failed.NextAttemptAt.Sub(s.now()).Round(time.Millisecond), "err", callErr)
+	}
+	return false, nil
 }
 
 // releaseLease gives up the lease on an entry whose call was cut short by

@@ -25,10 +25,17 @@ func (e *env) poll(clientID, deviceCode string) (int, map[string]any) {
 	return e.Post("oauth2/token", url.Values{"grant_type": {deviceGrant}, "device_code": {deviceCode}, "client_id": {clientID}})
 }
 
+// wantError checks a token endpoint error: 400 for every code but
+// invalid_client, which is 401 (RFC 6749 §5.2; P-DEV-5: the peer's 403 is
+// wrong).
 func wantError(t *testing.T, what string, status int, m map[string]any, code string) {
 	t.Helper()
-	if status != http.StatusBadRequest && status != http.StatusUnauthorized || m["error"] != code {
-		t.Errorf("%s: %d %v, want error %s", what, status, m, code)
+	want := http.StatusBadRequest
+	if code == "invalid_client" {
+		want = http.StatusUnauthorized
+	}
+	if status != want || m["error"] != code {
+		t.Errorf("%s: %d %v, want %d %s", what, status, m, want, code)
 	}
 	if d, _ := m["error_description"].(string); d == "" {
 		t.Errorf("%s: no error_description", what)

@@ -239,6 +239,7 @@ func New(cfg Config, st store.Store) (*Server, error) {
 		keyCache:     map[string]crypto.Signer{},
 		httpClient:   &http.Client{Timeout: 20 * time.Second},
 	}
+	s.store = wakingStore{Store: st, wake: s.kickOutbox}
 	if s.metrics, err = newMetrics(cfg.Metrics, st); err != nil {
 		return nil, err
 	}

@@ -561,14 +561,14 @@ type authCodeFlow struct {
 // URI (no port), starts the app's loopback server on a random port, and
 // drives the browser through sign-in and consent, pressing action
 // ("approve" or "deny"; "none" for a trusted client, which is asked no
-// consent). It skips the test while the server lists no
-// authorization_endpoint.
+// consent). A server that lists no authorization_endpoint fails the test:
+// the grant exists, so its absence from discovery is a regression.
 func runAuthCode(t *testing.T, e *env, scenario, action, deviceID string) *authCodeFlow {
 	t.Helper()
 	meta := e.metadata()
 	authURL, _ := meta["authorization_endpoint"].(string)
 	if authURL == "" {
-		t.Skip("authorization endpoint not built yet (no authorization_endpoint in /.well-known/openid-configuration)")
+		t.Fatalf("no authorization_endpoint in /.well-known/openid-configuration (P-DISC-2): %v", meta)
 	}
 	tokenURL, _ := meta["token_endpoint"].(string)
 	clientID, _ := e.Register(nativeClientJSON)

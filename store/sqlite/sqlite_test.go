@@ -2,6 +2,7 @@ package sqlite_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -108,5 +109,51 @@ func TestGroupCommit(t *testing.T) {
 	t.Logf("%d Updates, %d commits", n, commits)
 	if commits == 0 || commits >= n {
 		t.Errorf("%d concurrent Updates took %d commits; want them grouped", n, commits)
+	}
+}
+
+// TestRerun: storetest.Rerun runs each Update function twice, rolls the
+// first run back (else the second CreateUser would find the user), lets
+// another writer act between the runs, and returns the second run's
+// result.
+func TestRerun(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, filepath.Join(t.TempDir(), "rerun.db"))
+	defer s.Close()
+	var betweenSaw []error
+	rs := storetest.Rerun(s, func(ctx context.Context, st store.Store) error {
+		_, err := st.UserByUsername(ctx, "alice")
+		betweenSaw = append(betweenSaw, err)
+		other := fmt.Sprintf("other%d", len(betweenSaw))
+		return st.Update(ctx, func(tx store.Tx) error {
+			return tx.CreateUser(ctx, store.User{ID: other, Username: other, PasswordHash: "h", CreatedAt: time.Now()})
+		})
+	})
+	runs := 0
+	err := rs.Update(ctx, func(tx store.Tx) error {
+		runs++
+		return tx.CreateUser(ctx, store.User{ID: "u1", Username: "alice", PasswordHash: "h", CreatedAt: time.Now()})
+	})
+	if err != nil || runs != 2 {
+		t.Fatalf("Update: %v after %d runs, want nil after 2", err, runs)
+	}
+	if len(betweenSaw) != 1 || !errors.Is(betweenSaw[0], store.ErrNotFound) {
+		t.Errorf("between the runs the first run's user was visible: %v", betweenSaw)
+	}
+	users, err := s.Users(ctx)
+	if err != nil || len(users) != 2 {
+		t.Errorf("users after one rerun update: %v %v, want alice and the other writer's", users, err)
+	}
+	// The second run's error is the answer.
+	runs = 0
+	err = rs.Update(ctx, func(tx store.Tx) error {
+		runs++
+		if runs == 2 {
+			return store.ErrAlreadyExists
+		}
+		return nil
+	})
+	if !errors.Is(err, store.ErrAlreadyExists) {
+		t.Errorf("Update = %v, want the second run's error", err)
 	}
 }
