@@ -166,7 +166,6 @@ func (s *Server) deliver(ctx context.Context, e store.OutboxEntry) (bool, error)
 		cur.NextAttemptAt = now.Add(s.backoff(cur.Attempts))
 		if permanent && cur.Attempts >= parkAfter {
 			cur.ParkedAt = now
-			s.metrics.parked.WithLabelValues(cur.Call).Inc()
 		}
 		failed = cur
 		return tx.UpdateOutbox(ctx, cur)
@@ -174,8 +173,10 @@ func (s *Server) deliver(ctx context.Context, e store.OutboxEntry) (bool, error)
 	if err != nil {
 		return false, err
 	}
-	// Logged once the outcome is committed, so a re-run logs nothing twice.
+	// Counted and logged once the outcome is committed, so a re-run of
+	// the Update function counts and logs nothing twice.
 	if !failed.ParkedAt.IsZero() {
+		s.metrics.parked.WithLabelValues(failed.Call).Inc()
 		s.log.ErrorContext(ctx, "outbox: call parked after repeated refusals; run devicegrantd outbox",
 			"call", failed.Call, "user", failed.UserKey, "attempts", failed.Attempts, "err", callErr)
 	} else {
