@@ -143,6 +143,9 @@ type Session struct {
 	LastIP       string
 	EndedAt      time.Time // zero while the session lives
 	EndReason    string
+	// DeviceName is the display name the client gave its Matrix device
+	// (the legacy login's initial_device_display_name); often empty.
+	DeviceName string
 }
 
 // TokenPair is an access token and the refresh token issued with it.

@@ -227,11 +227,11 @@ func (t *tx) UpdateDeviceGrant(ctx context.Context, g store.DeviceGrant) error {
 		nullString(g.SessionID), ms(g.ExpiresAt), g.ID)
 }
 
-const sessionCols = `id, user_id, client_id, device_id, scope, created_at, last_active_at, last_ip, ended_at, end_reason`
+const sessionCols = `id, user_id, client_id, device_id, scope, created_at, last_active_at, last_ip, ended_at, end_reason, device_name`
 
 func scanSession(s scanner) (x store.Session, err error) {
 	err = s.Scan(&x.ID, &x.UserID, &x.ClientID, &x.DeviceID, &x.Scope, nt(&x.CreatedAt), nt(&x.LastActiveAt),
-		&x.LastIP, nt(&x.EndedAt), &x.EndReason)
+		&x.LastIP, nt(&x.EndedAt), &x.EndReason, &x.DeviceName)
 	return x, err
 }
 
@@ -259,16 +259,16 @@ func (q queries) SessionsByDevice(ctx context.Context, userID, deviceID string) 
 }
 
 func (t *tx) CreateSession(ctx context.Context, s store.Session) error {
-	_, err := t.db.ExecContext(ctx, `INSERT INTO sessions (`+sessionCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	_, err := t.db.ExecContext(ctx, `INSERT INTO sessions (`+sessionCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		s.ID, s.UserID, s.ClientID, s.DeviceID, s.Scope, ms(s.CreatedAt), ms(s.LastActiveAt), s.LastIP,
-		ms(s.EndedAt), s.EndReason)
+		ms(s.EndedAt), s.EndReason, s.DeviceName)
 	return wrap("create session", err)
 }
 
 func (t *tx) UpdateSession(ctx context.Context, s store.Session) error {
 	return t.exec1(ctx, "update session", `UPDATE sessions SET scope = ?, last_active_at = ?, last_ip = ?,
-		ended_at = ?, end_reason = ? WHERE id = ?`,
-		s.Scope, ms(s.LastActiveAt), s.LastIP, ms(s.EndedAt), s.EndReason, s.ID)
+		ended_at = ?, end_reason = ?, device_name = ? WHERE id = ?`,
+		s.Scope, ms(s.LastActiveAt), s.LastIP, ms(s.EndedAt), s.EndReason, s.DeviceName, s.ID)
 }
 
 const pairCols = `id, session_id, access_hash, refresh_hash, created_at, access_expires_at, used_at,
@@ -297,13 +297,13 @@ func (q queries) AccessToken(ctx context.Context, hash []byte) (store.AccessToke
 	var a store.AccessToken
 	row := q.db.QueryRowContext(ctx, `SELECT p.id, p.session_id, p.access_hash, p.refresh_hash, p.created_at,
 		p.access_expires_at, p.used_at, p.rotated_at, p.successor_id, p.revoked_at,
-		s.id, s.user_id, s.client_id, s.device_id, s.scope, s.created_at, s.last_active_at, s.last_ip, s.ended_at, s.end_reason,
+		s.id, s.user_id, s.client_id, s.device_id, s.scope, s.created_at, s.last_active_at, s.last_ip, s.ended_at, s.end_reason, s.device_name,
 		u.id, u.username, u.password_hash, u.display_name, u.created_at, u.deactivated_at
 		FROM token_pairs p JOIN sessions s ON s.id = p.session_id JOIN users u ON u.id = s.user_id
 		WHERE p.access_hash = ?`, hash)
 	s, u := &a.Session, &a.User
 	p, err := scanPair(row,
-		&s.ID, &s.UserID, &s.ClientID, &s.DeviceID, &s.Scope, nt(&s.CreatedAt), nt(&s.LastActiveAt), &s.LastIP, nt(&s.EndedAt), &s.EndReason,
+		&s.ID, &s.UserID, &s.ClientID, &s.DeviceID, &s.Scope, nt(&s.CreatedAt), nt(&s.LastActiveAt), &s.LastIP, nt(&s.EndedAt), &s.EndReason, &s.DeviceName,
 		&u.ID, &u.Username, &u.PasswordHash, &u.DisplayName, nt(&u.CreatedAt), nt(&u.DeactivatedAt))
 	a.Pair = p
 	return a, wrap("access token", err)

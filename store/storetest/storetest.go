@@ -128,7 +128,8 @@ func newGrant(t *testing.T, clientID, userCode string, created time.Time) store.
 
 func newSession(t *testing.T, s store.Store, u store.User, c store.Client, device string) store.Session {
 	t.Helper()
-	x := store.Session{ID: id(t), UserID: u.ID, ClientID: c.ID, DeviceID: device, Scope: "urn:matrix:client:api:*", CreatedAt: now()}
+	x := store.Session{ID: id(t), UserID: u.ID, ClientID: c.ID, DeviceID: device, Scope: "urn:matrix:client:api:*", CreatedAt: now(),
+		DeviceName: "Device " + device}
 	update(t, s, func(tx store.Tx) error { return tx.CreateSession(context.Background(), x) })
 	return x
 }
@@ -340,6 +341,7 @@ func testSessionsAndTokens(t *testing.T, s store.Store) {
 		t.Fatalf("SessionsByDevice = %d sessions, want 2", len(live))
 	}
 	s1.EndedAt, s1.EndReason, s1.LastIP, s1.LastActiveAt = now(), "revoked", "198.51.100.7", now()
+	s1.DeviceName = "Weather bot"
 	update(t, s, func(tx store.Tx) error { return tx.UpdateSession(ctx, s1) })
 	live, _ = s.SessionsByDevice(ctx, u.ID, "DEVICE0001")
 	if len(live) != 1 || live[0].ID != s2.ID {
@@ -351,6 +353,7 @@ func testSessionsAndTokens(t *testing.T, s store.Store) {
 	}
 	mustEqual(t, "EndReason", got.EndReason, "revoked")
 	mustEqual(t, "LastIP", got.LastIP, "198.51.100.7")
+	mustEqual(t, "DeviceName", got.DeviceName, "Weather bot")
 	mustTime(t, "EndedAt", got.EndedAt, s1.EndedAt)
 
 	p1 := store.TokenPair{ID: id(t), SessionID: s2.ID, AccessHash: hash("a1"), RefreshHash: hash("r1"),
@@ -388,6 +391,7 @@ func testSessionsAndTokens(t *testing.T, s store.Store) {
 	mustEqual(t, "AccessToken pair", at.Pair.ID, p2.ID)
 	mustEqual(t, "AccessToken session", at.Session.ID, s2.ID)
 	mustEqual(t, "AccessToken device", at.Session.DeviceID, "DEVICE0001")
+	mustEqual(t, "AccessToken device name", at.Session.DeviceName, "Device DEVICE0001")
 	mustEqual(t, "AccessToken user", at.User.Username, "alice")
 	mustTime(t, "AccessToken expiry", at.Pair.AccessExpiresAt, p2.AccessExpiresAt)
 	_, err = s.AccessToken(ctx, hash("r2"))
