@@ -50,6 +50,10 @@ type sessionView struct {
 	Created, LastActive, LastIP string
 	Ended                       string // when it ended, for ended sessions
 	Scopes                      []string
+	// Legacy marks a sign-in through the legacy Matrix login API, and
+	// DeviceName is the name its client gave the device.
+	Legacy     bool
+	DeviceName string
 }
 
 func (s *Server) viewSession(c *gin.Context, x store.Session) sessionView {
@@ -58,6 +62,7 @@ func (s *Server) viewSession(c *gin.Context, x store.Session) sessionView {
 	if cl, err := s.loadClient(c.Request.Context(), x.ClientID); err == nil {
 		v.Client = cl.view()
 	}
+	v.Legacy, v.DeviceName = x.ClientID == legacyClientID, x.DeviceName
 	return v
 }
 

@@ -37,19 +37,25 @@ func (s *Server) provisioning() bool { return s.cfg.HomeserverEndpoint != "" }
 // without a homeserver. grantID names a device grant that waits for the
 // call.
 func (s *Server) enqueue(ctx context.Context, tx store.Tx, localpart, call string, body any, grantID string) error {
+	_, err := s.enqueueID(ctx, tx, localpart, call, body, grantID)
+	return err
+}
+
+// enqueueID is enqueue, returning the entry's ID (0 without a homeserver)
+// for a caller that waits for its delivery.
+func (s *Server) enqueueID(ctx context.Context, tx store.Tx, localpart, call string, body any, grantID string) (int64, error) {
 	if !s.provisioning() {
-		return nil
+		return 0, nil
 	}
 	b, err := json.Marshal(body)
 	if err != nil {
-		return fmt.Errorf("encode %s: %w", call, err)
+		return 0, fmt.Errorf("encode %s: %w", call, err)
 	}
 	now := s.now()
 	// The deliverer is woken when the transaction commits (wakingStore):
 	// woken now, it would find nothing new and sleep until its next tick.
-	_, err = tx.Enqueue(ctx, store.OutboxEntry{UserKey: localpart, Call: call, Body: b, GrantID: grantID,
+	return tx.Enqueue(ctx, store.OutboxEntry{UserKey: localpart, Call: call, Body: b, GrantID: grantID,
 		CreatedAt: now, NextAttemptAt: now})
-	return err
 }
 
 func (s *Server) kickOutbox() {

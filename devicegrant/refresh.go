@@ -1,6 +1,7 @@
 package devicegrant
 
 import (
+	"context"
 	"errors"
 	"strings"
 
@@ -29,15 +30,19 @@ import (
 // The whole decision runs in one transaction, so two concurrent refreshes
 // with R(n) are seen in turn and never leave two live successors.
 func (s *Server) refresh(c *gin.Context, cl *client) (*tokenResponse, error) {
-	ctx := c.Request.Context()
-	tok := c.PostForm("refresh_token")
+	return s.rotate(c.Request.Context(), cl.ID, c.PostForm("refresh_token"), c.PostForm("scope"), c.ClientIP())
+}
+
+// rotate is refresh for a refresh token presented by the client clientID
+// from the address ip, however it arrived (the token endpoint, or the
+// legacy Matrix /refresh).
+func (s *Server) rotate(ctx context.Context, clientID, tok, requested, ip string) (*tokenResponse, error) {
 	if tok == "" {
 		return nil, errInvalidRequest("refresh_token is missing")
 	}
 	if !wellFormed(tok, prefixRefresh) {
 		return nil, errInvalidGrant("unknown refresh_token")
 	}
-	requested := c.PostForm("scope")
 	var resp *tokenResponse
 	var outcome *oauthError
 	var theft bool
@@ -56,7 +61,7 @@ func (s *Server) refresh(c *gin.Context, cl *client) (*tokenResponse, error) {
 		if err != nil {
 			return err
 		}
-		if sess.ClientID != cl.ID {
+		if sess.ClientID != clientID {
 			outcome = errInvalidGrant("unknown refresh_token")
 			return nil
 		}
@@ -116,7 +121,7 @@ func (s *Server) refresh(c *gin.Context, cl *client) (*tokenResponse, error) {
 		if err := tx.UpdateTokenPair(ctx, p); err != nil {
 			return err
 		}
-		sess.LastActiveAt, sess.LastIP = now, c.ClientIP()
+		sess.LastActiveAt, sess.LastIP = now, ip
 		resp = r
 		return tx.UpdateSession(ctx, sess)
 	})
@@ -124,7 +129,7 @@ func (s *Server) refresh(c *gin.Context, cl *client) (*tokenResponse, error) {
 		return nil, err
 	}
 	if theft {
-		s.log.WarnContext(ctx, "refresh token reuse: session ended", "client_id", cl.ID)
+		s.log.WarnContext(ctx, "refresh token reuse: session ended", "client_id", clientID)
 	}
 	if outcome != nil {
 		return nil, outcome

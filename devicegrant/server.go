@@ -52,6 +52,8 @@ type Config struct {
 	SyncInterval time.Duration
 	// Registration enables self-registration (prompt=create).
 	Registration Registration
+	// LegacyLogin turns off the legacy Matrix login API (on by default).
+	LegacyLogin LegacyLogin
 
 	// Metrics, when set, receives the server's Prometheus collectors.
 	Metrics prometheus.Registerer
@@ -439,6 +441,7 @@ func (s *Server) routes() (http.Handler, error) {
 	pg.POST(pathAccount+"/deactivate", s.deactivateSubmit)
 	pg.POST(pathAccount+"/cross-signing-reset", s.crossSigningResetSubmit)
 	g.GET(pathStyle, s.style)
+	s.legacyRoutes(g, pg)
 	e.GET("/favicon.ico", func(c *gin.Context) { // browsers ask; there is none
 		c.Header("Cache-Control", "public, max-age=86400")
 		c.Status(http.StatusNoContent)

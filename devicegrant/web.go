@@ -20,7 +20,7 @@ var pageFS embed.FS
 
 func loadPages() (map[string]*template.Template, error) {
 	out := map[string]*template.Template{}
-	for _, name := range []string{"enter_code", "login", "consent", "message", "account", "session", "confirm", "authorize", "register"} {
+	for _, name := range []string{"enter_code", "login", "consent", "message", "account", "session", "confirm", "authorize", "register", "legacy_sso"} {
 		t, err := template.ParseFS(pageFS, "pages/layout.html", "pages/"+name+".html")
 		if err != nil {
 			return nil, fmt.Errorf("devicegrant: page %s: %w", name, err)

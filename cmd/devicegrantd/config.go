@@ -52,6 +52,12 @@ type config struct {
 		TermsURL string `yaml:"terms_url"`
 	} `yaml:"registration"`
 
+	// LegacyLogin: both default to true (set before the file is read).
+	LegacyLogin struct {
+		Enabled  bool `yaml:"enabled"`
+		Password bool `yaml:"password"`
+	} `yaml:"legacy_login"`
+
 	Display struct {
 		Panel string `yaml:"panel"`
 	} `yaml:"display"`
@@ -128,6 +134,8 @@ func settings() []setting {
 		{"trusted_proxies", "DEVICEGRANTD_TRUSTED_PROXIES", "comma-separated proxy addresses/CIDRs whose X-Forwarded-For is believed", "none", func(c *config) any { return &c.TrustedProxies }},
 		{"registration.enabled", "DEVICEGRANTD_REGISTRATION", "let people create their own accounts (prompt=create): true or false", "false", func(c *config) any { return &c.Registration.Enabled }},
 		{"registration.terms_url", "DEVICEGRANTD_TERMS_URL", "terms people must accept to register (put a version in the URL)", "none", func(c *config) any { return &c.Registration.TermsURL }},
+		{"legacy_login.enabled", "DEVICEGRANTD_LEGACY_LOGIN", "serve the legacy Matrix login API (/_matrix/client/v3/login, /refresh, /logout) for clients without OAuth 2.0: true or false", "true", func(c *config) any { return &c.LegacyLogin.Enabled }},
+		{"legacy_login.password", "DEVICEGRANTD_LEGACY_LOGIN_PASSWORD", "offer m.login.password there (false leaves SSO and m.login.token)", "true", func(c *config) any { return &c.LegacyLogin.Password }},
 		{"metrics_listen", "DEVICEGRANTD_METRICS_LISTEN", "host:port serving Prometheus /metrics (keep it private)", "off", func(c *config) any { return &c.MetricsListen }},
 		{"display.panel", "DEVICEGRANTD_DISPLAY", "appliance mode: show the newest pending pairing on ssd1306:/dev/i2c-1:0x3c, sh1106:..., epd, fb:/dev/fb1, png:FILE:WxH or terminal", "off", func(c *config) any { return &c.Display.Panel }},
 		{"log.level", "DEVICEGRANTD_LOG_LEVEL", "debug, info, warn or error", "info", func(c *config) any { return &c.Log.Level }},
@@ -139,6 +147,7 @@ func settings() []setting {
 // fills defaults and checks the result.
 func loadConfig(path string, getenv func(string) string) (*config, error) {
 	c := &config{}
+	c.LegacyLogin.Enabled, c.LegacyLogin.Password = true, true
 	if path != "" {
 		b, err := os.ReadFile(path)
 		if err != nil {
@@ -253,6 +262,7 @@ func (c *config) server() devicegrant.Config {
 		ClientRegistrations:    devicegrant.RateLimit(c.RateLimits.ClientRegistrations),
 		DeviceAuthorizations:   devicegrant.RateLimit(c.RateLimits.DeviceAuthorizations),
 		TrustedProxies:         c.TrustedProxies,
+		LegacyLogin:            devicegrant.LegacyLogin{Disabled: !c.LegacyLogin.Enabled, PasswordDisabled: !c.LegacyLogin.Password},
 		Registration:           devicegrant.Registration{Enabled: c.Registration.Enabled, TermsURL: c.Registration.TermsURL, PerAddress: devicegrant.RateLimit(c.RateLimits.Registrations)},
 	}
 	dc.UserCodeFailuresSignedIn = devicegrant.RateLimit(c.RateLimits.SignedInCodeFailures)
