@@ -44,8 +44,7 @@ const legacyClientMetadata = `{"client_name":"Legacy Matrix login","application_
 const (
 	// legacyBodyLimit bounds a login, refresh or logout body.
 	legacyBodyLimit = 64 << 10
-	// legacyDeviceWait is how long a login waits for the homeserver to
-	// create its Matrix device before giving up (P-HS-3).
+	// legacyDeviceWait is the default LegacyLogin.DeviceWait (P-HS-3).
 	legacyDeviceWait = 20 * time.Second
 	// legacyNameLimit is the longest initial_device_display_name, in
 	// characters, as Synapse has it.
@@ -75,6 +74,9 @@ type LegacyLogin struct {
 	// PasswordDisabled refuses m.login.password; the SSO redirect and
 	// m.login.token stay, so every password is typed on our pages only.
 	PasswordDisabled bool
+	// DeviceWait is how long a login waits for the homeserver to create
+	// its Matrix device before it answers 503. Default 20 seconds.
+	DeviceWait time.Duration
 }
 
 // legacyFlows lists the login types on offer, in the order clients are
@@ -460,7 +462,7 @@ func (s *Server) awaitDevice(ctx context.Context, res legacyStarted) (*matrixErr
 		return nil, nil
 	}
 	s.kickOutbox() // the entry is committed now
-	deadline := time.Now().Add(legacyDeviceWait)
+	deadline := time.Now().Add(orDuration(s.cfg.LegacyLogin.DeviceWait, legacyDeviceWait))
 	for pause := 20 * time.Millisecond; ; pause = min(2*pause, 250*time.Millisecond) {
 		_, err := s.store.OutboxEntry(ctx, res.outboxID)
 		if errors.Is(err, store.ErrNotFound) {

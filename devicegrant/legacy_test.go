@@ -475,3 +475,31 @@ func TestLegacyLoginSettings(t *testing.T) {
 		t.Errorf("POST login while off: %d %v", status, m)
 	}
 }
+
+// TestLegacyLoginHomeserverDown: while the homeserver cannot create the
+// device, the login answers 503 after LegacyLogin.DeviceWait and ends the
+// session it started, so no token nobody received lingers; once the
+// homeserver is back the device is created and deleted again, in order.
+func TestLegacyLoginHomeserverDown(t *testing.T) {
+	e := newSynapseEnv(t, devtest.WithConfig(func(c *devicegrant.Config) { c.LegacyLogin.DeviceWait = 300 * time.Millisecond }))
+	eventually(t, "alice is provisioned", func() bool { _, ok := e.hs.Users()[testUser]; return ok })
+	e.hs.Down()
+	status, m := e.legacyLogin(passwordLogin(`,"device_id":"DOWNDEVICE1"`))
+	if status != http.StatusServiceUnavailable || m["errcode"] != "M_UNKNOWN" || m["retry_after_ms"] == nil {
+		t.Fatalf("login while the homeserver is down: %d %v", status, m)
+	}
+	u, err := e.Store.UserByUsername(context.Background(), testUser)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if live, _ := e.Store.SessionsByUser(context.Background(), u.ID, false); len(live) != 0 {
+		t.Errorf("a session outlived the failed login: %+v", live)
+	}
+	e.hs.Up()
+	eventually(t, "the abandoned device is deleted", func() bool {
+		return len(calls(e.hs, "delete_device")) == 1 && !slices.Contains(e.hs.Devices(testUser), "DOWNDEVICE1")
+	})
+	if up := calls(e.hs, "upsert_device"); len(up) != 1 || up[0]["device_id"] != "DOWNDEVICE1" {
+		t.Errorf("upsert_device calls: %v", up)
+	}
+}

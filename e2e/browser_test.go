@@ -830,3 +830,70 @@ func TestBrowserTrustedClientFromAnotherSite(t *testing.T) {
 		t.Fatalf("the app's redirect URI was never called; the browser is at %s", res.URL)
 	}
 }
+
+// legacySSOData is what legacysso.mjs reports.
+type legacySSOData struct {
+	ConfirmURL  string `json:"confirmURL"`
+	ConfirmH1   string `json:"confirmH1"`
+	ConfirmText string `json:"confirmText"`
+	URL         string `json:"url"`
+	Status      int    `json:"status"`
+}
+
+// TestBrowserLegacySSO: an app that only speaks the legacy Matrix login
+// sends the browser to /login/sso/redirect; the person signs in, confirms
+// on a page that names the app's host, and the browser brings a
+// loginToken back to the app. The app exchanges it (m.login.token) once;
+// a second exchange is refused.
+func TestBrowserLegacySSO(t *testing.T) {
+	e := newEnv(t)
+	calls := make(chan url.Values, 4)
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/sso-done" {
+			http.NotFound(w, r)
+			return
+		}
+		calls <- r.URL.Query()
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		fmt.Fprint(w, `<!doctype html><meta name="viewport" content="width=device-width, initial-scale=1">`+
+			`<title>Old app</title><body style="font:17px/1.5 sans-serif;margin:1.25rem"><h1>Back in the app</h1>`)
+	}))
+	t.Cleanup(app.Close)
+	appURL, _ := url.Parse(app.URL)
+	redirect := app.URL + "/sso-done?from=legacy"
+
+	run := startBrowser(t, "legacysso", "legacy-sso", map[string]any{
+		"url":      e.URL + "_matrix/client/v3/login/sso/redirect?redirectUrl=" + url.QueryEscape(redirect),
+		"username": devtest.Username, "password": devtest.Password,
+		"appHost": appURL.Host, "redirectPrefix": app.URL + "/sso-done",
+	})
+	var res legacySSOData
+	pages := run.finish(&res)
+	if got, want := pageNames(pages), "sign-in confirm-app back-in-app"; got != want {
+		t.Errorf("pages visited: %q, want %q", got, want)
+	}
+	if !strings.Contains(res.ConfirmText, "@"+devtest.Username+":example.org") || !strings.Contains(res.ConfirmText, redirect) {
+		t.Errorf("the confirmation page does not say who signs in where: %s", res.ConfirmText)
+	}
+	var q url.Values
+	select {
+	case q = <-calls:
+	default:
+		t.Fatalf("the app was never called; the browser is at %s", res.URL)
+	}
+	tok := q.Get("loginToken")
+	if q.Get("from") != "legacy" || !strings.HasPrefix(tok, "dgl_") {
+		t.Fatalf("the app got %v, want its own query and a loginToken", q)
+	}
+
+	body := `{"type":"m.login.token","token":"` + tok + `","device_id":"E2ELEGACYSSO"}`
+	status, m := e.PostJSON("_matrix/client/v3/login", body)
+	if status != http.StatusOK || m["device_id"] != "E2ELEGACYSSO" || m["user_id"] != "@"+devtest.Username+":example.org" {
+		t.Fatalf("m.login.token: %d %v", status, m)
+	}
+	e.wantActive(m["access_token"].(string), "E2ELEGACYSSO")
+	status, m2 := e.PostJSON("_matrix/client/v3/login", body)
+	if status != http.StatusForbidden || m2["errcode"] != "M_FORBIDDEN" {
+		t.Errorf("second exchange of the loginToken: %d %v, want 403 M_FORBIDDEN", status, m2)
+	}
+}
