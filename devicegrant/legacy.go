@@ -468,11 +468,11 @@ func (s *Server) awaitDevice(ctx context.Context, res legacyStarted) (*matrixErr
 		if errors.Is(err, store.ErrNotFound) {
 			return nil, nil
 		}
+		if ctx.Err() != nil || time.Now().After(deadline) {
+			break // the client went away, or the homeserver is too slow
+		}
 		if err != nil {
 			return nil, err
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			break
 		}
 		t := time.NewTimer(pause)
 		select {

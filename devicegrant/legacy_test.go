@@ -243,6 +243,9 @@ func TestLegacyLoginBadInput(t *testing.T) {
 	if status, m := e.PostJSON("_matrix/client/v3/logout", `{}`); status != 401 || m["errcode"] != "M_MISSING_TOKEN" {
 		t.Errorf("logout without a token: %d %v", status, m)
 	}
+	if status, m := e.Get("_matrix/client/v3/login/get_token"); status != 404 || m["errcode"] != "M_UNRECOGNIZED" {
+		t.Errorf("a legacy path not served: %d %v", status, m)
+	}
 }
 
 // TestLegacyLoginSessions: a password login without refresh_token gets a
@@ -363,6 +366,25 @@ func TestLegacyPasswordSharesSignInLimits(t *testing.T) {
 	}
 	if got := p.Submit(pg, "/login", url.Values{"username": {testUser}, "password": {testPassword}}); got.Status != http.StatusTooManyRequests {
 		t.Errorf("web sign-in after the legacy endpoint spent the budget: %d", got.Status)
+	}
+}
+
+// TestLegacyPasswordSharesAccountBudget: the per-account budget holds at
+// the legacy endpoint however many addresses the passwords come from.
+func TestLegacyPasswordSharesAccountBudget(t *testing.T) {
+	e := newEnv(t, devtest.WithConfig(func(c *devicegrant.Config) {
+		c.AccountLoginFailures = devicegrant.RateLimit{Burst: 3, Every: time.Hour}
+		c.TrustedProxies = []string{"127.0.0.1"}
+	}))
+	var got []int
+	for i := 0; i < 5; i++ {
+		req, _ := http.NewRequest(http.MethodPost, e.URL+"_matrix/client/v3/login", strings.NewReader(`{"type":"m.login.password","user":"alice","password":"wrong"}`))
+		req.Header.Set("X-Forwarded-For", "198.51.100."+string(rune('1'+i)))
+		status, _ := do(t, req)
+		got = append(got, status)
+	}
+	if want := []int{403, 403, 403, 429, 429}; !equalInts(got, want) {
+		t.Errorf("wrong passwords for one account from five addresses: %v, want %v", got, want)
 	}
 }
 

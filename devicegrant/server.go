@@ -479,6 +479,12 @@ func (s *Server) healthz(c *gin.Context) {
 }
 
 func (s *Server) notFound(c *gin.Context) {
+	if strings.HasPrefix(c.Request.URL.Path, s.prefix+"_matrix/") {
+		// The Matrix API's own answer for an endpoint not served here
+		// (say, a legacy path the proxy sends that is not implemented).
+		writeMatrixError(c, mxErr(http.StatusNotFound, "M_UNRECOGNIZED", "this endpoint is not served here"))
+		return
+	}
 	if strings.Contains(c.GetHeader("Accept"), "text/html") {
 		s.errorPage(c, http.StatusNotFound, "Not found", "There is no page at this address.")
 		return
