@@ -26,6 +26,9 @@ type client struct {
 }
 
 func (s *Server) loadClient(ctx context.Context, id string) (*client, error) {
+	if id == legacyClientID {
+		return legacyClient(), nil
+	}
 	sc, err := s.store.Client(ctx, id)
 	if err != nil {
 		return nil, err

@@ -15,6 +15,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/devicegrant/devicegrant/devicegrant/clientmeta"
 	"github.com/devicegrant/devicegrant/store"
 )
 
@@ -33,12 +34,20 @@ import (
 // Registered client ids are random base32, so it cannot collide.
 const legacyClientID = "matrix-legacy-login"
 
-// legacyClientMetadata is its stored metadata. It names no grant that the
-// device or authorization endpoints accept, so nobody can start an OAuth
-// flow as this client; refresh_token is there only because metadata must
-// list a grant, and refreshing a legacy session at the token endpoint is
-// the same rotation as at /refresh.
-const legacyClientMetadata = `{"client_name":"Legacy Matrix login","application_type":"native","token_endpoint_auth_method":"none","grant_types":["refresh_token"]}`
+// legacyClientMetadata is the row stored for it, which sessions need as
+// their client; loadClient never parses it (it is not a valid
+// registration) but answers legacyClient.
+const legacyClientMetadata = `{"client_name":"Legacy Matrix login"}`
+
+// legacyClient is the built-in client as the rest of the server sees it: a
+// public client with a name and no grant types, so the token, device and
+// authorization endpoints refuse it and nobody can run an OAuth flow as it.
+func legacyClient() *client {
+	return &client{
+		Client: store.Client{ID: legacyClientID, Metadata: []byte(legacyClientMetadata)},
+		meta:   &clientmeta.Metadata{ClientName: "Legacy Matrix login", TokenEndpointAuthMethod: clientmeta.AuthNone},
+	}
+}
 
 // Limits of the legacy API.
 const (

@@ -286,6 +286,16 @@ func TestLegacyLoginSessions(t *testing.T) {
 		t.Errorf("initial_device_display_name of a known device should be ignored: %s", pg.Text())
 	}
 
+	// The built-in client runs no OAuth flow: not at the token endpoint,
+	// not at the device endpoint.
+	if status, m := e.refresh("matrix-legacy-login", second["refresh_token"].(string)); status != 400 || m["error"] != "unauthorized_client" {
+		t.Errorf("a legacy refresh token at the token endpoint: %d %v", status, m)
+	}
+	form := url.Values{"client_id": {"matrix-legacy-login"}, "scope": {apiScope + " urn:matrix:client:device:PHISHDEVICE"}}
+	if status, m := e.Post("oauth2/device", form); status == 200 || m["error"] != "unauthorized_client" {
+		t.Errorf("a device authorization as the legacy client: %d %v", status, m)
+	}
+
 	// Refresh: the old refresh token works until the new pair is used;
 	// presented after that, it is reuse (P-RT-2) and ends the session.
 	refresh := func(rt string) (int, map[string]any) {
@@ -523,5 +533,38 @@ func TestLegacyLoginHomeserverDown(t *testing.T) {
 	})
 	if up := calls(e.hs, "upsert_device"); len(up) != 1 || up[0]["device_id"] != "DOWNDEVICE1" {
 		t.Errorf("upsert_device calls: %v", up)
+	}
+}
+
+// TestLegacyBotMovesToDeviceGrant: the README's way off password login. A
+// bot logged in with a password pairs again by device grant with its own
+// device id: the consent page says the legacy login on that device is
+// replaced, the password session ends, and the Matrix device (with the
+// bot's encryption keys) is never deleted (P-SCOPE-4).
+func TestLegacyBotMovesToDeviceGrant(t *testing.T) {
+	e := newSynapseEnv(t)
+	eventually(t, "alice is provisioned", func() bool { _, ok := e.hs.Users()[testUser]; return ok })
+	status, old := e.legacyLogin(passwordLogin(`,"device_id":"MOVINGBOT01"`))
+	if status != 200 {
+		t.Fatalf("legacy login: %d %v", status, old)
+	}
+	clientID, _ := e.Register(deviceClientJSON)
+	da := e.deviceAuth(clientID, "MOVINGBOT01")
+	p := newPhone(t)
+	pg := p.Get(da["verification_uri_complete"].(string))
+	pg = p.Submit(pg, "/login", url.Values{"username": {testUser}, "password": {testPassword}})
+	if txt := pg.Text(); !strings.Contains(txt, "Approving signs out Legacy Matrix login, signed in as the device MOVINGBOT01") {
+		t.Fatalf("consent page: %s", txt)
+	}
+	p.Submit(pg, pg.URL.Path, url.Values{"action": {"approve"}, "confirm": {"yes"}})
+	tok := e.pollUntilTokens(clientID, da["device_code"].(string))
+	if in := e.Introspect(old["access_token"].(string)); in["active"] != false {
+		t.Errorf("the password session outlived the pairing: %v", in)
+	}
+	if status, who := e.whoami(tok["access_token"].(string)); status != 200 || who["device_id"] != "MOVINGBOT01" {
+		t.Errorf("whoami with the paired token: %d %v", status, who)
+	}
+	if d := calls(e.hs, "delete_device"); len(d) != 0 {
+		t.Errorf("moving the bot deleted its device: %v", d)
 	}
 }
