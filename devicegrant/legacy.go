@@ -472,7 +472,7 @@ func (s *Server) awaitDevice(ctx context.Context, res legacyStarted) (*matrixErr
 	}
 	s.kickOutbox() // the entry is committed now
 	deadline := time.Now().Add(orDuration(s.cfg.LegacyLogin.DeviceWait, legacyDeviceWait))
-	for pause := 20 * time.Millisecond; ; pause = min(2*pause, 250*time.Millisecond) {
+	for pause := 5 * time.Millisecond; ; pause = min(2*pause, 250*time.Millisecond) {
 		_, err := s.store.OutboxEntry(ctx, res.outboxID)
 		if errors.Is(err, store.ErrNotFound) {
 			return nil, nil
