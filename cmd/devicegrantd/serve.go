@@ -102,7 +102,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 	}
 	welcome(stderr, cfg, srv.Issuer(), len(users), ln.Addr().String())
 	log.Info("listening", "addr", ln.Addr().String(), "issuer", srv.Issuer(), "database", cfg.Database,
-		"homeserver_secret", cfg.Homeserver.Secret != "", "homeserver", cfg.Homeserver.Endpoint)
+		"homeserver_secret", cfg.Homeserver.Secret != "", "homeserver", cfg.Homeserver.Endpoint,
+		"legacy_login", cfg.LegacyLogin.Enabled, "legacy_password_login", cfg.LegacyLogin.Enabled && cfg.LegacyLogin.Password)
 
 	errc := make(chan error, 1)
 	go func() {
