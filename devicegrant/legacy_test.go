@@ -9,6 +9,8 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"os"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -20,22 +22,63 @@ import (
 	"github.com/devicegrant/devicegrant/internal/devtest"
 )
 
-// legacyProxy is the operator's reverse proxy: the legacy login paths go
-// to devicegrantd, everything else to the homeserver (README, "Routing the
-// legacy login").
+// readmeLegacyRoute is the path pattern the README's nginx and Caddy
+// snippets send to devicegrantd, read from the README so that the tests
+// route as an operator following it would.
+func readmeLegacyRoute(t *testing.T) *regexp.Regexp {
+	t.Helper()
+	b, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var nginx, caddy string
+	for _, l := range strings.Split(string(b), "\n") {
+		l = strings.TrimSpace(l)
+		if rest, ok := strings.CutPrefix(l, "@legacy path_regexp "); ok {
+			caddy = rest
+		}
+		if rest, ok := strings.CutPrefix(l, "location ~ "); ok && strings.Contains(rest, "(login|") {
+			nginx = strings.TrimSuffix(rest, " {")
+		}
+	}
+	if nginx == "" || nginx != caddy {
+		t.Fatalf("README: the nginx (%q) and Caddy (%q) legacy routes differ or are missing", nginx, caddy)
+	}
+	return regexp.MustCompile(nginx)
+}
+
+// TestREADMELegacyRoute: the README's route sends every legacy path here
+// and nothing else of the client-server API.
+func TestREADMELegacyRoute(t *testing.T) {
+	re := readmeLegacyRoute(t)
+	for _, p := range []string{"login", "login/sso/redirect", "refresh", "logout", "logout/all"} {
+		for _, v := range []string{"v3", "r0"} {
+			if path := "/_matrix/client/" + v + "/" + p; !re.MatchString(path) {
+				t.Errorf("%s is not routed to devicegrantd", path)
+			}
+		}
+	}
+	for _, path := range []string{"/_matrix/client/v3/sync", "/_matrix/client/v3/register", "/_matrix/client/v3/loginx",
+		"/_matrix/client/v3/account/whoami", "/_matrix/client/v1/auth_metadata", "/_matrix/client/v3/logouts"} {
+		if re.MatchString(path) {
+			t.Errorf("%s is routed to devicegrantd", path)
+		}
+	}
+}
+
+// legacyProxy is the operator's reverse proxy, set up as the README says:
+// the legacy login paths go to devicegrantd, everything else to the
+// homeserver.
 func legacyProxy(t *testing.T, authURL, homeserverURL string) string {
 	t.Helper()
+	route := readmeLegacyRoute(t)
 	auth, _ := url.Parse(authURL)
 	hs, _ := url.Parse(homeserverURL)
 	toAuth, toHS := httputil.NewSingleHostReverseProxy(auth), httputil.NewSingleHostReverseProxy(hs)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p := r.URL.Path
-		for _, v := range []string{"/_matrix/client/v3/", "/_matrix/client/r0/"} {
-			rest, ok := strings.CutPrefix(p, v)
-			if ok && (rest == "login" || strings.HasPrefix(rest, "login/") || rest == "refresh" || rest == "logout" || rest == "logout/all") {
-				toAuth.ServeHTTP(w, r)
-				return
-			}
+		if route.MatchString(r.URL.Path) {
+			toAuth.ServeHTTP(w, r)
+			return
 		}
 		toHS.ServeHTTP(w, r)
 	}))
