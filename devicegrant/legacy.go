@@ -481,7 +481,7 @@ func (s *Server) awaitDevice(ctx context.Context, res legacyStarted) (*matrixErr
 			break // the client went away, or the homeserver is too slow
 		}
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("devicegrant: read outbox entry: %w", err)
 		}
 		t := time.NewTimer(pause)
 		select {
@@ -500,7 +500,7 @@ func (s *Server) awaitDevice(ctx context.Context, res legacyStarted) (*matrixErr
 		return s.endSession(ctx, tx, cur, endDeviceTimeout, s.now())
 	})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("devicegrant: end a legacy session without its device: %w", err)
 	}
 	s.log.WarnContext(ctx, "legacy login: the homeserver did not create the device in time; session ended", "user", res.username)
 	e := mxErr(http.StatusServiceUnavailable, "M_UNKNOWN", "the homeserver did not create the device in time; try again later")

@@ -3,6 +3,7 @@ package devicegrant
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -167,7 +168,10 @@ func (s *Server) mintLoginToken(ctx context.Context, user *store.User, redirect 
 			Status: store.AuthCodeIssued,
 		})
 	})
-	return tok, err
+	if err != nil {
+		return "", fmt.Errorf("devicegrant: mint login token: %w", err)
+	}
+	return tok, nil
 }
 
 // spendLoginToken checks a login token inside tx. A token presented a
