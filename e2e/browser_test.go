@@ -838,6 +838,9 @@ type legacySSOData struct {
 	ConfirmText string `json:"confirmText"`
 	URL         string `json:"url"`
 	Status      int    `json:"status"`
+	Sessions    string `json:"sessions"`
+	Tags        int    `json:"tags"`
+	TagText     string `json:"tagText"`
 }
 
 // TestBrowserLegacySSO: an app that only speaks the legacy Matrix login
@@ -865,13 +868,10 @@ func TestBrowserLegacySSO(t *testing.T) {
 	run := startBrowser(t, "legacysso", "legacy-sso", map[string]any{
 		"url":      e.URL + "_matrix/client/v3/login/sso/redirect?redirectUrl=" + url.QueryEscape(redirect),
 		"username": devtest.Username, "password": devtest.Password,
-		"appHost": appURL.Host, "redirectPrefix": app.URL + "/sso-done",
+		"appHost": appURL.Host, "redirectPrefix": app.URL + "/sso-done", "accountURL": e.URL + "account",
 	})
 	var res legacySSOData
-	pages := run.finish(&res)
-	if got, want := pageNames(pages), "sign-in confirm-app back-in-app"; got != want {
-		t.Errorf("pages visited: %q, want %q", got, want)
-	}
+	run.checkpoint("back-in-app", &res)
 	if !strings.Contains(res.ConfirmText, "@"+devtest.Username+":example.org") || !strings.Contains(res.ConfirmText, redirect) {
 		t.Errorf("the confirmation page does not say who signs in where: %s", res.ConfirmText)
 	}
@@ -886,14 +886,28 @@ func TestBrowserLegacySSO(t *testing.T) {
 		t.Fatalf("the app got %v, want its own query and a loginToken", q)
 	}
 
-	body := `{"type":"m.login.token","token":"` + tok + `","device_id":"E2ELEGACYSSO"}`
+	body := `{"type":"m.login.token","token":"` + tok + `","device_id":"E2ELEGACYSSO","initial_device_display_name":"Old chat app"}`
 	status, m := e.PostJSON("_matrix/client/v3/login", body)
 	if status != http.StatusOK || m["device_id"] != "E2ELEGACYSSO" || m["user_id"] != "@"+devtest.Username+":example.org" {
 		t.Fatalf("m.login.token: %d %v", status, m)
 	}
 	e.wantActive(m["access_token"].(string), "E2ELEGACYSSO")
+
+	run.resume()
+	pages := run.finish(&res)
+	if got, want := pageNames(pages), "sign-in confirm-app back-in-app account"; got != want {
+		t.Errorf("pages visited: %q, want %q", got, want)
+	}
+	if !strings.Contains(res.Sessions, "Old chat app") || !strings.Contains(res.Sessions, "E2ELEGACYSSO") || res.Tags != 1 || res.TagText != "legacy login" {
+		t.Errorf("the account page's device list: %q (%d tags, %q)", res.Sessions, res.Tags, res.TagText)
+	}
+
+	// A loginToken is good once; the replay ends what it started.
 	status, m2 := e.PostJSON("_matrix/client/v3/login", body)
 	if status != http.StatusForbidden || m2["errcode"] != "M_FORBIDDEN" {
 		t.Errorf("second exchange of the loginToken: %d %v, want 403 M_FORBIDDEN", status, m2)
+	}
+	if info := e.Introspect(m["access_token"].(string)); info["active"] != false {
+		t.Errorf("after the replay the first exchange's token still works: %v", info)
 	}
 }

@@ -5,7 +5,7 @@
 //
 // args: {artifacts, url (the SSO redirect), username, password,
 //        appHost (what the confirmation page must name),
-//        redirectPrefix (where the app listens)}
+//        redirectPrefix (where the app listens), accountURL}
 import { run } from './lib.mjs';
 
 await run(async (phone, a) => {
@@ -26,5 +26,14 @@ await run(async (phone, a) => {
   data.url = page.url();
   data.status = phone.status;
   await phone.visited('back-in-app');
+  // The Go test exchanges the loginToken meanwhile; then the account page
+  // must list the new device, marked as a legacy login.
+  await phone.checkpoint('back-in-app', data);
+  await phone.open(a.accountURL);
+  await phone.visited('account');
+  data.sessions = await phone.text('ul.sessions');
+  const tag = page.locator('ul.sessions .tag');
+  data.tags = await tag.count();
+  if (data.tags > 0) data.tagText = (await tag.first().innerText()).trim();
   return data;
 });
