@@ -558,6 +558,7 @@ func (s *Server) legacyLogout(all bool) gin.HandlerFunc {
 			return
 		}
 		var outcome *matrixError
+		var username string
 		err := s.store.Update(ctx, func(tx store.Tx) error {
 			outcome = nil
 			at, err := tx.AccessToken(ctx, hashSecret(tok))
@@ -569,6 +570,7 @@ func (s *Server) legacyLogout(all bool) gin.HandlerFunc {
 				return err
 			}
 			now := s.now()
+			username = at.User.Username
 			if !all {
 				return s.endSession(ctx, tx, at.Session, endRevoked, now)
 			}
@@ -589,6 +591,7 @@ func (s *Server) legacyLogout(all bool) gin.HandlerFunc {
 		case outcome != nil:
 			writeMatrixError(c, outcome)
 		default:
+			s.log.InfoContext(ctx, "legacy logout", "user", username, "all", all)
 			c.JSON(http.StatusOK, gin.H{})
 		}
 	}
