@@ -236,6 +236,7 @@ func TestLegacyLoginBadInput(t *testing.T) {
 		code                    string
 	}{
 		{"form instead of JSON", "application/x-www-form-urlencoded", "type=m.login.password&user=alice&password=x", 400, "M_NOT_JSON"},
+		{"multipart instead of JSON", "multipart/form-data; boundary=x", "--x\r\nContent-Disposition: form-data; name=\"type\"\r\n\r\nm.login.password\r\n--x--\r\n", 400, "M_NOT_JSON"},
 		{"not JSON", "application/json", "{type: m.login.password", 400, "M_NOT_JSON"},
 		{"array", "application/json", "[]", 400, "M_BAD_JSON"},
 		{"wrong field type", "application/json", `{"type":"m.login.password","password":7}`, 400, "M_BAD_JSON"},
@@ -271,10 +272,16 @@ func TestLegacyLoginBadInput(t *testing.T) {
 	}
 
 	// The spec does not require a Content-Type: a JSON body without one
-	// is a login.
+	// is a login, and so is one sent as `curl -d '{…}'` does (form type),
+	// which Synapse accepted.
 	req, _ := http.NewRequest(http.MethodPost, e.URL+"_matrix/client/r0/login", strings.NewReader(passwordLogin("")))
 	if status, m := do(t, req); status != 200 || m["access_token"] == nil {
 		t.Errorf("login without Content-Type on the r0 alias: %d %v", status, m)
+	}
+	req, _ = http.NewRequest(http.MethodPost, e.URL+"_matrix/client/v3/login", strings.NewReader(passwordLogin("")))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if status, m := do(t, req); status != 200 || m["access_token"] == nil {
+		t.Errorf("a JSON login sent with curl's form type: %d %v", status, m)
 	}
 	// Refresh and logout speak the same format.
 	if status, m := e.PostJSON("_matrix/client/v3/refresh", `{"refresh_token":"dgr_unknown"}`); status != 401 || m["errcode"] != "M_UNKNOWN_TOKEN" || m["soft_logout"] != false {
