@@ -97,7 +97,8 @@ type SessionInfo struct {
 	ClientName string
 	// SignIn says how the client signs people in, from the grant types it
 	// registered: "device code", "browser" (authorization code) or
-	// "device code or browser".
+	// "device code or browser"; "legacy login" for the legacy Matrix
+	// login API (password or SSO).
 	SignIn string
 }
 
@@ -116,6 +117,9 @@ func (s *Server) UserSessions(ctx context.Context, userID string, includeEnded b
 		case err == nil:
 			info.ClientName = cl.name()
 			info.SignIn = signInMethod(cl.meta.GrantTypes)
+			if cl.ID == legacyClientID {
+				info.SignIn = "legacy login"
+			}
 		case !errors.Is(err, store.ErrNotFound):
 			return nil, fmt.Errorf("devicegrant: sessions: %w", err)
 		}

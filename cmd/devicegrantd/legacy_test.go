@@ -3,12 +3,16 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/devicegrant/devicegrant/devicegrant"
+	"github.com/devicegrant/devicegrant/internal/devtest"
+	"github.com/devicegrant/devicegrant/internal/fakesynapse"
 )
 
 // TestLegacyLoginSettings: the legacy Matrix login is on by default, and
@@ -56,4 +60,43 @@ func TestLegacyLoginSettings(t *testing.T) {
 			t.Errorf("--help lacks %s", want)
 		}
 	}
+}
+
+// TestLegacyLoginAdmin: with the daemon's defaults a bot logs in with a
+// password (the device is on the homeserver when it gets its answer);
+// "user show" lists the session as a legacy login with its device name,
+// and "session end" signs it out and deletes the device (P-HS-4).
+func TestLegacyLoginAdmin(t *testing.T) {
+	hs := fakesynapse.Start(t, fakesynapse.Options{Secret: opsSecret})
+	vars := opsVars(t, t.TempDir(), hs)
+	addAlice(t, vars)
+	d := startDaemonCtl(t, vars)
+	hs.SetAuthEndpoint(d.base)
+	login := postJSON(t, d.base+"_matrix/client/v3/login", nil, `{"type":"m.login.password","identifier":{"type":"m.id.user","user":"alice"},"password":"`+
+		devtest.Password+`","device_id":"LEGACYBOT01","initial_device_display_name":"Weather bot"}`)
+	tok, _ := login["access_token"].(string)
+	if tok == "" || !slices.Contains(hs.Devices(devtest.Username), "LEGACYBOT01") || !introspect(t, d.base, tok) {
+		t.Fatalf("legacy login: %v; devices %v", login, hs.Devices(devtest.Username))
+	}
+
+	out, err := cli(t, vars, "", "user", "show", devtest.Username, "--json")
+	var shown userJSON
+	if err != nil || json.Unmarshal([]byte(out), &shown) != nil || len(shown.Sessions) != 1 {
+		t.Fatalf("user show: %v %s", err, out)
+	}
+	if s := shown.Sessions[0]; s.DeviceID != "LEGACYBOT01" || s.DeviceName != "Weather bot" || s.SignIn != "legacy login" ||
+		s.Client != "Legacy Matrix login" || s.ClientID != "matrix-legacy-login" {
+		t.Errorf("user show: %+v", s)
+	}
+	if text, _ := cli(t, vars, "", "user", "show", devtest.Username); !strings.Contains(text, "legacy login") {
+		t.Errorf("user show does not mark the legacy login:\n%s", text)
+	}
+
+	if out, err := cli(t, vars, "", "session", "end", "--device", "LEGACYBOT01", "--user", devtest.Username); err != nil {
+		t.Fatalf("session end: %v %s", err, out)
+	}
+	if introspect(t, d.base, tok) {
+		t.Error("the legacy token is active after session end")
+	}
+	waitFor(t, "the device to be deleted", func() bool { return !slices.Contains(hs.Devices(devtest.Username), "LEGACYBOT01") })
 }

@@ -90,6 +90,7 @@ type userJSON struct {
 type sessionJSON struct {
 	ID         string     `json:"id"`
 	DeviceID   string     `json:"device_id"`
+	DeviceName string     `json:"device_name,omitempty"`
 	ClientID   string     `json:"client_id"`
 	Client     string     `json:"client"`
 	SignIn     string     `json:"sign_in"`
@@ -120,7 +121,7 @@ func showUser(ctx context.Context, a *admin, stdout io.Writer, all, asJSON bool)
 	out := userJSON{Username: u.Username, MatrixID: "@" + u.Username + ":" + a.cfg.ServerName, DisplayName: u.DisplayName,
 		Created: u.CreatedAt.UTC(), Deactivated: optTime(u.DeactivatedAt), Sessions: []sessionJSON{}}
 	for _, x := range sessions {
-		out.Sessions = append(out.Sessions, sessionJSON{ID: x.ID, DeviceID: x.DeviceID, ClientID: x.ClientID, Client: x.ClientName,
+		out.Sessions = append(out.Sessions, sessionJSON{ID: x.ID, DeviceID: x.DeviceID, DeviceName: x.DeviceName, ClientID: x.ClientID, Client: x.ClientName,
 			SignIn: x.SignIn, Created: x.CreatedAt.UTC(), LastActive: x.LastActiveAt.UTC(), LastIP: x.LastIP,
 			Ended: optTime(x.EndedAt), EndReason: x.EndReason})
 	}
