@@ -469,7 +469,6 @@ func (s *Server) awaitDevice(ctx context.Context, res legacyStarted) (*matrixErr
 	if res.outboxID == 0 {
 		return nil, nil
 	}
-	s.kickOutbox() // the entry is committed now
 	deadline := time.Now().Add(orDuration(s.cfg.LegacyLogin.DeviceWait, legacyDeviceWait))
 	for pause := 5 * time.Millisecond; ; pause = min(2*pause, 250*time.Millisecond) {
 		_, err := s.store.OutboxEntry(ctx, res.outboxID)
