@@ -171,7 +171,7 @@ func decodeLegacyJSON(contentType string, body io.Reader, dst any) *matrixError 
 }
 
 // parseLegacyLogin checks a POST /login body against the spec and what is
-// on offer here. serverName strips the server from a full user id.
+// on offer here (P-LEG-1). serverName strips the server from a full user id.
 func parseLegacyLogin(contentType string, body io.Reader, serverName string, l LegacyLogin) (legacyLogin, *matrixError) {
 	var in struct {
 		Type       string `json:"type"`
@@ -366,10 +366,10 @@ type legacyStarted struct {
 	outboxID int64 // the upsert_device call to wait for; 0 for none
 }
 
-// startLegacySession spends a login token (for m.login.token), starts the
-// session with startSession (re-using a device ends its earlier session,
-// P-SCOPE-4) and queues the device's creation, all in one transaction.
-// user is the checked password login's account, or nil.
+// startLegacySession (P-LEG-2) spends a login token (for m.login.token),
+// starts the session with startSession (re-using a device ends its earlier
+// session, P-SCOPE-4) and queues the device's creation, all in one
+// transaction. user is the checked password login's account, or nil.
 func (s *Server) startLegacySession(ctx context.Context, in legacyLogin, user *store.User, ip string) (legacyStarted, *matrixError, error) {
 	var res legacyStarted
 	var outcome *matrixError
@@ -510,7 +510,7 @@ func (s *Server) awaitDevice(ctx context.Context, res legacyStarted) (*matrixErr
 // homeserver did not create in time.
 const endDeviceTimeout = "the homeserver did not create the device in time"
 
-// legacyRefresh is POST /refresh. Rotation is the token endpoint's
+// legacyRefresh is POST /refresh (P-LEG-4). Rotation is the token endpoint's
 // (P-RT-2): the old refresh token stays usable until the new pair is used.
 func (s *Server) legacyRefresh(c *gin.Context) {
 	var in struct {

@@ -6,7 +6,7 @@ import (
 	"testing"
 )
 
-// TestCheckSSORedirect: which redirectUrl values an app may send, and what
+// TestCheckSSORedirect (P-LEG-3): which redirectUrl values an app may send, and what
 // the confirmation page names as the app.
 func TestCheckSSORedirect(t *testing.T) {
 	good := map[string]string{
@@ -32,7 +32,7 @@ func TestCheckSSORedirect(t *testing.T) {
 	}
 }
 
-// TestWithLoginToken: the token joins the app's own query; the fragment
+// TestWithLoginToken (P-LEG-3): the token joins the app's own query; the fragment
 // stays where the app put it.
 func TestWithLoginToken(t *testing.T) {
 	for raw, want := range map[string]string{
@@ -48,7 +48,7 @@ func TestWithLoginToken(t *testing.T) {
 	}
 }
 
-// TestNewLegacyDeviceID: ten capital letters, valid under P-SCOPE-2, and
+// TestNewLegacyDeviceID (P-LEG-2): ten capital letters, valid under P-SCOPE-2, and
 // not the same twice.
 func TestNewLegacyDeviceID(t *testing.T) {
 	seen := map[string]bool{}

@@ -47,7 +47,7 @@ func readmeLegacyRoute(t *testing.T) *regexp.Regexp {
 	return regexp.MustCompile(nginx)
 }
 
-// TestREADMELegacyRoute: the README's route sends every legacy path here
+// TestREADMELegacyRoute (P-LEG-5): the README's route sends every legacy path here
 // and nothing else of the client-server API.
 func TestREADMELegacyRoute(t *testing.T) {
 	re := readmeLegacyRoute(t)
@@ -86,8 +86,9 @@ func legacyProxy(t *testing.T, authURL, homeserverURL string) string {
 	return srv.URL
 }
 
-// TestLegacyMautrixPasswordLogin: an unmodified third-party Matrix client
-// library (mautrix-go) logs in with a password through the legacy API; the
+// TestLegacyMautrixPasswordLogin (P-LEG-1, P-LEG-2, P-LEG-4): an unmodified
+// third-party Matrix client library (mautrix-go) logs in with a password
+// through the legacy API; the
 // device exists on the homeserver before the login answers (P-HS-3), the
 // token works there, introspects with its device and the Matrix API
 // scope, refreshes with the legacy semantics (P-RT-2) and logs out, which
@@ -226,7 +227,7 @@ func (e *env) countRows(table string) int {
 	return n
 }
 
-// TestLegacyLoginBadInput: each mistake gets a clear Matrix error with
+// TestLegacyLoginBadInput (P-LEG-1): each mistake gets a clear Matrix error with
 // the spec's status and code, and creates nothing.
 func TestLegacyLoginBadInput(t *testing.T) {
 	e := newEnv(t)
@@ -298,7 +299,7 @@ func TestLegacyLoginBadInput(t *testing.T) {
 	}
 }
 
-// TestLegacyLoginSessions: a password login without refresh_token gets a
+// TestLegacyLoginSessions (P-LEG-2, P-LEG-4, P-LEG-5): a password login without refresh_token gets a
 // long-lived access token; a re-login with the same device_id replaces
 // the session of that device (P-SCOPE-4); the account page marks legacy
 // logins and shows the device name; logout/all ends every session; a
@@ -403,7 +404,7 @@ func TestLegacyLoginSessions(t *testing.T) {
 	}
 }
 
-// TestLegacyPasswordSharesSignInLimits: wrong passwords at the legacy
+// TestLegacyPasswordSharesSignInLimits (P-LEG-1): wrong passwords at the legacy
 // endpoint and on the sign-in page spend one budget per address, and the
 // answer is M_LIMIT_EXCEEDED with retry_after_ms.
 func TestLegacyPasswordSharesSignInLimits(t *testing.T) {
@@ -429,7 +430,7 @@ func TestLegacyPasswordSharesSignInLimits(t *testing.T) {
 	}
 }
 
-// TestLegacyPasswordSharesAccountBudget: the per-account budget holds at
+// TestLegacyPasswordSharesAccountBudget (P-LEG-1): the per-account budget holds at
 // the legacy endpoint however many addresses the passwords come from.
 func TestLegacyPasswordSharesAccountBudget(t *testing.T) {
 	e := newEnv(t, devtest.WithConfig(func(c *devicegrant.Config) {
@@ -463,7 +464,7 @@ func ssoApp(t *testing.T) (appURL string, tokens chan string) {
 	return srv.URL + "/cb?keep=me", tokens
 }
 
-// TestLegacySSO: the SSO redirect dance without a browser engine (the
+// TestLegacySSO (P-LEG-3): the SSO redirect dance without a browser engine (the
 // browser tests in e2e/ do it in Chromium): sign in, a confirmation page
 // naming the app's host, a loginToken back, exchanged once; a second
 // exchange is refused and ends the session the first one started.
@@ -518,7 +519,7 @@ func TestLegacySSO(t *testing.T) {
 	}
 }
 
-// TestLegacyLoginSettings: the settings turn password login, or the whole
+// TestLegacyLoginSettings (P-LEG-5): the settings turn password login, or the whole
 // legacy API, off; the login flows and the metadata say what is on.
 func TestLegacyLoginSettings(t *testing.T) {
 	metaFlows := func(e *env) []any {
@@ -558,7 +559,7 @@ func TestLegacyLoginSettings(t *testing.T) {
 	}
 }
 
-// TestLegacyLoginHomeserverDown: while the homeserver cannot create the
+// TestLegacyLoginHomeserverDown (P-LEG-2, P-HS-3): while the homeserver cannot create the
 // device, the login answers 503 after LegacyLogin.DeviceWait and ends the
 // session it started, so no token nobody received lingers; once the
 // homeserver is back the device is created and deleted again, in order.
@@ -586,7 +587,7 @@ func TestLegacyLoginHomeserverDown(t *testing.T) {
 	}
 }
 
-// TestLegacyBotMovesToDeviceGrant: the README's way off password login. A
+// TestLegacyBotMovesToDeviceGrant (P-LEG-2): the README's way off password login. A
 // bot logged in with a password pairs again by device grant with its own
 // device id: the consent page says the legacy login on that device is
 // replaced, the password session ends, and the Matrix device (with the

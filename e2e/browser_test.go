@@ -843,7 +843,7 @@ type legacySSOData struct {
 	TagText     string `json:"tagText"`
 }
 
-// TestBrowserLegacySSO: an app that only speaks the legacy Matrix login
+// TestBrowserLegacySSO (P-LEG-3): an app that only speaks the legacy Matrix login
 // sends the browser to /login/sso/redirect; the person signs in, confirms
 // on a page that names the app's host, and the browser brings a
 // loginToken back to the app. The app exchanges it (m.login.token) once;

@@ -15,7 +15,7 @@ import (
 	"github.com/devicegrant/devicegrant/internal/fakesynapse"
 )
 
-// TestLegacyLoginSettings: the legacy Matrix login is on by default, and
+// TestLegacyLoginSettings (P-LEG-5): the legacy Matrix login is on by default, and
 // legacy_login.enabled / .password (or DEVICEGRANTD_LEGACY_LOGIN and
 // DEVICEGRANTD_LEGACY_LOGIN_PASSWORD) turn it, or its password login, off.
 func TestLegacyLoginSettings(t *testing.T) {
@@ -62,7 +62,7 @@ func TestLegacyLoginSettings(t *testing.T) {
 	}
 }
 
-// TestLegacyLoginAdmin: with the daemon's defaults a bot logs in with a
+// TestLegacyLoginAdmin (P-LEG-5): with the daemon's defaults a bot logs in with a
 // password (the device is on the homeserver when it gets its answer);
 // "user show" lists the session as a legacy login with its device name,
 // and "session end" signs it out and deletes the device (P-HS-4).
