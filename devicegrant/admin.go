@@ -144,3 +144,20 @@ func signInMethod(grantTypes []string) string {
 	}
 	return "unknown"
 }
+
+// TrustClient marks a registered client as trusted by the operator, so it
+// skips the consent page (or, with trusted false, no longer does).
+func (s *Server) TrustClient(ctx context.Context, clientID string, trusted bool) error {
+	err := s.store.Update(ctx, func(tx store.Tx) error {
+		c, err := tx.Client(ctx, clientID)
+		if err != nil {
+			return err
+		}
+		c.Trusted = trusted
+		return tx.UpdateClient(ctx, c)
+	})
+	if err != nil {
+		return fmt.Errorf("devicegrant: trust client %s: %w", clientID, err)
+	}
+	return nil
+}

@@ -136,3 +136,64 @@ func (s *Server) callHomeserver(ctx context.Context, call string, body []byte) e
 		permanent: resp.StatusCode >= 400 && resp.StatusCode < 500 && resp.StatusCode != 408 && resp.StatusCode != 429,
 	}
 }
+
+// Bodies of the homeserver calls (P-HS-4).
+type (
+	provisionUserBody struct {
+		Localpart      string `json:"localpart"`
+		SetDisplayname string `json:"set_displayname,omitempty"`
+	}
+	deviceBody struct {
+		Localpart   string `json:"localpart"`
+		DeviceID    string `json:"device_id"`
+		DisplayName string `json:"display_name,omitempty"`
+	}
+	syncDevicesBody struct {
+		Localpart string   `json:"localpart"`
+		Devices   []string `json:"devices"`
+	}
+	deleteUserBody struct {
+		Localpart string `json:"localpart"`
+		Erase     bool   `json:"erase"`
+	}
+)
+
+// SyncDevices queues, for every active user, a sync_devices call listing
+// the devices that should exist, so the homeserver drops devices whose
+// sessions ended while a call was lost (or the homeserver's database was
+// restored) and recreates missing ones. With provisionUsers it first
+// queues provision_user for each, which repairs a homeserver that never
+// heard of a user (say, accounts created before a homeserver was
+// configured). The daemon does both at start and syncs periodically.
+func (s *Server) SyncDevices(ctx context.Context, provisionUsers bool) error {
+	if !s.provisioning() {
+		return nil
+	}
+	users, err := s.store.Users(ctx)
+	if err != nil {
+		return fmt.Errorf("devicegrant: sync devices: %w", err)
+	}
+	for _, u := range users {
+		if !u.DeactivatedAt.IsZero() {
+			continue
+		}
+		err := s.store.Update(ctx, func(tx store.Tx) error {
+			if provisionUsers {
+				if err := s.enqueue(ctx, tx, u.Username, callProvisionUser, provisionUserBody{Localpart: u.Username, SetDisplayname: u.DisplayName}, ""); err != nil {
+					return err
+				}
+			}
+			// Read inside the transaction, so the list and the calls
+			// queued after it are in the same order as the changes.
+			devices, err := s.devicesOf(ctx, tx, u.ID, s.now())
+			if err != nil {
+				return err
+			}
+			return s.enqueue(ctx, tx, u.Username, callSyncDevices, syncDevicesBody{Localpart: u.Username, Devices: devices}, "")
+		})
+		if err != nil {
+			return fmt.Errorf("devicegrant: sync devices of %s: %w", u.Username, err)
+		}
+	}
+	return nil
+}

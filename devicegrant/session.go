@@ -2,6 +2,7 @@ package devicegrant
 
 import (
 	"context"
+	"sort"
 	"time"
 
 	"github.com/devicegrant/devicegrant/store"
@@ -66,4 +67,89 @@ func (s *Server) issuePair(ctx context.Context, tx store.Tx, sess store.Session,
 		AccessToken: access, TokenType: "Bearer", ExpiresIn: int(s.cfg.AccessTokenTTL.Seconds()),
 		RefreshToken: refresh, Scope: sess.Scope,
 	}, nil
+}
+
+// endSession ends a session: every token of it stops working at once,
+// since validity is read through the session. Its Matrix device is deleted
+// from the homeserver unless another live session or a grant on its way
+// still uses that device id.
+func (s *Server) endSession(ctx context.Context, tx store.Tx, sess store.Session, reason string, now time.Time) error {
+	if !sess.EndedAt.IsZero() {
+		return nil
+	}
+	sess.EndedAt, sess.EndReason = now, reason
+	if err := tx.UpdateSession(ctx, sess); err != nil {
+		return err
+	}
+	if sess.DeviceID == "" || reason == endReplaced || reason == endDeactivated || !s.provisioning() {
+		return nil
+	}
+	inUse, err := s.deviceInUse(ctx, tx, sess.UserID, sess.DeviceID, now)
+	if err != nil || inUse {
+		return err
+	}
+	user, err := tx.User(ctx, sess.UserID)
+	if err != nil {
+		return err
+	}
+	return s.enqueue(ctx, tx, user.Username, callDeleteDevice, deviceBody{Localpart: user.Username, DeviceID: sess.DeviceID}, "")
+}
+
+func (s *Server) deviceInUse(ctx context.Context, tx store.Tx, userID, deviceID string, now time.Time) (bool, error) {
+	live, err := tx.SessionsByDevice(ctx, userID, deviceID)
+	if err != nil || len(live) > 0 {
+		return len(live) > 0, err
+	}
+	devices, err := s.devicesOf(ctx, tx, userID, now)
+	if err != nil {
+		return false, err
+	}
+	for _, d := range devices {
+		if d == deviceID {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// devicesOf lists the Matrix devices a user must have on the homeserver:
+// those of live sessions, of device grants approved but not yet exchanged,
+// and of authorization requests approved but not yet exchanged.
+func (s *Server) devicesOf(ctx context.Context, r store.Reader, userID string, now time.Time) ([]string, error) {
+	sessions, err := r.SessionsByUser(ctx, userID, false)
+	if err != nil {
+		return nil, err
+	}
+	grants, err := r.GrantsAwaitingDevice(ctx, userID, now)
+	if err != nil {
+		return nil, err
+	}
+	codes, err := r.AuthCodesAwaitingDevice(ctx, userID, now)
+	if err != nil {
+		return nil, err
+	}
+	set := map[string]bool{}
+	for _, x := range sessions {
+		if x.DeviceID != "" {
+			set[x.DeviceID] = true
+		}
+	}
+	scopes := make([]string, 0, len(grants)+len(codes))
+	for _, g := range grants {
+		scopes = append(scopes, g.Scope)
+	}
+	for _, a := range codes {
+		scopes = append(scopes, a.Scope)
+	}
+	for _, scope := range scopes {
+		if sc, err := parseScopes(scope); err == nil && sc.deviceID != "" {
+			set[sc.deviceID] = true
+		}
+	}
+	out := make([]string, 0, len(set))
+	for d := range set {
+		out = append(out, d)
+	}
+	sort.Strings(out)
+	return out, nil
 }

@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"time"
 
+	"github.com/devicegrant/devicegrant/store"
 	"github.com/gin-gonic/gin"
 )
 
@@ -111,4 +112,45 @@ func (s *Server) hashPassword(ctx context.Context, password string) (string, err
 func (s *Server) dummyHash() string {
 	s.dummyOnce.Do(func() { s.dummy, _ = HashPassword(randomString(16)) })
 	return s.dummy
+}
+
+// ErrUsernameTaken is returned by CreateUser for a username that exists or
+// existed (P-ACCT-2: Matrix user ids are never reused).
+var ErrUsernameTaken = errors.New("username is taken")
+
+// CreateUser adds a local account with an argon2id hash of password and,
+// with a homeserver configured, queues its provisioning.
+func (s *Server) CreateUser(ctx context.Context, username, password, displayName string) (store.User, error) {
+	return s.createUser(ctx, username, password, displayName, "")
+}
+
+// DeactivateUser deactivates an account for good (P-ACCT-2: the username
+// is never given out again): its sessions end, and the homeserver is told
+// to deactivate the Matrix user, which deletes its devices.
+func (s *Server) DeactivateUser(ctx context.Context, userID string) error {
+	err := s.store.Update(ctx, func(tx store.Tx) error {
+		u, err := tx.User(ctx, userID)
+		if err != nil || !u.DeactivatedAt.IsZero() {
+			return err
+		}
+		now := s.now()
+		u.DeactivatedAt = now
+		if err := tx.UpdateUser(ctx, u); err != nil {
+			return err
+		}
+		sessions, err := tx.SessionsByUser(ctx, u.ID, false)
+		if err != nil {
+			return err
+		}
+		for _, x := range sessions {
+			if err := s.endSession(ctx, tx, x, endDeactivated, now); err != nil {
+				return err
+			}
+		}
+		return s.enqueue(ctx, tx, u.Username, callDeleteUser, deleteUserBody{Localpart: u.Username}, "")
+	})
+	if err != nil {
+		return fmt.Errorf("devicegrant: deactivate user: %w", err)
+	}
+	return nil
 }
