@@ -34,16 +34,17 @@ const (
 func (s *Server) provisioning() bool { return s.cfg.HomeserverEndpoint != "" }
 
 // enqueue adds a homeserver call to the outbox inside tx. It does nothing
-// without a homeserver. grantID names a device grant that waits for the
-// call.
-func (s *Server) enqueue(ctx context.Context, tx store.Tx, localpart, call string, body any, grantID string) error {
-	_, err := s.enqueueID(ctx, tx, localpart, call, body, grantID)
+// without a homeserver. approvalID names the device grant or
+// authorization request that waits for the call (its Matrix device), or is
+// empty.
+func (s *Server) enqueue(ctx context.Context, tx store.Tx, localpart, call string, body any, approvalID string) error {
+	_, err := s.enqueueID(ctx, tx, localpart, call, body, approvalID)
 	return err
 }
 
 // enqueueID is enqueue, returning the entry's ID (0 without a homeserver)
 // for a caller that waits for its delivery.
-func (s *Server) enqueueID(ctx context.Context, tx store.Tx, localpart, call string, body any, grantID string) (int64, error) {
+func (s *Server) enqueueID(ctx context.Context, tx store.Tx, localpart, call string, body any, approvalID string) (int64, error) {
 	if !s.provisioning() {
 		return 0, nil
 	}
@@ -54,7 +55,7 @@ func (s *Server) enqueueID(ctx context.Context, tx store.Tx, localpart, call str
 	now := s.now()
 	// The deliverer is woken when the transaction commits (wakingStore):
 	// woken now, it would find nothing new and sleep until its next tick.
-	return tx.Enqueue(ctx, store.OutboxEntry{UserKey: localpart, Call: call, Body: b, GrantID: grantID,
+	return tx.Enqueue(ctx, store.OutboxEntry{UserKey: localpart, Call: call, Body: b, ApprovalID: approvalID,
 		CreatedAt: now, NextAttemptAt: now})
 }
 

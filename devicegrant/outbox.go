@@ -120,12 +120,12 @@ func (s *Server) deliver(ctx context.Context, e store.OutboxEntry) (bool, error)
 			if err := tx.DeleteOutbox(ctx, e.ID); err != nil {
 				return err
 			}
-			if e.GrantID == "" {
+			if e.ApprovalID == "" {
 				return nil
 			}
 			// The device exists now: the device grant or authorization
 			// code that waited for it may go on.
-			g, err := tx.DeviceGrant(ctx, e.GrantID)
+			g, err := tx.DeviceGrant(ctx, e.ApprovalID)
 			if err == nil && g.State == store.GrantApproved {
 				g.State = store.GrantReady
 				return tx.UpdateDeviceGrant(ctx, g)
@@ -133,7 +133,7 @@ func (s *Server) deliver(ctx context.Context, e store.OutboxEntry) (bool, error)
 			if !errors.Is(err, store.ErrNotFound) {
 				return err
 			}
-			a, err := tx.AuthCode(ctx, e.GrantID)
+			a, err := tx.AuthCode(ctx, e.ApprovalID)
 			if err == nil && a.Status == store.AuthCodeWaiting {
 				a.Status = store.AuthCodeReady
 				return tx.UpdateAuthCode(ctx, a)

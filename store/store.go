@@ -190,7 +190,7 @@ type OutboxEntry struct {
 	UserKey       string // entries with the same key are delivered in ID order
 	Call          string // the homeserver endpoint, e.g. "upsert_device"
 	Body          []byte // JSON
-	GrantID       string // a device grant that becomes ready when this is delivered
+	ApprovalID    string // the device grant or authorization request waiting for this call: it becomes ready once the call is delivered
 	CreatedAt     time.Time
 	Attempts      int
 	NextAttemptAt time.Time

@@ -428,10 +428,12 @@ func (q queries) GrantsAwaitingDevice(ctx context.Context, userID string, now ti
 const outboxCols = `id, user_key, call, body, grant_id, created_at, attempts, next_attempt_at, lease_until, last_error, parked_at`
 
 func scanOutbox(s scanner) (e store.OutboxEntry, err error) {
-	var grant sql.NullString
-	err = s.Scan(&e.ID, &e.UserKey, &e.Call, &e.Body, &grant, nt(&e.CreatedAt), &e.Attempts, nt(&e.NextAttemptAt),
+	// The column keeps its first name, grant_id; it holds authorization
+	// request ids as well.
+	var approval sql.NullString
+	err = s.Scan(&e.ID, &e.UserKey, &e.Call, &e.Body, &approval, nt(&e.CreatedAt), &e.Attempts, nt(&e.NextAttemptAt),
 		nt(&e.LeaseUntil), &e.LastError, nt(&e.ParkedAt))
-	e.GrantID = grant.String
+	e.ApprovalID = approval.String
 	return e, err
 }
 
@@ -471,7 +473,7 @@ func (q queries) OutboxEntry(ctx context.Context, id int64) (store.OutboxEntry, 
 func (t *tx) Enqueue(ctx context.Context, e store.OutboxEntry) (int64, error) {
 	res, err := t.db.ExecContext(ctx, `INSERT INTO outbox (user_key, call, body, grant_id, created_at, attempts,
 		next_attempt_at, lease_until, last_error, parked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		e.UserKey, e.Call, e.Body, nullString(e.GrantID), ms(e.CreatedAt), e.Attempts, ms(e.NextAttemptAt),
+		e.UserKey, e.Call, e.Body, nullString(e.ApprovalID), ms(e.CreatedAt), e.Attempts, ms(e.NextAttemptAt),
 		ms(e.LeaseUntil), e.LastError, ms(e.ParkedAt))
 	if err != nil {
 		return 0, wrap("enqueue", err)
