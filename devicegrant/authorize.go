@@ -520,13 +520,13 @@ func (s *Server) exchangeCode(c *gin.Context, cl *client) (*tokenResponse, error
 			outcome = errInvalidGrant("code_verifier does not match the code_challenge")
 			return nil
 		}
-		user, err := tx.User(ctx, a.UserID)
+		user, err := accountOf(ctx, tx, a.UserID)
+		if errors.Is(err, errDeactivated) {
+			outcome = errInvalidGrant(err.Error())
+			return nil
+		}
 		if err != nil {
 			return err
-		}
-		if !user.DeactivatedAt.IsZero() {
-			outcome = errInvalidGrant("the account was deactivated")
-			return nil
 		}
 		sess, r, err := s.startSession(ctx, tx, user, cl.ID, a.Scope, c.ClientIP(), now)
 		if err != nil {

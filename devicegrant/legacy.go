@@ -385,12 +385,13 @@ func (s *Server) startLegacySession(ctx context.Context, in legacyLogin, user *s
 				outcome, replay = bad, bad != nil && a.Status == store.AuthCodeUsed
 				return err
 			}
-			if u, err = tx.User(ctx, a.UserID); err != nil {
-				return err
-			}
-			if !u.DeactivatedAt.IsZero() {
+			u, err = accountOf(ctx, tx, a.UserID)
+			if errors.Is(err, errDeactivated) {
 				outcome = mxErr(http.StatusForbidden, "M_USER_DEACTIVATED", "this account has been deactivated")
 				return nil
+			}
+			if err != nil {
+				return err
 			}
 			spent = &a
 		} else {

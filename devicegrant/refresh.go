@@ -78,13 +78,13 @@ func (s *Server) rotate(ctx context.Context, clientID, tok, requested, ip string
 			outcome = errInvalidGrant("this refresh_token was replaced by a retry with the previous one; the session has been ended")
 			return s.endSession(ctx, tx, sess, endReuse, now)
 		}
-		user, err := tx.User(ctx, sess.UserID)
+		_, err = accountOf(ctx, tx, sess.UserID)
+		if errors.Is(err, errDeactivated) {
+			outcome = errInvalidGrant(err.Error())
+			return nil
+		}
 		if err != nil {
 			return err
-		}
-		if !user.DeactivatedAt.IsZero() {
-			outcome = errInvalidGrant("the account was deactivated")
-			return nil
 		}
 		if requested != "" && !sameScopes(requested, sess.Scope) {
 			// RFC 6749 §6 allows narrowing; tokens here carry their

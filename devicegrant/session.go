@@ -2,6 +2,7 @@ package devicegrant
 
 import (
 	"context"
+	"errors"
 	"sort"
 	"time"
 
@@ -152,4 +153,22 @@ func (s *Server) devicesOf(ctx context.Context, r store.Reader, userID string, n
 	}
 	sort.Strings(out)
 	return out, nil
+}
+
+// errDeactivated is accountOf's answer for a deactivated account.
+var errDeactivated = errors.New("the account was deactivated")
+
+// accountOf reads, inside tx, the account a grant, an authorization code or
+// a session belongs to, before tokens are issued to it. A deactivated
+// account is errDeactivated: nothing is issued to it any more (P-ACCT-2),
+// whichever grant asks; each grant answers that in its own words.
+func accountOf(ctx context.Context, tx store.Reader, userID string) (store.User, error) {
+	u, err := tx.User(ctx, userID)
+	if err != nil {
+		return u, err
+	}
+	if !u.DeactivatedAt.IsZero() {
+		return u, errDeactivated
+	}
+	return u, nil
 }

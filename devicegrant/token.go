@@ -157,13 +157,13 @@ func (s *Server) exchangeDeviceCode(ctx context.Context, cl *client, code string
 		default:
 			return errors.New("device grant in unknown state " + string(g.State))
 		}
-		user, err := tx.User(ctx, g.UserID)
+		user, err := accountOf(ctx, tx, g.UserID)
+		if errors.Is(err, errDeactivated) {
+			outcome = &oauthError{http.StatusBadRequest, "access_denied", err.Error()}
+			return nil
+		}
 		if err != nil {
 			return err
-		}
-		if !user.DeactivatedAt.IsZero() {
-			outcome = &oauthError{http.StatusBadRequest, "access_denied", "the account was deactivated"}
-			return nil
 		}
 		openid := hasScope(g.Scope, "openid")
 		if openid && keys == nil {
