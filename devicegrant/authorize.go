@@ -354,17 +354,14 @@ func (s *Server) approveAuth(c *gin.Context, req *authRequest, user *store.User)
 	a := store.AuthCode{
 		ID: newID(), ClientID: req.client.ID, RedirectURI: req.redirectURI, CodeChallenge: req.challenge,
 		Scope: req.scope.String(), Nonce: req.nonce, State: req.state, ResponseMode: req.responseMode,
-		UserID: user.ID, AuthTime: authTime, CreatedAt: now, ExpiresAt: now.Add(approvalTTL), Status: store.AuthCodeReady,
+		UserID: user.ID, AuthTime: authTime, CreatedAt: now, ExpiresAt: now.Add(approvalTTL),
 	}
 	err := s.store.Update(ctx, func(tx store.Tx) error {
-		if s.provisioning() && req.scope.deviceID != "" {
-			a.Status = store.AuthCodeWaiting
-			body := deviceBody{Localpart: user.Username, DeviceID: req.scope.deviceID, DisplayName: req.client.name()}
-			if err := s.enqueue(ctx, tx, user.Username, callUpsertDevice, body, a.ID); err != nil {
-				return err
-			}
+		wait, err := s.provisionDevice(ctx, tx, user.Username, req.scope.deviceID, req.client.name(), a.ID)
+		if err != nil {
+			return err
 		}
-		return tx.CreateAuthCode(ctx, a)
+		return tx.CreateAuthCode(ctx, approvedAuthCode(a, wait != 0))
 	})
 	if err != nil {
 		s.log.ErrorContext(ctx, "authorize: approve", "err", err)
@@ -392,8 +389,7 @@ func (s *Server) authorizeContinue(c *gin.Context) {
 		if err != nil || a.UserID != user.ID || a.Status != store.AuthCodeReady || !s.now().Before(a.ExpiresAt) {
 			return err
 		}
-		code = newToken(prefixAuthCode)
-		a.CodeHash, a.Status, a.ExpiresAt = hashSecret(code), store.AuthCodeIssued, s.now().Add(authCodeTTL)
+		code = issueAuthCode(&a, s.now())
 		return tx.UpdateAuthCode(ctx, a)
 	})
 	switch {
@@ -510,7 +506,7 @@ func (s *Server) exchangeCode(c *gin.Context, cl *client) (*tokenResponse, error
 		}
 		sum := sha256.Sum256([]byte(verifier))
 		switch {
-		case a.Status != store.AuthCodeIssued || !now.Before(a.ExpiresAt):
+		case !authCodeUsable(a, now):
 			outcome = errInvalidGrant("the code expired; start again")
 			return nil
 		case redirectURI != a.RedirectURI:
@@ -537,7 +533,7 @@ func (s *Server) exchangeCode(c *gin.Context, cl *client) (*tokenResponse, error
 				return err
 			}
 		}
-		a.Status, a.SessionID = store.AuthCodeUsed, sess.ID
+		useAuthCode(&a, sess.ID)
 		resp = r
 		return tx.UpdateAuthCode(ctx, a)
 	})

@@ -42,6 +42,19 @@ func (s *Server) enqueue(ctx context.Context, tx store.Tx, localpart, call strin
 	return err
 }
 
+// provisionDevice queues the upsert_device that creates (or renames) the
+// Matrix device deviceID of localpart, which must be delivered before any
+// token for that device is handed out (P-HS-3). approvalID names the
+// device grant or authorization request that waits for the call. It
+// returns the entry's id: 0 when nothing needs to wait (no homeserver, or
+// no device).
+func (s *Server) provisionDevice(ctx context.Context, tx store.Tx, localpart, deviceID, displayName, approvalID string) (int64, error) {
+	if deviceID == "" {
+		return 0, nil
+	}
+	return s.enqueueID(ctx, tx, localpart, callUpsertDevice, deviceBody{Localpart: localpart, DeviceID: deviceID, DisplayName: displayName}, approvalID)
+}
+
 // enqueueID is enqueue, returning the entry's ID (0 without a homeserver)
 // for a caller that waits for its delivery.
 func (s *Server) enqueueID(ctx context.Context, tx store.Tx, localpart, call string, body any, approvalID string) (int64, error) {

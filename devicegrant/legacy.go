@@ -430,16 +430,16 @@ func (s *Server) startLegacySession(ctx context.Context, in legacyLogin, user *s
 			}
 		}
 		if spent != nil {
-			spent.Status, spent.SessionID = store.AuthCodeUsed, sess.ID
+			useAuthCode(spent, sess.ID)
 			if err := tx.UpdateAuthCode(ctx, *spent); err != nil {
 				return err
 			}
 		}
-		body := deviceBody{Localpart: u.Username, DeviceID: in.deviceID}
+		name := ""
 		if len(earlier) == 0 {
-			body.DisplayName = in.name
+			name = in.name
 		}
-		id, err := s.enqueueID(ctx, tx, u.Username, callUpsertDevice, body, "")
+		id, err := s.provisionDevice(ctx, tx, u.Username, in.deviceID, name, "")
 		res = legacyStarted{username: u.Username, session: sess, tokens: tokens, outboxID: id}
 		return err
 	})

@@ -126,16 +126,14 @@ func (s *Server) deliver(ctx context.Context, e store.OutboxEntry) (bool, error)
 			// The device exists now: the device grant or authorization
 			// code that waited for it may go on.
 			g, err := tx.DeviceGrant(ctx, e.ApprovalID)
-			if err == nil && g.State == store.GrantApproved {
-				g.State = store.GrantReady
+			if err == nil && grantDeviceCreated(&g) {
 				return tx.UpdateDeviceGrant(ctx, g)
 			}
 			if !errors.Is(err, store.ErrNotFound) {
 				return err
 			}
 			a, err := tx.AuthCode(ctx, e.ApprovalID)
-			if err == nil && a.Status == store.AuthCodeWaiting {
-				a.Status = store.AuthCodeReady
+			if err == nil && authCodeDeviceCreated(&a) {
 				return tx.UpdateAuthCode(ctx, a)
 			}
 			if errors.Is(err, store.ErrNotFound) {

@@ -181,7 +181,7 @@ func (s *Server) exchangeDeviceCode(ctx context.Context, cl *client, code string
 				return err
 			}
 		}
-		g.State, g.SessionID = store.GrantExchanged, sess.ID
+		exchangeGrant(&g, sess.ID)
 		resp = r
 		return tx.UpdateDeviceGrant(ctx, g)
 	})

@@ -175,29 +175,22 @@ func (s *Server) grantSubmit(c *gin.Context) {
 			return err
 		}
 		now := s.now()
-		if stale = cur.State != store.GrantPending || !now.Before(cur.ExpiresAt); stale {
+		if stale = !grantDecidable(cur, now); stale {
 			return nil
 		}
-		cur.UserID, cur.DecidedAt = user.ID, now
 		if !approve {
-			cur.State = store.GrantDenied
+			denyGrant(&cur, user.ID, now)
 			return tx.UpdateDeviceGrant(ctx, cur)
 		}
-		// The Matrix device must exist before its token is handed out
-		// (P-HS-3): the grant waits, approved, until the outbox has
-		// delivered upsert_device.
-		cur.State = store.GrantReady
 		sc, err := parseScopes(cur.Scope)
 		if err != nil {
 			return err
 		}
-		if s.provisioning() && sc.deviceID != "" {
-			cur.State = store.GrantApproved
-			body := deviceBody{Localpart: user.Username, DeviceID: sc.deviceID, DisplayName: deviceName}
-			if err := s.enqueue(ctx, tx, user.Username, callUpsertDevice, body, cur.ID); err != nil {
-				return err
-			}
+		wait, err := s.provisionDevice(ctx, tx, user.Username, sc.deviceID, deviceName, cur.ID)
+		if err != nil {
+			return err
 		}
+		approveGrant(&cur, user.ID, now, wait != 0)
 		return tx.UpdateDeviceGrant(ctx, cur)
 	})
 	switch {
