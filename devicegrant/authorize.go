@@ -204,13 +204,17 @@ func (s *Server) authError(c *gin.Context, req *authRequest, user *store.User, c
 			where += " (" + u.Scheme + ")"
 		}
 	}
-	s.render(c, http.StatusBadRequest, "message", page{Title: "Cannot continue", Kind: "bad", User: user,
+	s.render(c, http.StatusBadRequest, &messagePage{
+		frame: frame{Title: "Cannot continue", User: user},
+		Kind:  "bad",
 		Message: cv.Name + " asked for something this server cannot do: " + desc + " (" + code + "). " +
 			"As you have not signed in to this application here before (or are signed out), you are not sent to it without asking.",
 		// The link is the registered redirect URI (an https, loopback or
 		// reverse-domain private-use URI, checked at registration) with
 		// our parameters: never script.
-		Link: template.URL(target), LinkText: "Back to " + where})
+		Link:     template.URL(target),
+		LinkText: "Back to " + where,
+	})
 }
 
 // mayRedirectUnasked reports whether an error may go back to the client
@@ -242,8 +246,12 @@ func (s *Server) authorize(c *gin.Context) {
 		return
 	}
 	if req.prompt == "create" {
-		s.render(c, http.StatusOK, "register", page{Title: "Create an account", Next: s.authorizeURL(req, nextPrompt(req)),
-			Username: req.loginHint, TermsURL: s.cfg.Registration.TermsURL})
+		s.render(c, http.StatusOK, &registerPage{
+			frame:    frame{Title: "Create an account"},
+			Next:     s.authorizeURL(req, nextPrompt(req)),
+			Username: req.loginHint,
+			TermsURL: s.cfg.Registration.TermsURL,
+		})
 		return
 	}
 	user, ok := s.currentUser(c)
@@ -261,11 +269,15 @@ func (s *Server) authorize(c *gin.Context) {
 			s.authError(c, req, nil, "login_required", "the person is not signed in")
 			return
 		}
-		p := page{Title: "Sign in", Next: s.authorizeURL(req, nextPrompt(req)), Username: req.loginHint}
+		p := &loginPage{
+			frame:    frame{Title: "Sign in"},
+			Next:     s.authorizeURL(req, nextPrompt(req)),
+			Username: req.loginHint,
+		}
 		if s.cfg.Registration.Enabled {
 			p.RegisterURL = s.authorizeURL(req, "create")
 		}
-		s.render(c, http.StatusOK, "login", p)
+		s.render(c, http.StatusOK, p)
 		return
 	}
 	if req.client.Trusted && req.prompt != "consent" {
@@ -313,9 +325,14 @@ func (s *Server) showAuthConsent(c *gin.Context, req *authRequest, user *store.U
 	for k := range req.params {
 		hidden[k] = req.params.Get(k)
 	}
-	s.render(c, http.StatusOK, "authorize", page{Title: "Sign in to " + cv.Name + "?", User: user, Client: cv,
-		Scopes: describeScopes(req.scope.String()), Hidden: hidden, RedirectHost: redirectHost, Error: errMsg,
-		Replaces: s.replacedSignIn(c.Request.Context(), user, req.scope.deviceID)})
+	s.render(c, http.StatusOK, &authorizePage{
+		frame:        frame{Title: "Sign in to " + cv.Name + "?", User: user, Error: errMsg},
+		Client:       cv,
+		Scopes:       describeScopes(req.scope.String()),
+		Hidden:       hidden,
+		RedirectHost: redirectHost,
+		Replaces:     s.replacedSignIn(c.Request.Context(), user, req.scope.deviceID),
+	})
 }
 
 func (s *Server) authorizeSubmit(c *gin.Context) {
@@ -328,7 +345,11 @@ func (s *Server) authorizeSubmit(c *gin.Context) {
 	}
 	user, err := s.signedInUser(c)
 	if err != nil || user == nil {
-		s.render(c, http.StatusOK, "login", page{Title: "Sign in", Next: s.authorizeURL(req, nextPrompt(req)), Username: req.loginHint})
+		s.render(c, http.StatusOK, &loginPage{
+			frame:    frame{Title: "Sign in"},
+			Next:     s.authorizeURL(req, nextPrompt(req)),
+			Username: req.loginHint,
+		})
 		return
 	}
 	switch c.PostForm("action") {
@@ -406,8 +427,11 @@ func (s *Server) authorizeContinue(c *gin.Context) {
 	case code != "":
 		s.redirectAuth(c, req, url.Values{"code": {code}})
 	case a.Status == store.AuthCodeWaiting && s.now().Before(a.ExpiresAt):
-		s.render(c, http.StatusOK, "message", page{Title: "Almost there", Kind: "ok", User: user, Refresh: 1,
-			Message: "Your homeserver is setting up the new device. This page continues by itself in a moment."})
+		s.render(c, http.StatusOK, &messagePage{
+			frame:   frame{Title: "Almost there", User: user, Refresh: 1},
+			Kind:    "ok",
+			Message: "Your homeserver is setting up the new device. This page continues by itself in a moment.",
+		})
 	case a.Status == store.AuthCodeWaiting:
 		s.redirectAuth(c, req, url.Values{"error": {"temporarily_unavailable"},
 			"error_description": {"the homeserver did not create the device in time; try again later"}})

@@ -108,9 +108,11 @@ func (s *Server) legacySSOPage(c *gin.Context) {
 }
 
 func (s *Server) showLegacySSO(c *gin.Context, user *store.User, u *url.URL, host string) {
-	s.render(c, http.StatusOK, "legacy_sso", page{
-		Title: "Sign in to " + host + "?", User: user, RedirectHost: host, Message: u.String(),
-		Hidden: map[string]string{"redirectUrl": u.String()},
+	s.render(c, http.StatusOK, &legacySSOPage{
+		frame:        frame{Title: "Sign in to " + host + "?", User: user},
+		RedirectHost: host,
+		Message:      u.String(),
+		Hidden:       map[string]string{"redirectUrl": u.String()},
 	})
 }
 
@@ -131,14 +133,20 @@ func (s *Server) legacySSOSubmit(c *gin.Context) {
 		return
 	}
 	if user == nil { // signed out meanwhile: sign in, then confirm again
-		s.render(c, http.StatusOK, "login", page{Title: "Sign in", Next: s.prefix + pathLegacySSO + "?redirectUrl=" + url.QueryEscape(u.String())})
+		s.render(c, http.StatusOK, &loginPage{
+			frame: frame{Title: "Sign in"},
+			Next:  s.prefix + pathLegacySSO + "?redirectUrl=" + url.QueryEscape(u.String()),
+		})
 		return
 	}
 	switch c.PostForm("action") {
 	case "approve":
 	case "deny":
-		s.render(c, http.StatusOK, "message", page{Title: "Nothing was shared", Kind: "bad", User: user,
-			Message: host + " was not signed in to your account. You can close this page."})
+		s.render(c, http.StatusOK, &messagePage{
+			frame:   frame{Title: "Nothing was shared", User: user},
+			Kind:    "bad",
+			Message: host + " was not signed in to your account. You can close this page.",
+		})
 		return
 	default:
 		s.showLegacySSO(c, user, u, host)

@@ -25,7 +25,7 @@ func (s *Server) registerPage(c *gin.Context) {
 		return
 	}
 	next, _ := s.safeNext(c.Query("next"))
-	s.render(c, http.StatusOK, "register", page{Title: "Create an account", Next: next, TermsURL: s.cfg.Registration.TermsURL})
+	s.render(c, http.StatusOK, &registerPage{frame: frame{Title: "Create an account"}, Next: next, TermsURL: s.cfg.Registration.TermsURL})
 }
 
 func (s *Server) registerSubmit(c *gin.Context) {
@@ -39,10 +39,15 @@ func (s *Server) registerSubmit(c *gin.Context) {
 	}
 	next, _ := s.safeNext(c.PostForm("next"))
 	username := localpart(c.PostForm("username"), s.cfg.ServerName)
-	p := page{Title: "Create an account", Next: next, Username: username, TermsURL: s.cfg.Registration.TermsURL}
+	p := &registerPage{
+		frame:    frame{Title: "Create an account"},
+		Next:     next,
+		Username: username,
+		TermsURL: s.cfg.Registration.TermsURL,
+	}
 	fail := func(status int, msg string) {
 		p.Error = msg
-		s.render(c, status, "register", p)
+		s.render(c, status, p)
 	}
 	now := s.now()
 	// The budget counts accounts created and attempts that cost something:
