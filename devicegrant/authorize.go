@@ -1,6 +1,7 @@
 package devicegrant
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
@@ -482,9 +483,8 @@ func (s *Server) authRedirectTarget(req *authRequest, params url.Values) (string
 // exchangeCode is the token endpoint's authorization_code grant (P-AC-3,
 // P-AC-4). A code works once; presenting it again ends the session it
 // created (RFC 6749 §4.1.2).
-func (s *Server) exchangeCode(c *gin.Context, cl *client) (*tokenResponse, error) {
-	ctx := c.Request.Context()
-	code, verifier, redirectURI := c.PostForm("code"), c.PostForm("code_verifier"), c.PostForm("redirect_uri")
+func (s *Server) exchangeCode(ctx context.Context, r tokenRequest) (*tokenResponse, error) {
+	cl, code, verifier, redirectURI := r.client, r.code, r.verifier, r.redirectURI
 	switch {
 	case code == "":
 		return nil, errInvalidRequest("code is missing")
@@ -548,17 +548,17 @@ func (s *Server) exchangeCode(c *gin.Context, cl *client) (*tokenResponse, error
 		if err != nil {
 			return err
 		}
-		sess, r, err := s.startSession(ctx, tx, user, cl.ID, a.Scope, c.ClientIP(), now)
+		sess, tokens, err := s.startSession(ctx, tx, user, cl.ID, a.Scope, r.ip, now)
 		if err != nil {
 			return err
 		}
 		if hasScope(a.Scope, "openid") {
-			if r.IDToken, err = s.idToken(keys[0], user, cl.ID, a.Scope, a.Nonce, r.AccessToken, a.AuthTime); err != nil {
+			if tokens.IDToken, err = s.idToken(keys[0], user, cl.ID, a.Scope, a.Nonce, tokens.AccessToken, a.AuthTime); err != nil {
 				return err
 			}
 		}
 		useAuthCode(&a, sess.ID)
-		resp = r
+		resp = tokens
 		return tx.UpdateAuthCode(ctx, a)
 	})
 	if err != nil {

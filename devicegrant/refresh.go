@@ -5,12 +5,10 @@ import (
 	"errors"
 	"strings"
 
-	"github.com/gin-gonic/gin"
-
 	"github.com/devicegrant/devicegrant/store"
 )
 
-// refresh rotates a refresh token (P-RT-2, P-RT-3). Presenting R(n):
+// rotate rotates a refresh token (P-RT-2, P-RT-3). Presenting R(n):
 //   - not yet rotated: issue pair n+1 and remember it as R(n)'s successor;
 //   - rotated, and pair n+1 never used (no introspection of its access
 //     token, no refresh with its refresh token): the answer was lost, so
@@ -28,14 +26,9 @@ import (
 // thief's retry) ends the session for both.
 //
 // The whole decision runs in one transaction, so two concurrent refreshes
-// with R(n) are seen in turn and never leave two live successors.
-func (s *Server) refresh(c *gin.Context, cl *client) (*tokenResponse, error) {
-	return s.rotate(c.Request.Context(), cl.ID, c.PostForm("refresh_token"), c.PostForm("scope"), c.ClientIP())
-}
-
-// rotate is refresh for a refresh token presented by the client clientID
-// from the address ip, however it arrived (the token endpoint, or the
-// legacy Matrix /refresh).
+// with R(n) are seen in turn and never leave two live successors. The
+// token arrives from the client clientID at the address ip, by the token
+// endpoint or the legacy Matrix /refresh.
 func (s *Server) rotate(ctx context.Context, clientID, tok, requested, ip string) (*tokenResponse, error) {
 	if tok == "" {
 		return nil, errInvalidRequest("refresh_token is missing")

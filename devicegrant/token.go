@@ -37,17 +37,21 @@ func (s *Server) token(c *gin.Context) {
 		writeError(c, errUnauthorizedClient("this client did not register the grant type "+grant))
 		return
 	}
+	r := tokenRequest{client: cl, ip: c.ClientIP(),
+		code: c.PostForm("code"), redirectURI: c.PostForm("redirect_uri"), verifier: c.PostForm("code_verifier"),
+		deviceCode:   c.PostForm("device_code"),
+		refreshToken: c.PostForm("refresh_token"), scope: c.PostForm("scope")}
 	var (
 		resp *tokenResponse
 		err  error
 	)
 	switch grant {
 	case grantDeviceCode:
-		resp, err = s.redeemDeviceCode(c, cl)
+		resp, err = s.redeemDeviceCode(c.Request.Context(), r)
 	case grantAuthorizationCode:
-		resp, err = s.exchangeCode(c, cl)
+		resp, err = s.exchangeCode(c.Request.Context(), r)
 	default:
-		resp, err = s.refresh(c, cl)
+		resp, err = s.rotate(c.Request.Context(), cl.ID, r.refreshToken, r.scope, r.ip)
 	}
 	var e *oauthError
 	switch {
@@ -60,6 +64,18 @@ func (s *Server) token(c *gin.Context) {
 		c.Header("Pragma", "no-cache")
 		c.JSON(http.StatusOK, resp)
 	}
+}
+
+// tokenRequest is a token endpoint request after client authentication,
+// as the grants' rules take it: the form's values and the client's
+// address, nothing of HTTP, so the rules can be called and tested without
+// a request.
+type tokenRequest struct {
+	client                      *client
+	ip                          string
+	code, redirectURI, verifier string // authorization_code
+	deviceCode                  string // device_code
+	refreshToken, scope         string // refresh_token
 }
 
 // tokenResponse is RFC 6749 §5.1 (P-AC-4).
@@ -75,9 +91,8 @@ type tokenResponse struct {
 // redeemDeviceCode answers a device's poll (P-DEV-5, P-DEV-6). Every poll
 // runs in one write transaction, so concurrent polls of an approved grant
 // see it in turn and exactly one exchanges it.
-func (s *Server) redeemDeviceCode(c *gin.Context, cl *client) (*tokenResponse, error) {
-	ctx := c.Request.Context()
-	code := c.PostForm("device_code")
+func (s *Server) redeemDeviceCode(ctx context.Context, r tokenRequest) (*tokenResponse, error) {
+	cl, code := r.client, r.deviceCode
 	if code == "" {
 		return nil, errInvalidRequest("device_code is missing")
 	}
