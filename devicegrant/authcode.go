@@ -26,6 +26,13 @@ func approvedAuthCode(a store.AuthCode, waitForDevice bool) store.AuthCode {
 	return a
 }
 
+// authCodeStatusesHoldingDevice are the statuses in which an approved
+// request keeps a Matrix device on the homeserver, until its code is used
+// and the device belongs to the session.
+func authCodeStatusesHoldingDevice() []store.AuthCodeStatus {
+	return []store.AuthCodeStatus{store.AuthCodeWaiting, store.AuthCodeReady, store.AuthCodeIssued}
+}
+
 // authCodeDeviceCreated moves a request whose Matrix device now exists
 // from waiting to ready. It reports whether a changed.
 func authCodeDeviceCreated(a *store.AuthCode) bool {

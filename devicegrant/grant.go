@@ -23,6 +23,14 @@ func newDeviceGrant(g store.DeviceGrant, now time.Time, ttl time.Duration) store
 	return g
 }
 
+// grantStatesHoldingDevice are the states in which a grant keeps a Matrix
+// device on the homeserver: approved (the device is on its way) and ready
+// (it exists; the tokens are not yet taken). Exchanged grants hand the
+// device over to their session.
+func grantStatesHoldingDevice() []store.GrantState {
+	return []store.GrantState{store.GrantApproved, store.GrantReady}
+}
+
 // grantDecidable reports whether a person may still approve or deny g.
 func grantDecidable(g store.DeviceGrant, now time.Time) bool {
 	return g.State == store.GrantPending && now.Before(g.ExpiresAt)

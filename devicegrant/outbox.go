@@ -251,11 +251,11 @@ func (s *Server) Outbox(ctx context.Context, limit int) ([]store.OutboxEntry, er
 // approval lapses instead of becoming a session, nothing else would remove
 // the device until the next sync_devices.
 func (s *Server) endLapsedApprovals(ctx context.Context, after, before time.Time) error {
-	grants, err := s.store.GrantsLapsed(ctx, after, before)
+	grants, err := s.store.GrantsLapsed(ctx, grantStatesHoldingDevice(), after, before)
 	if err != nil {
 		return err
 	}
-	codes, err := s.store.AuthCodesLapsed(ctx, after, before)
+	codes, err := s.store.AuthCodesLapsed(ctx, authCodeStatusesHoldingDevice(), after, before)
 	if err != nil {
 		return err
 	}

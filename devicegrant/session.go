@@ -121,11 +121,11 @@ func (s *Server) devicesOf(ctx context.Context, r store.Reader, userID string, n
 	if err != nil {
 		return nil, err
 	}
-	grants, err := r.GrantsAwaitingDevice(ctx, userID, now)
+	grants, err := r.GrantsOfUser(ctx, userID, grantStatesHoldingDevice(), now)
 	if err != nil {
 		return nil, err
 	}
-	codes, err := r.AuthCodesAwaitingDevice(ctx, userID, now)
+	codes, err := r.AuthCodesOfUser(ctx, userID, authCodeStatusesHoldingDevice(), now)
 	if err != nil {
 		return nil, err
 	}

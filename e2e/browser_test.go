@@ -38,6 +38,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/devicegrant/devicegrant/internal/devtest"
+	"github.com/devicegrant/devicegrant/store"
 )
 
 const (
@@ -808,7 +809,7 @@ func TestBrowserTrustedClientFromAnotherSite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if codes, err := e.Store.AuthCodesAwaitingDevice(ctx, u.ID, time.Now()); err != nil || len(codes) != 0 {
+	if codes, err := e.Store.AuthCodesOfUser(ctx, u.ID, []store.AuthCodeStatus{store.AuthCodeWaiting, store.AuthCodeReady, store.AuthCodeIssued}, time.Now()); err != nil || len(codes) != 0 {
 		t.Errorf("the cross-site link approved %d request(s) (%v)", len(codes), err)
 	}
 	select {

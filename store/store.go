@@ -235,24 +235,21 @@ type Reader interface {
 	// SessionsByUser lists a user's sessions, newest first; ended ones only
 	// when includeEnded.
 	SessionsByUser(ctx context.Context, userID string, includeEnded bool) ([]Session, error)
-	// GrantsAwaitingDevice lists a user's grants that are approved or
-	// ready and not yet expired at now: their Matrix devices must exist.
-	GrantsAwaitingDevice(ctx context.Context, userID string, now time.Time) ([]DeviceGrant, error)
+	// GrantsOfUser lists a user's grants in one of states that have not
+	// expired at now, oldest first.
+	GrantsOfUser(ctx context.Context, userID string, states []GrantState, now time.Time) ([]DeviceGrant, error)
 
 	AuthCode(ctx context.Context, id string) (AuthCode, error)
-	// AuthCodesAwaitingDevice lists a user's approved authorization
-	// requests (waiting, ready or issued) that have not expired at now:
-	// their Matrix devices must exist.
-	AuthCodesAwaitingDevice(ctx context.Context, userID string, now time.Time) ([]AuthCode, error)
+	// AuthCodesOfUser lists a user's authorization requests in one of
+	// statuses that have not expired at now, oldest first.
+	AuthCodesOfUser(ctx context.Context, userID string, statuses []AuthCodeStatus, now time.Time) ([]AuthCode, error)
 	AuthCodeByCode(ctx context.Context, hash []byte) (AuthCode, error)
-	// GrantsLapsed lists the device grants, of any user, that were
-	// approved or ready (their Matrix device was created or on its way)
-	// and expired unredeemed in (after, before].
-	GrantsLapsed(ctx context.Context, after, before time.Time) ([]DeviceGrant, error)
+	// GrantsLapsed lists the device grants, of any user, that expired in
+	// (after, before] while in one of states, by expiry.
+	GrantsLapsed(ctx context.Context, states []GrantState, after, before time.Time) ([]DeviceGrant, error)
 	// AuthCodesLapsed lists the authorization requests, of any user, that
-	// were approved (waiting, ready or issued) and expired unredeemed in
-	// (after, before].
-	AuthCodesLapsed(ctx context.Context, after, before time.Time) ([]AuthCode, error)
+	// expired in (after, before] while in one of statuses, by expiry.
+	AuthCodesLapsed(ctx context.Context, statuses []AuthCodeStatus, after, before time.Time) ([]AuthCode, error)
 
 	// SigningKeys lists the OpenID signing keys, newest first.
 	SigningKeys(ctx context.Context) ([]SigningKey, error)

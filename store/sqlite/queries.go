@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/devicegrant/devicegrant/store"
@@ -406,25 +407,6 @@ func (q queries) SessionsByUser(ctx context.Context, userID string, includeEnded
 	return out, wrap("sessions by user", rows.Err())
 }
 
-func (q queries) GrantsAwaitingDevice(ctx context.Context, userID string, now time.Time) ([]store.DeviceGrant, error) {
-	rows, err := q.db.QueryContext(ctx, `SELECT `+grantCols+` FROM device_grants
-		WHERE user_id = ? AND state IN (?, ?) AND expires_at > ? ORDER BY created_at`,
-		userID, store.GrantApproved, store.GrantReady, ms(now))
-	if err != nil {
-		return nil, wrap("grants awaiting device", err)
-	}
-	defer rows.Close()
-	var out []store.DeviceGrant
-	for rows.Next() {
-		g, err := scanGrant(rows)
-		if err != nil {
-			return nil, wrap("grants awaiting device", err)
-		}
-		out = append(out, g)
-	}
-	return out, wrap("grants awaiting device", rows.Err())
-}
-
 const outboxCols = `id, user_key, call, body, grant_id, created_at, attempts, next_attempt_at, lease_until, last_error, parked_at`
 
 func scanOutbox(s scanner) (e store.OutboxEntry, err error) {
@@ -506,64 +488,80 @@ func (t *tx) DeleteSpentTokens(ctx context.Context, before time.Time) (int64, er
 	return n, nil
 }
 
-func (q queries) AuthCodesAwaitingDevice(ctx context.Context, userID string, now time.Time) ([]store.AuthCode, error) {
-	rows, err := q.db.QueryContext(ctx, `SELECT `+authCodeCols+` FROM auth_codes
-		WHERE user_id = ? AND status IN (?, ?, ?) AND expires_at > ? ORDER BY created_at`,
-		userID, store.AuthCodeWaiting, store.AuthCodeReady, store.AuthCodeIssued, ms(now))
-	if err != nil {
-		return nil, wrap("auth codes awaiting device", err)
-	}
-	defer rows.Close()
-	var out []store.AuthCode
-	for rows.Next() {
-		a, err := scanAuthCode(rows)
-		if err != nil {
-			return nil, wrap("auth codes awaiting device", err)
-		}
-		out = append(out, a)
-	}
-	return out, wrap("auth codes awaiting device", rows.Err())
-}
-
 func (t *tx) DeleteBrowserSessionsOfUser(ctx context.Context, userID, keep string) error {
 	_, err := t.db.ExecContext(ctx, `DELETE FROM browser_sessions WHERE user_id = ? AND id != ?`, userID, keep)
 	return wrap("delete browser sessions of user", err)
 }
 
-func (q queries) GrantsLapsed(ctx context.Context, after, before time.Time) ([]store.DeviceGrant, error) {
-	rows, err := q.db.QueryContext(ctx, `SELECT `+grantCols+` FROM device_grants
-		WHERE expires_at > ? AND expires_at <= ? AND state IN (?, ?) ORDER BY expires_at`,
-		ms(after), ms(before), store.GrantApproved, store.GrantReady)
+func (q queries) GrantsOfUser(ctx context.Context, userID string, states []store.GrantState, now time.Time) ([]store.DeviceGrant, error) {
+	in, args := inList(states)
+	return q.grants(ctx, "grants of user", `user_id = ? AND state IN (`+in+`) AND expires_at > ? ORDER BY created_at`,
+		append(append([]any{userID}, args...), ms(now))...)
+}
+
+func (q queries) GrantsLapsed(ctx context.Context, states []store.GrantState, after, before time.Time) ([]store.DeviceGrant, error) {
+	in, args := inList(states)
+	return q.grants(ctx, "lapsed grants", `expires_at > ? AND expires_at <= ? AND state IN (`+in+`) ORDER BY expires_at`,
+		append([]any{ms(after), ms(before)}, args...)...)
+}
+
+func (q queries) AuthCodesOfUser(ctx context.Context, userID string, statuses []store.AuthCodeStatus, now time.Time) ([]store.AuthCode, error) {
+	in, args := inList(statuses)
+	return q.authCodes(ctx, "auth codes of user", `user_id = ? AND status IN (`+in+`) AND expires_at > ? ORDER BY created_at`,
+		append(append([]any{userID}, args...), ms(now))...)
+}
+
+func (q queries) AuthCodesLapsed(ctx context.Context, statuses []store.AuthCodeStatus, after, before time.Time) ([]store.AuthCode, error) {
+	in, args := inList(statuses)
+	return q.authCodes(ctx, "lapsed auth codes", `expires_at > ? AND expires_at <= ? AND status IN (`+in+`) ORDER BY expires_at`,
+		append([]any{ms(after), ms(before)}, args...)...)
+}
+
+// inList returns the placeholders and arguments of an SQL IN list. An
+// empty list matches nothing.
+func inList[T ~string](vals []T) (string, []any) {
+	if len(vals) == 0 {
+		return "NULL", nil
+	}
+	args := make([]any, len(vals))
+	for i, v := range vals {
+		args[i] = string(v)
+	}
+	return strings.Repeat("?, ", len(vals)-1) + "?", args
+}
+
+// grants lists the device grants matching where.
+func (q queries) grants(ctx context.Context, what, where string, args ...any) ([]store.DeviceGrant, error) {
+	rows, err := q.db.QueryContext(ctx, `SELECT `+grantCols+` FROM device_grants WHERE `+where, args...)
 	if err != nil {
-		return nil, wrap("lapsed grants", err)
+		return nil, wrap(what, err)
 	}
 	defer rows.Close()
 	var out []store.DeviceGrant
 	for rows.Next() {
 		g, err := scanGrant(rows)
 		if err != nil {
-			return nil, wrap("lapsed grants", err)
+			return nil, wrap(what, err)
 		}
 		out = append(out, g)
 	}
-	return out, wrap("lapsed grants", rows.Err())
+	return out, wrap(what, rows.Err())
 }
 
-func (q queries) AuthCodesLapsed(ctx context.Context, after, before time.Time) ([]store.AuthCode, error) {
-	rows, err := q.db.QueryContext(ctx, `SELECT `+authCodeCols+` FROM auth_codes
-		WHERE expires_at > ? AND expires_at <= ? AND status IN (?, ?, ?) ORDER BY expires_at`,
-		ms(after), ms(before), store.AuthCodeWaiting, store.AuthCodeReady, store.AuthCodeIssued)
+// authCodes lists the authorization requests matching where.
+func (q queries) authCodes(ctx context.Context, what, where string, args ...any) ([]store.AuthCode, error) {
+	rows, err := q.db.QueryContext(ctx, `SELECT `+authCodeCols+` FROM auth_codes WHERE `+where, args...)
 	if err != nil {
-		return nil, wrap("lapsed auth codes", err)
+		return nil, wrap(what, err)
 	}
 	defer rows.Close()
 	var out []store.AuthCode
 	for rows.Next() {
 		a, err := scanAuthCode(rows)
 		if err != nil {
-			return nil, wrap("lapsed auth codes", err)
+			return nil, wrap(what, err)
 		}
 		out = append(out, a)
 	}
-	return out, wrap("lapsed auth codes", rows.Err())
+	return out, wrap(what, rows.Err())
 }

@@ -647,26 +647,27 @@ func testSessionsByUser(t *testing.T, s store.Store) {
 		g.State, g.UserID = state, alice.ID
 		update(t, s, func(tx store.Tx) error { return tx.CreateDeviceGrant(ctx, g) })
 	}
-	waiting, err := s.GrantsAwaitingDevice(ctx, alice.ID, t0)
+	holding := []store.GrantState{store.GrantApproved, store.GrantReady}
+	waiting, err := s.GrantsOfUser(ctx, alice.ID, holding, t0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(waiting) != 2 {
-		t.Errorf("GrantsAwaitingDevice = %d grants, want the approved and the ready one", len(waiting))
+		t.Errorf("GrantsOfUser = %d grants, want the approved and the ready one", len(waiting))
 	}
-	if w, _ := s.GrantsAwaitingDevice(ctx, alice.ID, t0.Add(time.Hour)); len(w) != 0 {
+	if w, _ := s.GrantsOfUser(ctx, alice.ID, holding, t0.Add(time.Hour)); len(w) != 0 {
 		t.Errorf("expired grants still awaiting a device: %+v", w)
 	}
 	// The approved and the ready grant lapse when they expire; pending and
 	// exchanged ones do not count.
 	expiry := t0.Add(10 * time.Minute)
-	if l, err := s.GrantsLapsed(ctx, t0, expiry); err != nil || len(l) != 2 || l[0].State == store.GrantPending || l[0].State == store.GrantExchanged {
+	if l, err := s.GrantsLapsed(ctx, holding, t0, expiry); err != nil || len(l) != 2 || l[0].State == store.GrantPending || l[0].State == store.GrantExchanged {
 		t.Errorf("GrantsLapsed up to their expiry = %+v, %v; want the approved and the ready one", l, err)
 	}
-	if l, _ := s.GrantsLapsed(ctx, expiry, expiry.Add(time.Hour)); len(l) != 0 {
+	if l, _ := s.GrantsLapsed(ctx, holding, expiry, expiry.Add(time.Hour)); len(l) != 0 {
 		t.Errorf("GrantsLapsed after their expiry = %+v, want none (the window is (after, before])", l)
 	}
-	if l, _ := s.GrantsLapsed(ctx, t0, expiry.Add(-time.Millisecond)); len(l) != 0 {
+	if l, _ := s.GrantsLapsed(ctx, holding, t0, expiry.Add(-time.Millisecond)); len(l) != 0 {
 		t.Errorf("GrantsLapsed before their expiry = %+v, want none", l)
 	}
 }
@@ -771,15 +772,19 @@ func testAuthCodes(t *testing.T, s store.Store) {
 	pending := a
 	pending.ID, pending.CodeHash, pending.Status, pending.SessionID = id(t), nil, store.AuthCodeIssued, ""
 	update(t, s, func(tx store.Tx) error { return tx.CreateAuthCode(ctx, pending) })
-	waiting, err := s.AuthCodesAwaitingDevice(ctx, u.ID, t0)
-	if err != nil || len(waiting) != 1 || waiting[0].ID != pending.ID {
-		t.Errorf("AuthCodesAwaitingDevice = %+v, %v; want only the issued one (not the used one)", waiting, err)
+	approved := []store.AuthCodeStatus{store.AuthCodeWaiting, store.AuthCodeReady, store.AuthCodeIssued}
+	waiting, err := s.AuthCodesOfUser(ctx, u.ID, approved, t0)
+	if none, err := s.AuthCodesOfUser(ctx, u.ID, nil, t0); err != nil || len(none) != 0 {
+		t.Errorf("AuthCodesOfUser with no statuses = %+v, %v; want none", none, err)
 	}
-	lapsed, err := s.AuthCodesLapsed(ctx, t0, t0.Add(time.Minute))
+	if err != nil || len(waiting) != 1 || waiting[0].ID != pending.ID {
+		t.Errorf("AuthCodesOfUser = %+v, %v; want only the issued one (not the used one)", waiting, err)
+	}
+	lapsed, err := s.AuthCodesLapsed(ctx, approved, t0, t0.Add(time.Minute))
 	if err != nil || len(lapsed) != 1 || lapsed[0].ID != pending.ID {
 		t.Errorf("AuthCodesLapsed = %+v, %v; want only the issued one", lapsed, err)
 	}
-	if l, _ := s.AuthCodesLapsed(ctx, t0.Add(time.Minute), t0.Add(time.Hour)); len(l) != 0 {
+	if l, _ := s.AuthCodesLapsed(ctx, approved, t0.Add(time.Minute), t0.Add(time.Hour)); len(l) != 0 {
 		t.Errorf("AuthCodesLapsed after the window = %+v", l)
 	}
 
