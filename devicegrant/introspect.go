@@ -123,11 +123,10 @@ func (s *Server) markUsed(c *gin.Context, at store.AccessToken) error {
 	ctx := c.Request.Context()
 	return s.store.Update(ctx, func(tx store.Tx) error {
 		p, err := tx.TokenPair(ctx, at.Pair.ID)
-		if err != nil || !p.UsedAt.IsZero() {
+		now := s.now()
+		if err != nil || !pairUsed(&p, now) {
 			return err
 		}
-		now := s.now()
-		p.UsedAt = now
 		if err := tx.UpdateTokenPair(ctx, p); err != nil {
 			return err
 		}
@@ -135,7 +134,7 @@ func (s *Server) markUsed(c *gin.Context, at store.AccessToken) error {
 		if err != nil {
 			return err
 		}
-		sess.LastActiveAt = now
+		sessionActive(&sess, sess.LastIP, now)
 		return tx.UpdateSession(ctx, sess)
 	})
 }

@@ -90,31 +90,25 @@ func (s *Server) rotate(ctx context.Context, clientID, tok, requested, ip string
 			if err != nil {
 				return err
 			}
-			if !next.UsedAt.IsZero() || !next.RevokedAt.IsZero() {
+			if !retryable(next) {
 				theft = true
 				outcome = errInvalidGrant("this refresh_token was already used; the session has been ended")
 				return s.endSession(ctx, tx, sess, endReuse, now)
 			}
-			next.RevokedAt = now
+			pairReplaced(&next, now)
 			if err := tx.UpdateTokenPair(ctx, next); err != nil {
 				return err
 			}
-		}
-		if p.UsedAt.IsZero() {
-			p.UsedAt = now
 		}
 		newPair, r, err := s.issuePair(ctx, tx, sess, now)
 		if err != nil {
 			return err
 		}
-		if p.RotatedAt.IsZero() {
-			p.RotatedAt = now
-		}
-		p.SuccessorID = newPair.ID
+		pairRotated(&p, newPair.ID, now)
 		if err := tx.UpdateTokenPair(ctx, p); err != nil {
 			return err
 		}
-		sess.LastActiveAt, sess.LastIP = now, ip
+		sessionActive(&sess, ip, now)
 		resp = r
 		return tx.UpdateSession(ctx, sess)
 	})

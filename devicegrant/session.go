@@ -172,3 +172,52 @@ func accountOf(ctx context.Context, tx store.Reader, userID string) (store.User,
 	}
 	return u, nil
 }
+
+// The refresh chain (P-RT-2): a session's token pairs, each the successor
+// of the one whose refresh token gave it. The functions below are the only
+// code that changes a pair; rotate (refresh.go) decides which to call.
+//
+//	issued ─first use (introspection or refresh)─▶ used
+//	used ─refresh─▶ rotated: the successor is recorded
+//	unused successor of a rotated pair ─retry with the rotated token─▶ replaced (revoked)
+//
+// Ending the session ends every pair at once (endSession).
+
+// pairUsed records the first use of p. Once a pair is used, presenting its
+// predecessor's refresh token again is reuse, not a retry. It reports
+// whether p changed.
+func pairUsed(p *store.TokenPair, now time.Time) bool {
+	if !p.UsedAt.IsZero() {
+		return false
+	}
+	p.UsedAt = now
+	return true
+}
+
+// pairRotated records that p's refresh token gave the pair successorID.
+// Presenting a refresh token uses its pair; the first rotation's time is
+// kept.
+func pairRotated(p *store.TokenPair, successorID string, now time.Time) {
+	pairUsed(p, now)
+	if p.RotatedAt.IsZero() {
+		p.RotatedAt = now
+	}
+	p.SuccessorID = successorID
+}
+
+// retryable reports whether next, the successor of a rotated pair, may be
+// replaced by a retry with the rotated refresh token: its answer was lost,
+// so it was never used and not replaced already.
+func retryable(next store.TokenPair) bool {
+	return next.UsedAt.IsZero() && next.RevokedAt.IsZero()
+}
+
+// pairReplaced revokes a successor that a retry replaces. Presenting its
+// refresh token later ends the session: its holder got the answer that was
+// said to be lost.
+func pairReplaced(p *store.TokenPair, now time.Time) { p.RevokedAt = now }
+
+// sessionActive records that the session was used from ip.
+func sessionActive(sess *store.Session, ip string, now time.Time) {
+	sess.LastActiveAt, sess.LastIP = now, ip
+}
