@@ -38,6 +38,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/devicegrant/devicegrant/internal/devtest"
+	"github.com/devicegrant/devicegrant/internal/nodetest"
 	"github.com/devicegrant/devicegrant/store"
 )
 
@@ -59,47 +60,14 @@ func chromiumPath() string {
 // missing, or fails it when DEVICEGRANT_BROWSER_TESTS=1.
 func requireBrowser(t *testing.T) {
 	t.Helper()
-	problem := browserProblem()
-	if problem == "" {
-		return
-	}
-	if os.Getenv("DEVICEGRANT_BROWSER_TESTS") == "1" {
-		t.Fatalf("browser tests cannot run (DEVICEGRANT_BROWSER_TESTS=1): %s", problem)
-	}
-	t.Skipf("browser tests skipped: %s (./test.sh installs what they need; set DEVICEGRANT_BROWSER_TESTS=1 to make this a failure)", problem)
+	nodetest.Require(t, browserProblem(), "DEVICEGRANT_BROWSER_TESTS")
 }
 
 func browserProblem() string {
 	if fi, err := os.Stat(chromiumPath()); err != nil || fi.Mode()&0o111 == 0 {
 		return chromiumPath() + " is missing (apt-get install chromium)"
 	}
-	if _, err := exec.LookPath("node"); err != nil {
-		return "node is not on PATH"
-	}
-	var lock struct {
-		Packages map[string]struct {
-			Version string `json:"version"`
-		} `json:"packages"`
-	}
-	b, err := os.ReadFile("package-lock.json")
-	if err != nil {
-		return err.Error()
-	}
-	if err := json.Unmarshal(b, &lock); err != nil {
-		return "e2e/package-lock.json: " + err.Error()
-	}
-	want := lock.Packages["node_modules/playwright-core"].Version
-	var installed struct {
-		Version string `json:"version"`
-	}
-	b, err = os.ReadFile("node_modules/playwright-core/package.json")
-	if err != nil {
-		return "e2e/node_modules/playwright-core is missing (cd e2e && npm ci)"
-	}
-	if err := json.Unmarshal(b, &installed); err != nil || installed.Version != want {
-		return fmt.Sprintf("e2e/node_modules has playwright-core %q, the lock file %q (cd e2e && npm ci)", installed.Version, want)
-	}
-	return ""
+	return nodetest.ModuleProblem(".", "playwright-core")
 }
 
 // line is one JSON line a scenario prints (see lib.mjs).

@@ -97,7 +97,7 @@ func hasPrefixPath(path string, paths ...string) bool {
 
 // isTestHelper reports whether path is a package that exists for tests.
 func isTestHelper(path string) bool {
-	for _, h := range []string{"internal/devtest", "internal/fakesynapse", "internal/pairtest", "internal/qrtest", "store/storetest"} {
+	for _, h := range []string{"internal/devtest", "internal/fakesynapse", "internal/nodetest", "internal/pairtest", "internal/qrtest", "store/storetest"} {
 		if under(path, h) {
 			return true
 		}
