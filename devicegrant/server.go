@@ -370,7 +370,7 @@ func (s *Server) routes() (http.Handler, error) {
 	g := e.Group(s.prefix)
 	g.GET("healthz", s.healthz)
 
-	api := g.Group("", cors)
+	api := g.Group("", cors, s.apiBody)
 	for _, p := range []string{
 		".well-known/openid-configuration",
 		".well-known/oauth-authorization-server",
@@ -394,13 +394,13 @@ func (s *Server) routes() (http.Handler, error) {
 		api.POST(p, h)
 		api.OPTIONS(p, preflight)
 	}
-	g.POST(pathIntrospect, s.introspect) // server to server: no CORS
+	g.POST(pathIntrospect, s.apiBody, s.introspect) // server to server: no CORS
 	api.GET(pathJWKS, s.jwks)
 	api.GET(pathUserinfo, s.userinfo)
 	api.POST(pathUserinfo, s.userinfo)
 	api.OPTIONS(pathUserinfo, preflight)
 
-	pg := g.Group("", s.pageHeaders)
+	pg := g.Group("", s.pageHeaders, s.pageBody)
 	pg.GET(pathVerify, s.enterCodePage)
 	pg.POST(pathVerify, s.enterCodeSubmit)
 	// The QR-friendly verification_uri_complete is upper case (P-DEV-8),

@@ -1,0 +1,99 @@
+package devicegrant
+
+import (
+	"errors"
+	"fmt"
+	"mime"
+	"net/http"
+	"strings"
+
+	"github.com/gin-gonic/gin"
+)
+
+// MaxBodyBytes is the largest request body any endpoint reads (64 KiB).
+// No OAuth form comes near it; registration has its own cap of the same
+// size for its JSON.
+const MaxBodyBytes = 64 << 10
+
+// formType is the only body OAuth's endpoints and the pages' forms take
+// (RFC 6749 §3.2, RFC 8628 §3.1, RFC 7009 §2.1, RFC 7662 §2.1).
+const formType = "application/x-www-form-urlencoded"
+
+// apiBody and pageBody bound what a request may send before its handler
+// runs. Without them gin's PostForm accepts multipart/form-data and
+// buffers up to 32 MiB of it in memory (and more in temporary files)
+// before any check: one large POST raised the daemon's memory tenfold.
+// Both refuse a body over MaxBodyBytes, and any POST body that is not
+// form-encoded, before reading it; they then parse the form here, so a
+// handler's PostForm only reads what is already in memory.
+func (s *Server) apiBody(c *gin.Context) {
+	if e := s.checkBody(c, strings.HasSuffix(c.FullPath(), "/"+pathRegister)); e != nil {
+		writeError(c, e)
+		c.Abort()
+	}
+}
+
+func (s *Server) pageBody(c *gin.Context) {
+	if e := s.checkBody(c, false); e != nil {
+		s.errorPage(c, e.status, "Request refused", e.desc)
+		c.Abort()
+	}
+}
+
+// checkBody caps the body and, unless it is JSON (registration), parses a
+// POST's form. It returns the error to answer, or nil.
+func (s *Server) checkBody(c *gin.Context, json bool) *oauthError {
+	r := c.Request
+	// A refused request is answered and the connection closed: without
+	// "Connection: close" the HTTP server would first try to read the rest
+	// of the body to keep the connection.
+	refuse := func(e *oauthError) *oauthError {
+		c.Header("Connection", "close")
+		return e
+	}
+	tooLarge := &oauthError{http.StatusRequestEntityTooLarge, "invalid_request",
+		fmt.Sprintf("the request body is larger than %d KiB", MaxBodyBytes>>10)}
+	if r.ContentLength > MaxBodyBytes && !json { // registration answers in RFC 7591's terms
+		return refuse(tooLarge) // on its declared length, unread
+	}
+	r.Body = http.MaxBytesReader(unwrapWriter(c.Writer), r.Body, MaxBodyBytes)
+	if json || r.Method != http.MethodPost || r.ContentLength == 0 {
+		return nil
+	}
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mt != formType {
+		return refuse(errInvalidRequest("the request body must be " + formType))
+	}
+	if err := r.ParseForm(); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return refuse(tooLarge)
+		}
+		return refuse(errInvalidRequest("the form body is malformed"))
+	}
+	// RFC 6749 §3.1: parameters must not be included more than once;
+	// which copy a check reads would otherwise be anybody's guess.
+	for k, v := range r.PostForm {
+		if len(v) > 1 {
+			return errInvalidRequest("the parameter " + printable(k) + " appears more than once")
+		}
+	}
+	return nil
+}
+
+// printable quotes a parameter name for an error message, short and safe.
+func printable(s string) string { return fmt.Sprintf("%q", truncate(s, 40)) }
+
+// unwrapWriter finds net/http's own writer under gin's, so that a
+// MaxBytesReader that hits its limit tells the HTTP server, which then
+// closes the connection instead of reading on (this covers the handlers
+// that read the body themselves, such as registration).
+func unwrapWriter(w http.ResponseWriter) http.ResponseWriter {
+	for {
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			return w
+		}
+		w = u.Unwrap()
+	}
+}
