@@ -56,8 +56,11 @@ func (s *Server) register(c *gin.Context) {
 		if cl.MetadataHash != nil {
 			existing, err := tx.ClientByMetadataHash(ctx, cl.MetadataHash)
 			if err == nil {
+				// Registered again: it counts as new for the deletion
+				// of unused clients, so it cannot vanish mid-login.
+				existing.CreatedAt = cl.CreatedAt
 				cl, reused = existing, true
-				return nil
+				return tx.UpdateClient(ctx, cl)
 			}
 			if !errors.Is(err, store.ErrNotFound) {
 				return err

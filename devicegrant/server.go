@@ -286,8 +286,9 @@ func (s *Server) Run(ctx context.Context) error {
 
 // Cleanup deletes device grants, authorization codes and browser sessions
 // that expired more than a day ago (a day of grace lets a late poll still
-// get expired_token rather than invalid_grant), and token pairs spent more
-// than a week ago. Run calls it every ten minutes.
+// get expired_token rather than invalid_grant), token pairs spent more
+// than a week ago, and clients registered more than unusedClientTTL ago
+// that never got a session. Run calls it every ten minutes.
 func (s *Server) Cleanup(ctx context.Context) (int64, error) {
 	var n int64
 	err := s.store.Update(ctx, func(tx store.Tx) error {
@@ -298,7 +299,13 @@ func (s *Server) Cleanup(ctx context.Context) (int64, error) {
 		// Spent refresh tokens are kept a week so that a stolen one
 		// presented late is still recognised as reuse (P-RT-2).
 		spent, err := tx.DeleteSpentTokens(ctx, s.now().Add(-7*24*time.Hour))
-		n = expired + spent
+		if err != nil {
+			return err
+		}
+		// Registration is open to anyone, so a client nobody signed in
+		// with must not stay forever (issue 10.9).
+		unused, err := tx.DeleteUnusedClients(ctx, s.now().Add(-unusedClientTTL))
+		n = expired + spent + unused
 		return err
 	})
 	if err != nil {
@@ -306,6 +313,10 @@ func (s *Server) Cleanup(ctx context.Context) (int64, error) {
 	}
 	return n, nil
 }
+
+// unusedClientTTL is how long a registered client may wait for its first
+// session (counted from its last registration) before Cleanup deletes it.
+const unusedClientTTL = 24 * time.Hour
 
 func (s *Server) url(path string) string { return s.issuer + strings.TrimPrefix(path, "/") }
 
