@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"mime"
 	"net/http"
+	"net/url"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/gin-gonic/gin"
 )
@@ -27,7 +29,15 @@ const formType = "application/x-www-form-urlencoded"
 // form-encoded, before reading it; they then parse the form here, so a
 // handler's PostForm only reads what is already in memory.
 func (s *Server) apiBody(c *gin.Context) {
-	if e := s.checkBody(c, strings.HasSuffix(c.FullPath(), "/"+pathRegister)); e != nil {
+	e := s.checkBody(c, strings.HasSuffix(c.FullPath(), "/"+pathRegister))
+	if h := c.GetHeader("Authorization"); e == nil && len(h) >= 6 && strings.EqualFold(h[:6], "basic ") {
+		// A client that tried HTTP Basic and got it wrong failed to
+		// authenticate (RFC 6749 §2.3.1); it is not a public client.
+		if _, _, ok := c.Request.BasicAuth(); !ok {
+			e = errInvalidClient("malformed HTTP Basic credentials")
+		}
+	}
+	if e != nil {
 		writeError(c, e)
 		c.Abort()
 	}
@@ -57,6 +67,13 @@ func (s *Server) checkBody(c *gin.Context, json bool) *oauthError {
 		return refuse(tooLarge) // on its declared length, unread
 	}
 	r.Body = http.MaxBytesReader(unwrapWriter(c.Writer), r.Body, MaxBodyBytes)
+	query, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return errInvalidRequest("the query string is malformed")
+	}
+	if e := checkText(query); e != nil {
+		return e
+	}
 	if json || r.Method != http.MethodPost || r.ContentLength == 0 {
 		return nil
 	}
@@ -78,7 +95,31 @@ func (s *Server) checkBody(c *gin.Context, json bool) *oauthError {
 			return errInvalidRequest("the parameter " + printable(k) + " appears more than once")
 		}
 	}
+	return checkText(r.PostForm)
+}
+
+// checkText refuses parameters that are not UTF-8 text, or hold a NUL:
+// no OAuth parameter or form field can, and they would otherwise reach
+// logs, the database and the pages.
+func checkText(v url.Values) *oauthError {
+	for k, vals := range v {
+		for _, s := range append(vals, k) {
+			if !utf8.ValidString(s) || strings.ContainsRune(s, 0) {
+				return errInvalidRequest("a parameter is not valid UTF-8 text")
+			}
+		}
+	}
 	return nil
+}
+
+// noMethod answers 405 as notFound answers 404: a page for browsers,
+// an OAuth-style error otherwise.
+func (s *Server) noMethod(c *gin.Context) {
+	if strings.Contains(c.GetHeader("Accept"), "text/html") {
+		s.errorPage(c, http.StatusMethodNotAllowed, "Not allowed", "This page cannot be used that way.")
+		return
+	}
+	c.JSON(http.StatusMethodNotAllowed, gin.H{"error": "invalid_request", "error_description": "method " + c.Request.Method + " is not allowed here"})
 }
 
 // printable quotes a parameter name for an error message, short and safe.

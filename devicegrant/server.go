@@ -377,6 +377,7 @@ func (s *Server) routes() (http.Handler, error) {
 	}
 	e.Use(s.recover, s.logRequests)
 	e.NoRoute(s.notFound)
+	e.NoMethod(s.noMethod)
 
 	g := e.Group(s.prefix)
 	g.GET("healthz", s.healthz)
