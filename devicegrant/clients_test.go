@@ -6,6 +6,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/devicegrant/devicegrant/devicegrant"
+	"github.com/devicegrant/devicegrant/internal/devtest"
 )
 
 // TestUnusedClientsAreDeleted: registration is open to anyone, so a client
@@ -43,5 +46,26 @@ func TestUnusedClientsAreDeleted(t *testing.T) {
 	}
 	if status, m := e.refresh(used, tok["refresh_token"].(string)); status != http.StatusOK {
 		t.Errorf("client with a session: refresh %d %v", status, m)
+	}
+}
+
+// TestNewClientsHaveAGlobalBudget: per-address limits do not bound what
+// many addresses can store, so registrations that add a client row share
+// one server-wide budget; one that reuses an identical public client
+// (P-DCR-6) does not spend it, so known apps keep signing in (issue 10.9).
+func TestNewClientsHaveAGlobalBudget(t *testing.T) {
+	e := newEnv(t, devtest.WithConfig(func(c *devicegrant.Config) {
+		c.NewClients = devicegrant.RateLimit{Burst: 2, Every: time.Hour}
+	}))
+	shared, _ := e.Register(deviceClientJSON)
+	e.Register(strings.Replace(otherClientJSON, `"none"`, `"client_secret_post"`, 1))
+	status, m := e.PostJSON("oauth2/registration", otherClientJSON)
+	if status != http.StatusTooManyRequests || m["error"] != "temporarily_unavailable" {
+		t.Errorf("third new client: %d %v, want 429 temporarily_unavailable", status, m)
+	}
+	for range 3 {
+		if id, _ := e.Register(deviceClientJSON); id != shared {
+			t.Errorf("identical registration got %s, want %s", id, shared)
+		}
 	}
 }

@@ -3,8 +3,10 @@ package devicegrant
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
+	"time"
 
 	"github.com/gin-gonic/gin"
 
@@ -13,6 +15,10 @@ import (
 )
 
 const maxRegistrationBody = 64 << 10
+
+// errNewClientBudget aborts a registration that would add a client row
+// when the server-wide budget for them is spent.
+var errNewClientBudget = errors.New("devicegrant: new-client budget spent")
 
 // register is RFC 7591 dynamic client registration (P-DCR-1…7).
 func (s *Server) register(c *gin.Context) {
@@ -52,6 +58,7 @@ func (s *Server) register(c *gin.Context) {
 		cl.SecretHash = hashSecret(secret)
 	}
 	reused := false
+	var wait time.Duration
 	err = s.store.Update(ctx, func(tx store.Tx) error {
 		if cl.MetadataHash != nil {
 			existing, err := tx.ClientByMetadataHash(ctx, cl.MetadataHash)
@@ -66,8 +73,18 @@ func (s *Server) register(c *gin.Context) {
 				return err
 			}
 		}
+		if _, wait = s.newClients.take("all", s.now(), true); wait > 0 {
+			return errNewClientBudget
+		}
 		return tx.CreateClient(ctx, cl)
 	})
+	if errors.Is(err, errNewClientBudget) {
+		c.Header("Retry-After", fmt.Sprint(int(wait.Seconds())+1))
+		c.Header("Cache-Control", "no-store")
+		c.JSON(http.StatusTooManyRequests, gin.H{"error": "temporarily_unavailable",
+			"error_description": "too many new clients were registered recently; retry after " + fmt.Sprint(int(wait.Seconds())+1) + " s"})
+		return
+	}
 	if err != nil {
 		s.fail(c, "store client", err)
 		return

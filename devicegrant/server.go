@@ -83,6 +83,12 @@ type Config struct {
 	// every 10 seconds.
 	ClientRegistrations  RateLimit
 	DeviceAuthorizations RateLimit
+	// NewClients limits registrations that add a client row, from all
+	// addresses together (one that reuses an identical public client,
+	// P-DCR-6, does not count): with unused clients deleted after a day
+	// it bounds what strangers can store. Default: a burst of 200 then
+	// one every 15 seconds.
+	NewClients RateLimit
 	// AccountLoginFailures limits wrong passwords per account, from all
 	// addresses together. Default: a burst of 20 then one a minute.
 	AccountLoginFailures RateLimit
@@ -142,6 +148,7 @@ type Server struct {
 	accountLimit *limiter      // failed passwords per account
 	regLimit     *limiter      // new accounts per address
 	dcrLimit     *limiter      // client registrations per address
+	newClients   *limiter      // new client rows, one key for everybody
 	deviceLimit  *limiter      // device authorizations per address
 	hashSlots    chan struct{} // bounds argon2 work in flight
 
@@ -184,6 +191,7 @@ func New(cfg Config, st store.Store) (*Server, error) {
 	cfg.AccountLoginFailures = cfg.AccountLoginFailures.orDefault(RateLimit{Burst: 20, Every: time.Minute})
 	cfg.ClientRegistrations = cfg.ClientRegistrations.orDefault(RateLimit{Burst: 20, Every: time.Minute})
 	cfg.DeviceAuthorizations = cfg.DeviceAuthorizations.orDefault(RateLimit{Burst: 30, Every: 10 * time.Second})
+	cfg.NewClients = cfg.NewClients.orDefault(RateLimit{Burst: 200, Every: 15 * time.Second})
 	cfg.Registration.PerAddress = cfg.Registration.PerAddress.orDefault(RateLimit{Burst: 3, Every: time.Hour})
 	if cfg.HomeserverEndpoint != "" {
 		u, err := url.Parse(cfg.HomeserverEndpoint)
@@ -221,6 +229,7 @@ func New(cfg Config, st store.Store) (*Server, error) {
 		accountLimit: newLimiter(cfg.AccountLoginFailures, nil),
 		regLimit:     newLimiter(cfg.Registration.PerAddress, nil),
 		dcrLimit:     newLimiter(cfg.ClientRegistrations, nil),
+		newClients:   newLimiter(cfg.NewClients, nil),
 		deviceLimit:  newLimiter(cfg.DeviceAuthorizations, nil),
 		hashSlots:    make(chan struct{}, max(2, runtime.NumCPU())),
 		outboxKick:   make(chan struct{}, 1),
