@@ -27,7 +27,10 @@ const formType = "application/x-www-form-urlencoded"
 // before any check: one large POST raised the daemon's memory tenfold.
 // Both refuse a body over MaxBodyBytes, and any POST body that is not
 // form-encoded, before reading it; they then parse the form here, so a
-// handler's PostForm only reads what is already in memory.
+// handler's PostForm only reads what is already in memory. They also
+// refuse repeated parameters and text that is not UTF-8 or holds a NUL,
+// in the form and the query, and apiBody refuses malformed HTTP Basic
+// credentials: whatever passes is what the handlers expect to parse.
 func (s *Server) apiBody(c *gin.Context) {
 	e := s.checkBody(c, strings.HasSuffix(c.FullPath(), "/"+pathRegister))
 	if h := c.GetHeader("Authorization"); e == nil && len(h) >= 6 && strings.EqualFold(h[:6], "basic ") {
@@ -102,10 +105,14 @@ func (s *Server) checkBody(c *gin.Context, json bool) *oauthError {
 // no OAuth parameter or form field can, and they would otherwise reach
 // logs, the database and the pages.
 func checkText(v url.Values) *oauthError {
+	bad := func(s string) bool { return !utf8.ValidString(s) || strings.ContainsRune(s, 0) }
 	for k, vals := range v {
-		for _, s := range append(vals, k) {
-			if !utf8.ValidString(s) || strings.ContainsRune(s, 0) {
-				return errInvalidRequest("a parameter is not valid UTF-8 text")
+		if bad(k) {
+			return errInvalidRequest("a parameter name is not valid UTF-8 text")
+		}
+		for _, s := range vals {
+			if bad(s) {
+				return errInvalidRequest("the parameter " + printable(k) + " is not valid UTF-8 text")
 			}
 		}
 	}
