@@ -40,6 +40,15 @@ fi
 export DEVICEGRANT_BROWSER_TESTS=1
 # <<< browser tests (e2e/) <<<
 
+# >>> third-party clients (interop/): openid-client and others from npm >>>
+if ! cmp -s interop/package-lock.json interop/node_modules/.devicegrant-lock; then
+  step "npm ci in interop/"
+  (cd interop && npm ci --no-audit --no-fund --loglevel=error)
+  cp interop/package-lock.json interop/node_modules/.devicegrant-lock
+fi
+export DEVICEGRANT_INTEROP_TESTS=1
+# <<< third-party clients (interop/) <<<
+
 export CGO_ENABLED=1
 # >>> toolchain (issue 10, supply chain) >>>
 # go.mod's toolchain line names a patched Go release; auto makes every step
@@ -110,6 +119,49 @@ done
 
 step "go test -race"
 go test -race -count=1 -timeout 15m ./...
+
+step "benchmark harness smoke run (no thresholds; README \"Performance\")"
+go run ./cmd/devicegrant-bench --smoke
+
+# >>> systemd unit (dist/systemd/): systemd-analyze verify and security >>>
+# verify exits 0 even on unknown keys, so any output fails. The exposure
+# scores must match what README.md records. If systemd-analyze cannot run
+# at all here (it needs no running systemd, but some containers lack its
+# pieces), this says so loudly instead of passing in silence.
+if ! command -v systemd-analyze >/dev/null; then
+  step "installing systemd (for systemd-analyze)"
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends systemd >/dev/null
+fi
+step "systemd-analyze verify dist/systemd/devicegrantd.service (+ appliance drop-in)"
+sd=$(mktemp -d)
+mkdir -p "$sd/units/devicegrantd.service.d" "$sd/probe"
+printf '[Service]\nType=notify\nExecStart=/bin/true\n' >"$sd/probe/probe.service"
+if ! probe=$(SYSTEMD_UNIT_PATH="$sd/probe:" systemd-analyze verify probe.service 2>&1) || [ -n "$probe" ]; then
+  echo "!! NOT VERIFIED: systemd-analyze cannot verify even a trivial unit on this machine:"
+  echo "$probe"
+else
+  grep -qx 'ExecStart=/usr/local/bin/devicegrantd serve --config /etc/devicegrantd/config.yaml' dist/systemd/devicegrantd.service ||
+    { echo "the unit's ExecStart changed: update test.sh and README.md"; exit 1; }
+  go build -o "$sd/devicegrantd" ./cmd/devicegrantd
+  cp dist/systemd/devicegrantd.service "$sd/units/"
+  # The installed path does not exist here: point ExecStart at the build.
+  printf '[Service]\nExecStart=\nExecStart=%s serve --config /etc/devicegrantd/config.yaml\n' "$sd/devicegrantd" \
+    >"$sd/units/devicegrantd.service.d/zz-test.conf"
+  for variant in plain appliance; do
+    [ "$variant" = appliance ] && cp dist/systemd/devicegrantd.service.d/appliance.conf "$sd/units/devicegrantd.service.d/"
+    sd_out=$(SYSTEMD_UNIT_PATH="$sd/units:" systemd-analyze verify devicegrantd.service 2>&1) && [ -z "$sd_out" ] ||
+      { echo "systemd-analyze verify ($variant):"; echo "$sd_out"; exit 1; }
+    score=$(SYSTEMD_UNIT_PATH="$sd/units:" systemd-analyze security --offline=true "$sd/units/devicegrantd.service" 2>&1 |
+      sed -n 's/.*Overall exposure level for devicegrantd.service: \([0-9.]* [A-Z]*\).*/\1/p')
+    echo "verified ($variant); systemd-analyze security: $score"
+    grep -q "^| $variant | $score |" README.md ||
+      { echo "README.md's systemd-analyze security table lacks \"| $variant | $score |\": update it"; exit 1; }
+  done
+fi
+rm -rf "$sd"
+# <<< systemd unit (dist/systemd/) <<<
 
 step "cross builds for the Raspberry Pi (firmware-notes/README.md)"
 out=$(mktemp -d)

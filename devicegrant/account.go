@@ -18,8 +18,10 @@ import (
 // themselves and ask for the password again, because such links are easy
 // to forge.
 
-// Account management actions, as Matrix names them. The session_* names
-// are the spec's; device_* the older unstable ones, still sent by clients.
+// Account management actions, as Matrix names them. The devices_list,
+// device_view and device_delete names are the spec's (v1.18); sessions_list,
+// session_view and session_end the older unstable ones of MSC4191, still
+// sent by clients.
 const (
 	actionProfile       = "org.matrix.profile"
 	actionSessionsList  = "org.matrix.sessions_list"
@@ -46,7 +48,12 @@ type sessionView struct {
 	ID, DeviceID                string
 	Client                      clientView
 	Created, LastActive, LastIP string
+	Ended                       string // when it ended, for ended sessions
 	Scopes                      []string
+	// Legacy marks a sign-in through the legacy Matrix login API, and
+	// DeviceName is the name its client gave the device.
+	Legacy     bool
+	DeviceName string
 }
 
 func (s *Server) viewSession(c *gin.Context, x store.Session) sessionView {
@@ -55,6 +62,7 @@ func (s *Server) viewSession(c *gin.Context, x store.Session) sessionView {
 	if cl, err := s.loadClient(c.Request.Context(), x.ClientID); err == nil {
 		v.Client = cl.view()
 	}
+	v.Legacy, v.DeviceName = x.ClientID == legacyClientID, x.DeviceName
 	return v
 }
 
@@ -78,7 +86,7 @@ func (s *Server) requireUser(c *gin.Context) *store.User {
 		if c.Request.Method != http.MethodGet {
 			next = s.prefix + pathAccount
 		}
-		s.render(c, http.StatusOK, "login", page{Title: "Sign in", Next: next})
+		s.render(c, http.StatusOK, &loginPage{frame: frame{Title: "Sign in"}, Next: next})
 	}
 	return user
 }
@@ -108,7 +116,7 @@ func (s *Server) accountPage(c *gin.Context) {
 			s.showAccount(c, user, http.StatusNotFound, "No signed-in device has the id "+deviceID+".", "")
 			return
 		}
-		s.render(c, http.StatusOK, "session", page{Title: "Device", User: user, Session: s.viewSession(c, x)})
+		s.render(c, http.StatusOK, &sessionPage{frame: frame{Title: "Device", User: user}, Session: s.viewSession(c, x)})
 	case actionSessionEnd, actionDeviceDelete:
 		x, ok := s.liveSessionByDevice(c, user, deviceID)
 		if !ok {
@@ -116,52 +124,79 @@ func (s *Server) accountPage(c *gin.Context) {
 			return
 		}
 		v := s.viewSession(c, x)
-		s.render(c, http.StatusOK, "confirm", page{Title: "Sign out " + v.Client.Name + "?", User: user,
+		s.render(c, http.StatusOK, &confirmPage{
+			frame:   frame{Title: "Sign out " + v.Client.Name + "?", User: user},
 			Message: "The device " + v.DeviceID + " (" + v.Client.Name + ") will be signed out at once and must be paired again to use your account. Its messages stay on the server; if it held the only copy of your encryption keys, encrypted history may become unreadable on it.",
-			Action:  pathAccount + "/sessions/end", Hidden: map[string]string{"session_id": x.ID}, Button: "Sign the device out"})
+			Action:  pathAccount + "/sessions/end",
+			Hidden:  map[string]string{"session_id": x.ID},
+			Button:  "Sign the device out",
+		})
 	case actionDeactivate:
-		s.render(c, http.StatusOK, "confirm", page{Title: "Deactivate your account?", User: user,
-			Message: "Deactivating @" + user.Username + ":" + s.cfg.ServerName + " signs out every device, removes you from the homeserver, and cannot be undone. Nobody, not even you, can register this username again.",
-			Action:  pathAccount + "/deactivate", Button: "Deactivate my account for good",
-			TypeToConfirm: user.Username})
+		s.render(c, http.StatusOK, &confirmPage{
+			frame:         frame{Title: "Deactivate your account?", User: user},
+			Message:       "Deactivating @" + user.Username + ":" + s.cfg.ServerName + " signs out every device, removes you from the homeserver, and cannot be undone. Nobody, not even you, can register this username again.",
+			Action:        pathAccount + "/deactivate",
+			Button:        "Deactivate my account for good",
+			TypeToConfirm: user.Username,
+		})
 	case actionCrossSigReset:
 		if !s.provisioning() {
 			s.showAccount(c, user, http.StatusNotFound, "Resetting the encryption identity is not available here.", "")
 			return
 		}
-		s.render(c, http.StatusOK, "confirm", page{Title: "Reset your encryption identity?", User: user,
+		s.render(c, http.StatusOK, &confirmPage{
+			frame:   frame{Title: "Reset your encryption identity?", User: user},
 			Message: "This lets one of your signed-in apps replace your cross-signing keys without further checks for the next 10 minutes. Do it only if you lost your recovery key and all your verified devices, and then start the reset in your app. Other people will see that your identity changed.",
-			Action:  pathAccount + "/cross-signing-reset", Button: "Allow the reset"})
+			Action:  pathAccount + "/cross-signing-reset",
+			Button:  "Allow the reset",
+		})
 	default: // profile, sessions list, or no action
 		s.showAccount(c, user, http.StatusOK, "", doneMessage(c.Query("done")))
 	}
 }
 
 func (s *Server) showAccount(c *gin.Context, user *store.User, status int, errMsg, info string) {
-	list, err := s.store.SessionsByUser(c.Request.Context(), user.ID, false)
+	list, err := s.store.SessionsByUser(c.Request.Context(), user.ID, true)
 	if err != nil {
 		s.log.ErrorContext(c.Request.Context(), "account: sessions", "err", err)
 	}
 	views := make([]sessionView, 0, len(list))
+	var leaked []sessionView
 	for _, x := range list {
-		views = append(views, s.viewSession(c, x))
+		switch {
+		case x.EndedAt.IsZero():
+			views = append(views, s.viewSession(c, x))
+		case x.EndReason == endReported && s.now().Sub(x.EndedAt) < leakNoticeFor:
+			v := s.viewSession(c, x)
+			v.Ended = s.when(x.EndedAt)
+			leaked = append(leaked, v)
+		}
 	}
-	s.render(c, status, "account", page{Title: "Your account", User: user, Sessions: views,
-		Error: errMsg, Info: info, CrossSigning: s.provisioning()})
+	s.render(c, status, &accountPage{
+		frame:        frame{Title: "Your account", User: user, Error: errMsg},
+		Sessions:     views,
+		Leaked:       leaked,
+		Info:         info,
+		CrossSigning: s.provisioning(),
+	})
 }
+
+// leakNoticeFor is how long the account page tells the person about a
+// session that ended because its token was reported as leaked (P-REV-1).
+const leakNoticeFor = 30 * 24 * time.Hour
 
 // reauth checks the password of a destructive action, counting failures
 // like sign-in does. It renders the confirmation again on failure.
-func (s *Server) reauth(c *gin.Context, user *store.User, again page) bool {
-	ok, wait := s.passwordAttempt(c, user.Username, user.PasswordHash, c.PostForm("password"))
+func (s *Server) reauth(c *gin.Context, user *store.User, again *confirmPage) bool {
+	ok, wait := s.passwordAttempt(c, user.Username, user.ID, user.PasswordHash, c.PostForm("password"))
 	if wait > 0 {
 		again.Error = "Too many wrong passwords. Please wait " + humanDuration(wait) + " and try again."
-		s.render(c, http.StatusTooManyRequests, "confirm", again)
+		s.render(c, http.StatusTooManyRequests, again)
 		return false
 	}
 	if !ok {
 		again.Error = "Wrong password; nothing was changed."
-		s.render(c, http.StatusUnauthorized, "confirm", again)
+		s.render(c, http.StatusUnauthorized, again)
 		return false
 	}
 	return true
@@ -187,8 +222,13 @@ func (s *Server) endSessionSubmit(c *gin.Context) {
 		return
 	}
 	v := s.viewSession(c, x)
-	again := page{Title: "Sign out " + v.Client.Name + "?", User: user, Message: "Enter your password to sign the device " + v.DeviceID + " out.",
-		Action: pathAccount + "/sessions/end", Hidden: map[string]string{"session_id": x.ID}, Button: "Sign the device out"}
+	again := &confirmPage{
+		frame:   frame{Title: "Sign out " + v.Client.Name + "?", User: user},
+		Message: "Enter your password to sign the device " + v.DeviceID + " out.",
+		Action:  pathAccount + "/sessions/end",
+		Hidden:  map[string]string{"session_id": x.ID},
+		Button:  "Sign the device out",
+	}
 	if !s.reauth(c, user, again) {
 		return
 	}
@@ -214,11 +254,16 @@ func (s *Server) deactivateSubmit(c *gin.Context) {
 	if user == nil {
 		return
 	}
-	again := page{Title: "Deactivate your account?", User: user, Message: "Enter your password and your username to deactivate @" + user.Username + ":" + s.cfg.ServerName + " for good.",
-		Action: pathAccount + "/deactivate", Button: "Deactivate my account for good", TypeToConfirm: user.Username}
+	again := &confirmPage{
+		frame:         frame{Title: "Deactivate your account?", User: user},
+		Message:       "Enter your password and your username to deactivate @" + user.Username + ":" + s.cfg.ServerName + " for good.",
+		Action:        pathAccount + "/deactivate",
+		Button:        "Deactivate my account for good",
+		TypeToConfirm: user.Username,
+	}
 	if subtle.ConstantTimeCompare([]byte(strings.TrimSpace(c.PostForm("confirm_text"))), []byte(user.Username)) != 1 {
 		again.Error = "Type your username exactly to confirm; nothing was changed."
-		s.render(c, http.StatusBadRequest, "confirm", again)
+		s.render(c, http.StatusBadRequest, again)
 		return
 	}
 	if !s.reauth(c, user, again) {
@@ -231,8 +276,11 @@ func (s *Server) deactivateSubmit(c *gin.Context) {
 	}
 	s.log.InfoContext(ctx, "account deactivated", "user", user.Username)
 	s.signOut(c)
-	s.render(c, http.StatusOK, "message", page{Title: "Account deactivated", Kind: "ok",
-		Message: "@" + user.Username + ":" + s.cfg.ServerName + " is deactivated and all its devices are signed out."})
+	s.render(c, http.StatusOK, &messagePage{
+		frame:   frame{Title: "Account deactivated"},
+		Kind:    "ok",
+		Message: "@" + user.Username + ":" + s.cfg.ServerName + " is deactivated and all its devices are signed out.",
+	})
 }
 
 func (s *Server) crossSigningResetSubmit(c *gin.Context) {
@@ -245,8 +293,12 @@ func (s *Server) crossSigningResetSubmit(c *gin.Context) {
 		s.showAccount(c, user, http.StatusNotFound, "Resetting the encryption identity is not available here.", "")
 		return
 	}
-	again := page{Title: "Reset your encryption identity?", User: user, Message: "Enter your password to allow the reset.",
-		Action: pathAccount + "/cross-signing-reset", Button: "Allow the reset"}
+	again := &confirmPage{
+		frame:   frame{Title: "Reset your encryption identity?", User: user},
+		Message: "Enter your password to allow the reset.",
+		Action:  pathAccount + "/cross-signing-reset",
+		Button:  "Allow the reset",
+	}
 	if !s.reauth(c, user, again) {
 		return
 	}
@@ -306,7 +358,7 @@ func (s *Server) passwordSubmit(c *gin.Context) {
 	if user == nil {
 		return
 	}
-	ok, wait := s.passwordAttempt(c, user.Username, user.PasswordHash, c.PostForm("current"))
+	ok, wait := s.passwordAttempt(c, user.Username, user.ID, user.PasswordHash, c.PostForm("current"))
 	if wait > 0 {
 		s.showAccount(c, user, http.StatusTooManyRequests, "Too many wrong passwords. Please wait "+humanDuration(wait)+".", "")
 		return

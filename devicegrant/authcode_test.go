@@ -213,7 +213,7 @@ func TestAuthCodeErrors(t *testing.T) {
 	clientID, _ := e.Register(appClientJSON)
 	a := newApp(e, clientID)
 	good := url.Values{"response_type": {"code"}, "client_id": {clientID}, "redirect_uri": {a.callback},
-		"scope": {apiScope}, "state": {"xyz"}, "code_challenge": {oauth2.S256ChallengeFromVerifier(a.verifier)},
+		"scope": {apiScope + " urn:matrix:client:device:APPDEVICE01"}, "state": {"xyz"}, "code_challenge": {oauth2.S256ChallengeFromVerifier(a.verifier)},
 		"code_challenge_method": {"S256"}}
 	with := func(k, v string) url.Values {
 		q := url.Values{}
@@ -240,7 +240,7 @@ func TestAuthCodeErrors(t *testing.T) {
 			t.Errorf("%s: %d, Location %q: %s", name, pg.Status, pg.Header.Get("Location"), pg.Text())
 		}
 	}
-	for name, tc := range map[string]struct {
+	errCases := map[string]struct {
 		q    url.Values
 		code string
 	}{
@@ -248,8 +248,24 @@ func TestAuthCodeErrors(t *testing.T) {
 		"plain PKCE":     {with("code_challenge_method", "plain"), "invalid_request"},
 		"token response": {with("response_type", "token"), "unsupported_response_type"},
 		"bad scope":      {with("scope", "admin"), "invalid_scope"},
-		"prompt=none":    {with("prompt", "none"), "login_required"},
-	} {
+		"P-SCOPE-2 api scope without a device scope": {with("scope", "openid "+apiScope), "invalid_scope"},
+		"P-SCOPE-2 two device scopes":                {with("scope", apiScope+" urn:matrix:client:device:APPDEVICE01 urn:matrix:client:device:APPDEVICE02"), "invalid_scope"},
+		"prompt=none":                                {with("prompt", "none"), "login_required"},
+	}
+	// A client nobody approved gets its errors on our page, with a link
+	// (RFC 9700 §4.11.2; TestNoOpenRedirectThroughRegisteredClients).
+	for name, tc := range errCases {
+		pg := a.phone.Get(e.URL + "oauth2/authorize?" + tc.q.Encode())
+		link := errorLink(t, pg)
+		if pg.Status != http.StatusBadRequest || link.Query().Get("error") != tc.code || link.Query().Get("state") != "xyz" {
+			t.Errorf("%s, untrusted client: %d, link %s, want error %s with state", name, pg.Status, link, tc.code)
+		}
+	}
+	// A client the operator trusts gets them back at once.
+	if err := e.Server.Server.TrustClient(t.Context(), clientID, true); err != nil {
+		t.Fatal(err)
+	}
+	for name, tc := range errCases {
 		pg := a.phone.Get(e.URL + "oauth2/authorize?" + tc.q.Encode())
 		back := a.back(pg)
 		if back.Query().Get("error") != tc.code || back.Query().Get("state") != "xyz" || back.Query().Get("error_description") == "" {

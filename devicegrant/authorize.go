@@ -1,10 +1,12 @@
 package devicegrant
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
 	"errors"
+	"html/template"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -31,7 +33,8 @@ const (
 	approvalTTL = 10 * time.Minute
 )
 
-// pkceRE is RFC 7636's S256 challenge (and the verifier's alphabet).
+// challengeRE is an RFC 7636 S256 challenge: base64url of a SHA-256, no
+// padding (§4.2). verifierRE is a code_verifier (§4.1).
 var (
 	challengeRE = regexp.MustCompile(`^[A-Za-z0-9_-]{43}$`)
 	verifierRE  = regexp.MustCompile(`^[A-Za-z0-9._~-]{43,128}$`)
@@ -169,10 +172,73 @@ func (s *Server) checkedAuthRequest(c *gin.Context, q url.Values) *authRequest {
 		return nil
 	}
 	if redirErr != nil {
-		s.redirectAuth(c, req, url.Values{"error": {redirErr.code}, "error_description": {redirErr.desc}})
+		user, _ := s.signedInUser(c)
+		s.authError(c, req, user, redirErr.code, redirErr.desc)
 		return nil
 	}
 	return req
+}
+
+// authError answers an authorization request with an error for the
+// client. Sending it back unasked would make us an open redirector for
+// anyone who registers a client (RFC 9700 §4.11.2): so only a client the
+// operator trusts, or one this person has signed in to before, gets the
+// redirect straight away. For any other, the person sees the error here,
+// with the application's name and a link back to it.
+func (s *Server) authError(c *gin.Context, req *authRequest, user *store.User, code, desc string) {
+	params := url.Values{"error": {code}, "error_description": {desc}}
+	if s.mayRedirectUnasked(c, req, user) {
+		s.redirectAuth(c, req, params)
+		return
+	}
+	target, err := s.authRedirectTarget(req, params)
+	if err != nil {
+		s.errorPage(c, http.StatusBadRequest, "Cannot continue", "The application's address is not valid.")
+		return
+	}
+	cv := req.client.view()
+	where := cv.Name
+	if u, err := url.Parse(req.redirectURI); err == nil {
+		if h := u.Hostname(); h != "" {
+			where += " at " + h
+		} else {
+			where += " (" + u.Scheme + ")"
+		}
+	}
+	s.render(c, http.StatusBadRequest, &messagePage{
+		frame: frame{Title: "Cannot continue", User: user},
+		Kind:  "bad",
+		Message: cv.Name + " asked for something this server cannot do: " + desc + " (" + code + "). " +
+			"As you have not signed in to this application here before (or are signed out), you are not sent to it without asking.",
+		// The link is the registered redirect URI (an https, loopback or
+		// reverse-domain private-use URI, checked at registration) with
+		// our parameters: never script.
+		Link:     template.URL(target),
+		LinkText: "Back to " + where,
+	})
+}
+
+// mayRedirectUnasked reports whether an error may go back to the client
+// without the person seeing it first: the operator trusts the client, or
+// the person signed in to it before (a session, live or ended).
+func (s *Server) mayRedirectUnasked(c *gin.Context, req *authRequest, user *store.User) bool {
+	if req.client.Trusted {
+		return true
+	}
+	if user == nil {
+		return false
+	}
+	sessions, err := s.store.SessionsByUser(c.Request.Context(), user.ID, true)
+	if err != nil {
+		s.log.ErrorContext(c.Request.Context(), "authorize: sessions of the person", "err", err)
+		return false
+	}
+	for _, x := range sessions {
+		if x.ClientID == req.client.ID {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *Server) authorize(c *gin.Context) {
@@ -181,8 +247,12 @@ func (s *Server) authorize(c *gin.Context) {
 		return
 	}
 	if req.prompt == "create" {
-		s.render(c, http.StatusOK, "register", page{Title: "Create an account", Next: s.authorizeURL(req, nextPrompt(req)),
-			Username: req.loginHint, TermsURL: s.cfg.Registration.TermsURL})
+		s.render(c, http.StatusOK, &registerPage{
+			frame:    frame{Title: "Create an account"},
+			Next:     s.authorizeURL(req, nextPrompt(req)),
+			Username: req.loginHint,
+			TermsURL: s.cfg.Registration.TermsURL,
+		})
 		return
 	}
 	user, ok := s.currentUser(c)
@@ -197,25 +267,53 @@ func (s *Server) authorize(c *gin.Context) {
 	}
 	if user == nil {
 		if req.prompt == "none" {
-			s.redirectAuth(c, req, url.Values{"error": {"login_required"}, "error_description": {"the person is not signed in"}})
+			s.authError(c, req, nil, "login_required", "the person is not signed in")
 			return
 		}
-		p := page{Title: "Sign in", Next: s.authorizeURL(req, nextPrompt(req)), Username: req.loginHint}
+		p := &loginPage{
+			frame:    frame{Title: "Sign in"},
+			Next:     s.authorizeURL(req, nextPrompt(req)),
+			Username: req.loginHint,
+		}
 		if s.cfg.Registration.Enabled {
 			p.RegisterURL = s.authorizeURL(req, "create")
 		}
-		s.render(c, http.StatusOK, "login", p)
+		s.render(c, http.StatusOK, p)
 		return
 	}
 	if req.client.Trusted && req.prompt != "consent" {
-		s.approveAuth(c, req, user)
+		// Approving writes: an authorization code and, with a homeserver,
+		// a Matrix device created or renamed (upsert_device). A link on
+		// another site must not do that in a signed-in browser, so only
+		// a navigation from our own pages approves unasked; any other
+		// gets the consent page, and the click on it approves.
+		if fromOwnPage(c) {
+			s.approveAuth(c, req, user)
+			return
+		}
+		if req.prompt == "none" {
+			s.authError(c, req, user, "interaction_required", "the request did not come from this server's own pages; the person must continue by hand")
+			return
+		}
+		s.showAuthConsent(c, req, user, "")
 		return
 	}
 	if req.prompt == "none" {
-		s.redirectAuth(c, req, url.Values{"error": {"consent_required"}, "error_description": {"the person has not approved this application"}})
+		s.authError(c, req, user, "consent_required", "the person has not approved this application")
 		return
 	}
 	s.showAuthConsent(c, req, user, "")
+}
+
+// fromOwnPage reports whether the browser says (Fetch Metadata,
+// Sec-Fetch-Site, which pages cannot set) that this request came from one
+// of our own pages, such as the redirect after our sign-in form. Only
+// same-origin counts: "same-site" includes sibling subdomains, which may
+// serve content we do not control. A request from another site, one the
+// person started outside any page ("none": a bookmark, a link in another
+// app), or from a browser that does not say, is not.
+func fromOwnPage(c *gin.Context) bool {
+	return c.GetHeader("Sec-Fetch-Site") == "same-origin"
 }
 
 func (s *Server) showAuthConsent(c *gin.Context, req *authRequest, user *store.User, errMsg string) {
@@ -228,9 +326,14 @@ func (s *Server) showAuthConsent(c *gin.Context, req *authRequest, user *store.U
 	for k := range req.params {
 		hidden[k] = req.params.Get(k)
 	}
-	s.render(c, http.StatusOK, "authorize", page{Title: "Sign in to " + cv.Name + "?", User: user, Client: cv,
-		Scopes: describeScopes(req.scope.String()), Hidden: hidden, RedirectHost: redirectHost, Error: errMsg,
-		Replaces: s.replacedSignIn(c.Request.Context(), user, req.scope.deviceID)})
+	s.render(c, http.StatusOK, &authorizePage{
+		frame:        frame{Title: "Sign in to " + cv.Name + "?", User: user, Error: errMsg},
+		Client:       cv,
+		Scopes:       describeScopes(req.scope.String()),
+		Hidden:       hidden,
+		RedirectHost: redirectHost,
+		Replaces:     s.replacedSignIn(c.Request.Context(), user, req.scope.deviceID),
+	})
 }
 
 func (s *Server) authorizeSubmit(c *gin.Context) {
@@ -243,7 +346,11 @@ func (s *Server) authorizeSubmit(c *gin.Context) {
 	}
 	user, err := s.signedInUser(c)
 	if err != nil || user == nil {
-		s.render(c, http.StatusOK, "login", page{Title: "Sign in", Next: s.authorizeURL(req, nextPrompt(req)), Username: req.loginHint})
+		s.render(c, http.StatusOK, &loginPage{
+			frame:    frame{Title: "Sign in"},
+			Next:     s.authorizeURL(req, nextPrompt(req)),
+			Username: req.loginHint,
+		})
 		return
 	}
 	switch c.PostForm("action") {
@@ -269,17 +376,14 @@ func (s *Server) approveAuth(c *gin.Context, req *authRequest, user *store.User)
 	a := store.AuthCode{
 		ID: newID(), ClientID: req.client.ID, RedirectURI: req.redirectURI, CodeChallenge: req.challenge,
 		Scope: req.scope.String(), Nonce: req.nonce, State: req.state, ResponseMode: req.responseMode,
-		UserID: user.ID, AuthTime: authTime, CreatedAt: now, ExpiresAt: now.Add(approvalTTL), Status: store.AuthCodeReady,
+		UserID: user.ID, AuthTime: authTime, CreatedAt: now, ExpiresAt: now.Add(approvalTTL),
 	}
 	err := s.store.Update(ctx, func(tx store.Tx) error {
-		if s.provisioning() && req.scope.deviceID != "" {
-			a.Status = store.AuthCodeWaiting
-			body := deviceBody{Localpart: user.Username, DeviceID: req.scope.deviceID, DisplayName: req.client.name()}
-			if err := s.enqueue(ctx, tx, user.Username, callUpsertDevice, body, a.ID); err != nil {
-				return err
-			}
+		wait, err := s.provisionDevice(ctx, tx, user.Username, req.scope.deviceID, req.client.name(), a.ID)
+		if err != nil {
+			return err
 		}
-		return tx.CreateAuthCode(ctx, a)
+		return tx.CreateAuthCode(ctx, approvedAuthCode(a, wait != 0))
 	})
 	if err != nil {
 		s.log.ErrorContext(ctx, "authorize: approve", "err", err)
@@ -307,8 +411,7 @@ func (s *Server) authorizeContinue(c *gin.Context) {
 		if err != nil || a.UserID != user.ID || a.Status != store.AuthCodeReady || !s.now().Before(a.ExpiresAt) {
 			return err
 		}
-		code = newToken(prefixAuthCode)
-		a.CodeHash, a.Status, a.ExpiresAt = hashSecret(code), store.AuthCodeIssued, s.now().Add(authCodeTTL)
+		code = issueAuthCode(&a, s.now())
 		return tx.UpdateAuthCode(ctx, a)
 	})
 	switch {
@@ -325,8 +428,11 @@ func (s *Server) authorizeContinue(c *gin.Context) {
 	case code != "":
 		s.redirectAuth(c, req, url.Values{"code": {code}})
 	case a.Status == store.AuthCodeWaiting && s.now().Before(a.ExpiresAt):
-		s.render(c, http.StatusOK, "message", page{Title: "Almost there", Kind: "ok", User: user, Refresh: 1,
-			Message: "Your homeserver is setting up the new device. This page continues by itself in a moment."})
+		s.render(c, http.StatusOK, &messagePage{
+			frame:   frame{Title: "Almost there", User: user, Refresh: 1},
+			Kind:    "ok",
+			Message: "Your homeserver is setting up the new device. This page continues by itself in a moment.",
+		})
 	case a.Status == store.AuthCodeWaiting:
 		s.redirectAuth(c, req, url.Values{"error": {"temporarily_unavailable"},
 			"error_description": {"the homeserver did not create the device in time; try again later"}})
@@ -339,10 +445,21 @@ func (s *Server) authorizeContinue(c *gin.Context) {
 // params, the state and the issuer (RFC 9207, against mix-up attacks), in
 // the query or the fragment.
 func (s *Server) redirectAuth(c *gin.Context, req *authRequest, params url.Values) {
-	u, err := url.Parse(req.redirectURI)
+	target, err := s.authRedirectTarget(req, params)
 	if err != nil {
 		s.errorPage(c, http.StatusBadRequest, "Cannot continue", "The application's address is not valid.")
 		return
+	}
+	c.Header("Cache-Control", "no-store")
+	c.Redirect(http.StatusSeeOther, target)
+}
+
+// authRedirectTarget is the client's redirect URI with params, the state
+// and the issuer.
+func (s *Server) authRedirectTarget(req *authRequest, params url.Values) (string, error) {
+	u, err := url.Parse(req.redirectURI)
+	if err != nil {
+		return "", err
 	}
 	if req.state != "" {
 		params.Set("state", req.state)
@@ -360,16 +477,14 @@ func (s *Server) redirectAuth(c *gin.Context, req *authRequest, params url.Value
 		u.RawQuery = q.Encode()
 		target = u.String()
 	}
-	c.Header("Cache-Control", "no-store")
-	c.Redirect(http.StatusSeeOther, target)
+	return target, nil
 }
 
 // exchangeCode is the token endpoint's authorization_code grant (P-AC-3,
 // P-AC-4). A code works once; presenting it again ends the session it
 // created (RFC 6749 §4.1.2).
-func (s *Server) exchangeCode(c *gin.Context, cl *client) (*tokenResponse, error) {
-	ctx := c.Request.Context()
-	code, verifier, redirectURI := c.PostForm("code"), c.PostForm("code_verifier"), c.PostForm("redirect_uri")
+func (s *Server) exchangeCode(ctx context.Context, r tokenRequest) (*tokenResponse, error) {
+	cl, code, verifier, redirectURI := r.client, r.code, r.verifier, r.redirectURI
 	switch {
 	case code == "":
 		return nil, errInvalidRequest("code is missing")
@@ -415,7 +530,7 @@ func (s *Server) exchangeCode(c *gin.Context, cl *client) (*tokenResponse, error
 		}
 		sum := sha256.Sum256([]byte(verifier))
 		switch {
-		case a.Status != store.AuthCodeIssued || !now.Before(a.ExpiresAt):
+		case !authCodeUsable(a, now):
 			outcome = errInvalidGrant("the code expired; start again")
 			return nil
 		case redirectURI != a.RedirectURI:
@@ -425,25 +540,25 @@ func (s *Server) exchangeCode(c *gin.Context, cl *client) (*tokenResponse, error
 			outcome = errInvalidGrant("code_verifier does not match the code_challenge")
 			return nil
 		}
-		user, err := tx.User(ctx, a.UserID)
+		user, err := accountOf(ctx, tx, a.UserID)
+		if errors.Is(err, errDeactivated) {
+			outcome = errInvalidGrant(err.Error())
+			return nil
+		}
 		if err != nil {
 			return err
 		}
-		if !user.DeactivatedAt.IsZero() {
-			outcome = errInvalidGrant("the account was deactivated")
-			return nil
-		}
-		sess, r, err := s.startSession(ctx, tx, user, cl.ID, a.Scope, c.ClientIP(), now)
+		sess, tokens, err := s.startSession(ctx, tx, user, cl.ID, a.Scope, r.ip, now)
 		if err != nil {
 			return err
 		}
 		if hasScope(a.Scope, "openid") {
-			if r.IDToken, err = s.idToken(keys[0], user, cl.ID, a.Scope, a.Nonce, r.AccessToken, a.AuthTime); err != nil {
+			if tokens.IDToken, err = s.idToken(keys[0], user, cl.ID, a.Scope, a.Nonce, tokens.AccessToken, a.AuthTime); err != nil {
 				return err
 			}
 		}
-		a.Status, a.SessionID = store.AuthCodeUsed, sess.ID
-		resp = r
+		useAuthCode(&a, sess.ID)
+		resp = tokens
 		return tx.UpdateAuthCode(ctx, a)
 	})
 	if err != nil {

@@ -124,15 +124,15 @@ func TestFormsMustBeFormEncoded(t *testing.T) {
 		}
 		return do(t, req)
 	}
-	good := url.Values{"client_id": {clientID}, "scope": {apiScope}}.Encode()
+	good := url.Values{"client_id": {clientID}, "scope": {apiScope + " urn:matrix:client:device:FORMDEVICE"}}.Encode()
 	if status, m := post("application/x-www-form-urlencoded; charset=utf-8", good); status != http.StatusOK {
 		t.Fatalf("a form: %d %v", status, m)
 	}
 	for _, tc := range []struct{ name, ctype, body string }{
-		{"JSON", "application/json", fmt.Sprintf(`{"client_id":%q,"scope":%q}`, clientID, apiScope)},
+		{"JSON", "application/json", fmt.Sprintf(`{"client_id":%q,"scope":%q}`, clientID, apiScope+" urn:matrix:client:device:FORMDEVICE")},
 		{"no content type", "", good},
 		{"multipart", "multipart/form-data; boundary=XX", "--XX\r\nContent-Disposition: form-data; name=\"client_id\"\r\n\r\n" + clientID + "\r\n--XX--\r\n"},
-		{"repeated parameter", "application/x-www-form-urlencoded", good + "&scope=" + url.QueryEscape(apiScope)},
+		{"repeated parameter", "application/x-www-form-urlencoded", good + "&client_id=" + clientID},
 		{"bad escape", "application/x-www-form-urlencoded", good + "&x=%zz"},
 	} {
 		status, m := post(tc.ctype, tc.body)

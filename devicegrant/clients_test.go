@@ -41,7 +41,7 @@ func TestUnusedClientsAreDeleted(t *testing.T) {
 			t.Errorf("%s client after a day: %d %v, want invalid_client", name, status, m)
 		}
 	}
-	if status, m := e.Post("oauth2/device", url.Values{"client_id": {again}, "scope": {apiScope}}); status != http.StatusOK {
+	if status, m := e.Post("oauth2/device", url.Values{"client_id": {again}, "scope": {apiScope + " urn:matrix:client:device:AGAINDEVICE"}}); status != http.StatusOK {
 		t.Errorf("client registered again 5 h ago: %d %v", status, m)
 	}
 	if status, m := e.refresh(used, tok["refresh_token"].(string)); status != http.StatusOK {

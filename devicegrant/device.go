@@ -31,20 +31,15 @@ func (s *Server) deviceAuthorization(c *gin.Context) {
 		return
 	}
 
-	now := s.now()
 	deviceCode := newToken(prefixDeviceCode)
-	g := store.DeviceGrant{
-		ID:             newID(),
+	g := newDeviceGrant(store.DeviceGrant{
 		DeviceCodeHash: hashSecret(deviceCode),
 		ClientID:       cl.ID,
 		Scope:          sc.String(),
 		RequesterIP:    c.ClientIP(),
 		RequesterAgent: truncate(c.Request.UserAgent(), 256),
-		CreatedAt:      now,
-		ExpiresAt:      now.Add(s.cfg.DeviceCodeTTL),
 		Interval:       s.cfg.PollInterval,
-		State:          store.GrantPending,
-	}
+	}, s.now(), s.cfg.DeviceCodeTTL)
 	// A fresh code collides with a live one with probability (live
 	// codes)/20^8; a few tries make a failure practically impossible.
 	for attempt := 0; ; attempt++ {

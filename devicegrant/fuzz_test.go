@@ -70,6 +70,9 @@ func FuzzParseScopes(f *testing.F) {
 		if sc.deviceID != "" && (len(sc.deviceID) < 10 || !hasAPI) {
 			t.Fatalf("accepted device %q in %q", sc.deviceID, raw)
 		}
+		if hasAPI && sc.deviceID == "" {
+			t.Fatalf("P-SCOPE-2: accepted the API scope without a device scope in %q", raw)
+		}
 		again, err := parseScopes(s)
 		if err != nil || again.String() != s || again.deviceID != sc.deviceID {
 			t.Fatalf("round trip of %q: %q %v", raw, again.String(), err)

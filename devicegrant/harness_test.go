@@ -21,7 +21,9 @@ const (
 )
 
 // env is a real devicegrantd core on loopback HTTP with a real SQLite file,
-// and the requests these tests make of it.
+// and the requests these tests make of it. Its store runs every Update
+// function twice (devtest.WithRerunUpdates), so every test here also
+// checks that the code is safe to re-run, as store.Store requires.
 type env struct {
 	*devtest.Server
 	t *testing.T
@@ -29,6 +31,7 @@ type env struct {
 
 func newEnv(t *testing.T, opts ...devtest.Option) *env {
 	t.Helper()
+	opts = append([]devtest.Option{devtest.WithRerunUpdates(nil)}, opts...)
 	return &env{Server: devtest.Start(t, opts...), t: t}
 }
 

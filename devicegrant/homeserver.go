@@ -34,25 +34,42 @@ const (
 func (s *Server) provisioning() bool { return s.cfg.HomeserverEndpoint != "" }
 
 // enqueue adds a homeserver call to the outbox inside tx. It does nothing
-// without a homeserver. grantID names a device grant that waits for the
-// call.
-func (s *Server) enqueue(ctx context.Context, tx store.Tx, localpart, call string, body any, grantID string) error {
+// without a homeserver. approvalID names the device grant or
+// authorization request that waits for the call (its Matrix device), or is
+// empty.
+func (s *Server) enqueue(ctx context.Context, tx store.Tx, localpart, call string, body any, approvalID string) error {
+	_, err := s.enqueueID(ctx, tx, localpart, call, body, approvalID)
+	return err
+}
+
+// provisionDevice queues the upsert_device that creates (or renames) the
+// Matrix device deviceID of localpart, which must be delivered before any
+// token for that device is handed out (P-HS-3). approvalID names the
+// device grant or authorization request that waits for the call. It
+// returns the entry's id: 0 when nothing needs to wait (no homeserver, or
+// no device).
+func (s *Server) provisionDevice(ctx context.Context, tx store.Tx, localpart, deviceID, displayName, approvalID string) (int64, error) {
+	if deviceID == "" {
+		return 0, nil
+	}
+	return s.enqueueID(ctx, tx, localpart, callUpsertDevice, deviceBody{Localpart: localpart, DeviceID: deviceID, DisplayName: displayName}, approvalID)
+}
+
+// enqueueID is enqueue, returning the entry's ID (0 without a homeserver)
+// for a caller that waits for its delivery.
+func (s *Server) enqueueID(ctx context.Context, tx store.Tx, localpart, call string, body any, approvalID string) (int64, error) {
 	if !s.provisioning() {
-		return nil
+		return 0, nil
 	}
 	b, err := json.Marshal(body)
 	if err != nil {
-		return fmt.Errorf("encode %s: %w", call, err)
+		return 0, fmt.Errorf("encode %s: %w", call, err)
 	}
 	now := s.now()
-	_, err = tx.Enqueue(ctx, store.OutboxEntry{UserKey: localpart, Call: call, Body: b, GrantID: grantID,
+	// The deliverer is woken when the transaction commits (wakingStore):
+	// woken now, it would find nothing new and sleep until its next tick.
+	return tx.Enqueue(ctx, store.OutboxEntry{UserKey: localpart, Call: call, Body: b, ApprovalID: approvalID,
 		CreatedAt: now, NextAttemptAt: now})
-	if err == nil {
-		// Wake the deliverer once the transaction commits; until then it
-		// sees nothing new, and a spurious wake-up costs one query.
-		s.kickOutbox()
-	}
-	return err
 }
 
 func (s *Server) kickOutbox() {
@@ -60,6 +77,40 @@ func (s *Server) kickOutbox() {
 	case s.outboxKick <- struct{}{}:
 	default:
 	}
+}
+
+// wakingStore wakes the outbox deliverer after a transaction that enqueued
+// a homeserver call commits, so the call goes out at once; a transaction
+// that rolls back wakes nothing.
+type wakingStore struct {
+	store.Store
+	wake func()
+}
+
+func (w wakingStore) Update(ctx context.Context, fn func(tx store.Tx) error) error {
+	enqueued := false
+	err := w.Store.Update(ctx, func(tx store.Tx) error {
+		enqueued = false // only the run that commits counts
+		return fn(enqueueingTx{Tx: tx, enqueued: &enqueued})
+	})
+	if err == nil && enqueued {
+		w.wake()
+	}
+	return err
+}
+
+// enqueueingTx notes that an outbox entry was written.
+type enqueueingTx struct {
+	store.Tx
+	enqueued *bool
+}
+
+func (t enqueueingTx) Enqueue(ctx context.Context, e store.OutboxEntry) (int64, error) {
+	id, err := t.Tx.Enqueue(ctx, e)
+	if err == nil {
+		*t.enqueued = true
+	}
+	return id, err
 }
 
 // homeserverError is a failed call, with whether trying again can help.
@@ -98,4 +149,65 @@ func (s *Server) callHomeserver(ctx context.Context, call string, body []byte) e
 		// waiting; such calls are parked after a while.
 		permanent: resp.StatusCode >= 400 && resp.StatusCode < 500 && resp.StatusCode != 408 && resp.StatusCode != 429,
 	}
+}
+
+// Bodies of the homeserver calls (P-HS-4).
+type (
+	provisionUserBody struct {
+		Localpart      string `json:"localpart"`
+		SetDisplayname string `json:"set_displayname,omitempty"`
+	}
+	deviceBody struct {
+		Localpart   string `json:"localpart"`
+		DeviceID    string `json:"device_id"`
+		DisplayName string `json:"display_name,omitempty"`
+	}
+	syncDevicesBody struct {
+		Localpart string   `json:"localpart"`
+		Devices   []string `json:"devices"`
+	}
+	deleteUserBody struct {
+		Localpart string `json:"localpart"`
+		Erase     bool   `json:"erase"`
+	}
+)
+
+// SyncDevices queues, for every active user, a sync_devices call listing
+// the devices that should exist, so the homeserver drops devices whose
+// sessions ended while a call was lost (or the homeserver's database was
+// restored) and recreates missing ones. With provisionUsers it first
+// queues provision_user for each, which repairs a homeserver that never
+// heard of a user (say, accounts created before a homeserver was
+// configured). The daemon does both at start and syncs periodically.
+func (s *Server) SyncDevices(ctx context.Context, provisionUsers bool) error {
+	if !s.provisioning() {
+		return nil
+	}
+	users, err := s.store.Users(ctx)
+	if err != nil {
+		return fmt.Errorf("devicegrant: sync devices: %w", err)
+	}
+	for _, u := range users {
+		if !u.DeactivatedAt.IsZero() {
+			continue
+		}
+		err := s.store.Update(ctx, func(tx store.Tx) error {
+			if provisionUsers {
+				if err := s.enqueue(ctx, tx, u.Username, callProvisionUser, provisionUserBody{Localpart: u.Username, SetDisplayname: u.DisplayName}, ""); err != nil {
+					return err
+				}
+			}
+			// Read inside the transaction, so the list and the calls
+			// queued after it are in the same order as the changes.
+			devices, err := s.devicesOf(ctx, tx, u.ID, s.now())
+			if err != nil {
+				return err
+			}
+			return s.enqueue(ctx, tx, u.Username, callSyncDevices, syncDevicesBody{Localpart: u.Username, Devices: devices}, "")
+		})
+		if err != nil {
+			return fmt.Errorf("devicegrant: sync devices of %s: %w", u.Username, err)
+		}
+	}
+	return nil
 }

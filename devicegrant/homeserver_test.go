@@ -18,7 +18,9 @@ import (
 )
 
 // synapseEnv is devicegrantd as the auth server of a homeserver that
-// behaves like current Synapse (P-HS-1…5).
+// behaves like current Synapse (P-HS-1…5). Like every env, its store
+// runs each Update function twice, so the outbox and provisioning code is
+// checked to be safe to re-run.
 type synapseEnv struct {
 	*env
 	hs *fakesynapse.Homeserver

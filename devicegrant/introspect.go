@@ -70,6 +70,14 @@ func (s *Server) introspect(c *gin.Context) {
 		c.JSON(http.StatusOK, inactive)
 		return
 	}
+	if at.Session.DeviceID == "" && grantsMatrixAPI(at.Session.Scope) {
+		// Sessions started before the device scope was required: a
+		// homeserver cannot serve a Matrix API token without a device
+		// (P-SCOPE-2), so it is not active here either.
+		s.log.WarnContext(ctx, "introspect: Matrix API session without a device id answered inactive", "session", at.Session.ID)
+		c.JSON(http.StatusOK, inactive)
+		return
+	}
 	if at.Pair.UsedAt.IsZero() {
 		// First use of this pair: record it (P-RT-2 reads it to tell a
 		// lost refresh response from theft) and the session's activity.
@@ -115,11 +123,10 @@ func (s *Server) markUsed(c *gin.Context, at store.AccessToken) error {
 	ctx := c.Request.Context()
 	return s.store.Update(ctx, func(tx store.Tx) error {
 		p, err := tx.TokenPair(ctx, at.Pair.ID)
-		if err != nil || !p.UsedAt.IsZero() {
+		now := s.now()
+		if err != nil || !pairUsed(&p, now) {
 			return err
 		}
-		now := s.now()
-		p.UsedAt = now
 		if err := tx.UpdateTokenPair(ctx, p); err != nil {
 			return err
 		}
@@ -127,7 +134,7 @@ func (s *Server) markUsed(c *gin.Context, at store.AccessToken) error {
 		if err != nil {
 			return err
 		}
-		sess.LastActiveAt = now
+		sessionActive(&sess, sess.LastIP, now)
 		return tx.UpdateSession(ctx, sess)
 	})
 }

@@ -98,3 +98,45 @@ func addressKey(ip string) string {
 	}
 	return parsed.Mask(net.CIDRMask(64, 128)).String() + "/64"
 }
+
+// knownPlaces remembers, in memory, the addresses (IPv6: /64s) each account
+// signed in from successfully, so that strangers' wrong passwords cannot
+// lock the owner out: sign-ins from a known place count against a budget
+// of their own (see passwordAttempt).
+type knownPlaces struct {
+	mu     sync.Mutex
+	seen   map[string]time.Time // account + "\x00" + address key → last success
+	forget time.Duration
+}
+
+// maxKnownPlaces bounds the map; entries older than forget go first, and
+// when none has, nothing new is remembered until one does.
+const maxKnownPlaces = 100000
+
+func newKnownPlaces(forget time.Duration) *knownPlaces {
+	return &knownPlaces{seen: map[string]time.Time{}, forget: forget}
+}
+
+func (k *knownPlaces) remember(account, addr string, now time.Time) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	key := account + "\x00" + addr
+	if _, ok := k.seen[key]; !ok && len(k.seen) >= maxKnownPlaces {
+		for x, t := range k.seen {
+			if now.Sub(t) > k.forget {
+				delete(k.seen, x)
+			}
+		}
+		if len(k.seen) >= maxKnownPlaces {
+			return
+		}
+	}
+	k.seen[key] = now
+}
+
+func (k *knownPlaces) known(account, addr string, now time.Time) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	t, ok := k.seen[account+"\x00"+addr]
+	return ok && now.Sub(t) <= k.forget
+}

@@ -16,7 +16,7 @@ func (s *Server) metadata(c *gin.Context) {
 
 func (s *Server) buildMetadata() ([]byte, error) {
 	authMethods := []string{"none", "client_secret_basic", "client_secret_post"}
-	return json.Marshal(map[string]any{
+	m := map[string]any{
 		"issuer":                        s.issuer,
 		"authorization_endpoint":        s.url(pathAuthorize),
 		"token_endpoint":                s.url(pathToken),
@@ -49,8 +49,17 @@ func (s *Server) buildMetadata() ([]byte, error) {
 		// here (POST client_id, device_code, format) when it cannot draw
 		// a QR code itself. See firmware-notes.
 		cardEndpointKey: s.url(pathCard),
-	})
+	}
+	// Not a registered name either: the legacy Matrix login types served
+	// (see legacy.go), absent while the legacy API is off.
+	if flows := legacyFlows(s.cfg.LegacyLogin); flows != nil {
+		m[legacyFlowsKey] = flows
+	}
+	return json.Marshal(m)
 }
+
+// legacyFlowsKey is the metadata key listing the legacy login types.
+const legacyFlowsKey = "io.github.devicegrant.legacy_login_flows"
 
 // cardEndpointKey is the metadata key of the pairing-card endpoint,
 // prefixed with this project's name so it can clash with nothing standard.

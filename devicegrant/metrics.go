@@ -16,6 +16,7 @@ import (
 type metrics struct {
 	delivered *prometheus.CounterVec
 	failures  *prometheus.CounterVec
+	parked    *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, st store.Store) (*metrics, error) {
@@ -26,16 +27,19 @@ func newMetrics(reg prometheus.Registerer, st store.Store) (*metrics, error) {
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "devicegrant_outbox_failures_total", Help: "Failed attempts at homeserver calls, by call.",
 		}, []string{"call"}),
+		parked: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "devicegrant_outbox_parked_total", Help: "Homeserver calls set aside after repeated refusals, by call.",
+		}, []string{"call"}),
 	}
 	if reg == nil {
 		return m, nil
 	}
 	waiting := outboxGauge{st: st,
 		pending: prometheus.NewDesc("devicegrant_outbox_pending", "Homeserver calls waiting to be delivered (parked ones included).", nil, nil),
-		parked:  prometheus.NewDesc("devicegrant_outbox_parked", "Homeserver calls set aside after repeated refusals.", nil, nil),
+		parked:  prometheus.NewDesc("devicegrant_outbox_parked", "Homeserver calls set aside after repeated refusals, by call.", []string{"call"}, nil),
 		oldest:  prometheus.NewDesc("devicegrant_outbox_oldest_seconds", "Age of the oldest waiting homeserver call.", nil, nil),
 	}
-	for _, c := range []prometheus.Collector{m.delivered, m.failures, waiting} {
+	for _, c := range []prometheus.Collector{m.delivered, m.failures, m.parked, waiting} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("devicegrant: metrics: %w", err)
 		}
@@ -63,16 +67,22 @@ func (g outboxGauge) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.NewInvalidMetric(g.pending, err)
 		return
 	}
-	parked, oldest := 0, 0.0
+	// The deletes are reported even when none is parked, so that an alert
+	// on devicegrant_outbox_parked{call="delete_device"} > 0 has a series
+	// from the start.
+	parked := map[string]int{callDeleteDevice: 0, callDeleteUser: 0}
+	oldest := 0.0
 	for i, e := range entries {
 		if !e.ParkedAt.IsZero() {
-			parked++
+			parked[e.Call]++
 		}
 		if i == 0 {
 			oldest = time.Since(e.CreatedAt).Seconds()
 		}
 	}
 	ch <- prometheus.MustNewConstMetric(g.pending, prometheus.GaugeValue, float64(len(entries)))
-	ch <- prometheus.MustNewConstMetric(g.parked, prometheus.GaugeValue, float64(parked))
+	for call, n := range parked {
+		ch <- prometheus.MustNewConstMetric(g.parked, prometheus.GaugeValue, float64(n), call)
+	}
 	ch <- prometheus.MustNewConstMetric(g.oldest, prometheus.GaugeValue, oldest)
 }

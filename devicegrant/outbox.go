@@ -18,12 +18,30 @@ const parkAfter = 20
 // leaseFor is how long a deliverer holds an entry it is sending.
 const leaseFor = time.Minute
 
-// deliverOutbox runs until ctx is done, making due calls in order per user.
+// lapseEvery is how often the deliverer looks for approvals that expired
+// unredeemed (see endLapsedApprovals).
+const lapseEvery = 30 * time.Second
+
+// deliverOutbox runs until ctx is done, making due calls in order per user,
+// and queueing the deletes that approvals left behind when they lapse.
 func (s *Server) deliverOutbox(ctx context.Context) {
 	tick := min(time.Second, s.cfg.OutboxBackoff.Min)
 	t := time.NewTicker(tick)
 	defer t.Stop()
+	// At start, look back over everything cleanup has not purged yet: the
+	// process may have been down when those approvals lapsed, and a
+	// delete_device sent twice does no harm.
+	swept := s.now().Add(-25 * time.Hour)
 	for {
+		if now := s.now(); now.Sub(swept) >= lapseEvery {
+			if err := s.endLapsedApprovals(ctx, swept, now); err != nil {
+				if ctx.Err() == nil {
+					s.log.ErrorContext(ctx, "outbox: lapsed approvals", "err", err)
+				}
+			} else {
+				swept = now
+			}
+		}
 		for s.deliverDue(ctx) {
 		}
 		select {
@@ -56,10 +74,14 @@ func (s *Server) deliverDue(ctx context.Context) bool {
 	return delivered
 }
 
-// deliver claims e, makes the call and records the outcome.
+// deliver claims e, makes the call and records the outcome. Every function
+// given to Update here sets what it decides afresh on each run: the store
+// may run it again, and a second run may find that another deliverer took
+// or finished the entry in between.
 func (s *Server) deliver(ctx context.Context, e store.OutboxEntry) (bool, error) {
-	claimed := false
+	var claim *store.OutboxEntry // the leased entry, if this call holds it
 	err := s.store.Update(ctx, func(tx store.Tx) error {
+		claim = nil
 		cur, err := tx.OutboxEntry(ctx, e.ID)
 		if errors.Is(err, store.ErrNotFound) {
 			return nil // another deliverer finished it
@@ -72,36 +94,46 @@ func (s *Server) deliver(ctx context.Context, e store.OutboxEntry) (bool, error)
 			return nil
 		}
 		cur.LeaseUntil = now.Add(leaseFor)
-		claimed = true
-		e = cur
-		return tx.UpdateOutbox(ctx, cur)
+		if err := tx.UpdateOutbox(ctx, cur); err != nil {
+			return err
+		}
+		claim = &cur
+		return nil
 	})
-	if err != nil || !claimed {
+	if err != nil || claim == nil {
 		return false, err
 	}
+	e = *claim
 
 	callErr := s.callHomeserver(ctx, e.Call, e.Body)
+	stopping := ctx.Err() != nil
+	// The outcome is recorded even when ctx ended during the call (the
+	// daemon is stopping): otherwise the lease would hold the user's calls
+	// back for a minute after the next start.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if callErr != nil && stopping {
+		return false, s.releaseLease(ctx, e.ID)
+	}
 	if callErr == nil {
 		err = s.store.Update(ctx, func(tx store.Tx) error {
 			if err := tx.DeleteOutbox(ctx, e.ID); err != nil {
 				return err
 			}
-			if e.GrantID == "" {
+			if e.ApprovalID == "" {
 				return nil
 			}
 			// The device exists now: the device grant or authorization
 			// code that waited for it may go on.
-			g, err := tx.DeviceGrant(ctx, e.GrantID)
-			if err == nil && g.State == store.GrantApproved {
-				g.State = store.GrantReady
+			g, err := tx.DeviceGrant(ctx, e.ApprovalID)
+			if err == nil && grantDeviceCreated(&g) {
 				return tx.UpdateDeviceGrant(ctx, g)
 			}
 			if !errors.Is(err, store.ErrNotFound) {
 				return err
 			}
-			a, err := tx.AuthCode(ctx, e.GrantID)
-			if err == nil && a.Status == store.AuthCodeWaiting {
-				a.Status = store.AuthCodeReady
+			a, err := tx.AuthCode(ctx, e.ApprovalID)
+			if err == nil && authCodeDeviceCreated(&a) {
 				return tx.UpdateAuthCode(ctx, a)
 			}
 			if errors.Is(err, store.ErrNotFound) {
@@ -119,6 +151,7 @@ func (s *Server) deliver(ctx context.Context, e store.OutboxEntry) (bool, error)
 	s.metrics.failures.WithLabelValues(e.Call).Inc()
 	var he *homeserverError
 	permanent := errors.As(callErr, &he) && he.permanent
+	var failed store.OutboxEntry // the entry as recorded
 	err = s.store.Update(ctx, func(tx store.Tx) error {
 		cur, err := tx.OutboxEntry(ctx, e.ID)
 		if err != nil {
@@ -132,16 +165,39 @@ func (s *Server) deliver(ctx context.Context, e store.OutboxEntry) (bool, error)
 		if permanent && cur.Attempts >= parkAfter {
 			cur.ParkedAt = now
 		}
-		if !cur.ParkedAt.IsZero() {
-			s.log.ErrorContext(ctx, "outbox: call parked after repeated refusals; run devicegrantd outbox",
-				"call", cur.Call, "user", cur.UserKey, "attempts", cur.Attempts, "err", callErr)
-		} else {
-			s.log.WarnContext(ctx, "outbox: call failed; will retry", "call", cur.Call, "user", cur.UserKey,
-				"attempts", cur.Attempts, "retry_in", cur.NextAttemptAt.Sub(now).Round(time.Millisecond), "err", callErr)
-		}
+		failed = cur
 		return tx.UpdateOutbox(ctx, cur)
 	})
-	return false, err
+	if err != nil {
+		return false, err
+	}
+	// Counted and logged once the outcome is committed, so a re-run of
+	// the Update function counts and logs nothing twice.
+	if !failed.ParkedAt.IsZero() {
+		s.metrics.parked.WithLabelValues(failed.Call).Inc()
+		s.log.ErrorContext(ctx, "outbox: call parked after repeated refusals; run devicegrantd outbox",
+			"call", failed.Call, "user", failed.UserKey, "attempts", failed.Attempts, "err", callErr)
+	} else {
+		s.log.WarnContext(ctx, "outbox: call failed; will retry", "call", failed.Call, "user", failed.UserKey,
+			"attempts", failed.Attempts, "retry_in", failed.NextAttemptAt.Sub(s.now()).Round(time.Millisecond), "err", callErr)
+	}
+	return false, nil
+}
+
+// releaseLease gives up the lease on an entry whose call was cut short by
+// shutdown, without counting it as an attempt.
+func (s *Server) releaseLease(ctx context.Context, id int64) error {
+	return s.store.Update(ctx, func(tx store.Tx) error {
+		cur, err := tx.OutboxEntry(ctx, id)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		cur.LeaseUntil = time.Time{}
+		return tx.UpdateOutbox(ctx, cur)
+	})
 }
 
 // backoff doubles from the minimum to the maximum.
@@ -185,4 +241,59 @@ func (s *Server) RetryParked(ctx context.Context) (int, error) {
 // Outbox lists the calls waiting for the homeserver, oldest first.
 func (s *Server) Outbox(ctx context.Context, limit int) ([]store.OutboxEntry, error) {
 	return s.store.Outbox(ctx, limit)
+}
+
+// endLapsedApprovals queues delete_device for the Matrix devices of
+// approvals that expired unredeemed in (after, before], unless something
+// else still uses the device. An approval creates its device before the
+// client redeems it (P-HS-3), and while it waits, ending another session on
+// the same device id leaves the device alone (endSession); so when the
+// approval lapses instead of becoming a session, nothing else would remove
+// the device until the next sync_devices.
+func (s *Server) endLapsedApprovals(ctx context.Context, after, before time.Time) error {
+	grants, err := s.store.GrantsLapsed(ctx, grantStatesHoldingDevice(), after, before)
+	if err != nil {
+		return err
+	}
+	codes, err := s.store.AuthCodesLapsed(ctx, authCodeStatusesHoldingDevice(), after, before)
+	if err != nil {
+		return err
+	}
+	type device struct{ userID, deviceID string }
+	var devices []device
+	seen := map[device]bool{}
+	add := func(userID, scope string) {
+		sc, err := parseScopes(scope)
+		if err != nil || sc.deviceID == "" || userID == "" {
+			return
+		}
+		d := device{userID, sc.deviceID}
+		if !seen[d] {
+			seen[d] = true
+			devices = append(devices, d)
+		}
+	}
+	for _, g := range grants {
+		add(g.UserID, g.Scope)
+	}
+	for _, a := range codes {
+		add(a.UserID, a.Scope)
+	}
+	for _, d := range devices {
+		err := s.store.Update(ctx, func(tx store.Tx) error {
+			inUse, err := s.deviceInUse(ctx, tx, d.userID, d.deviceID, s.now())
+			if err != nil || inUse {
+				return err
+			}
+			user, err := tx.User(ctx, d.userID)
+			if err != nil || !user.DeactivatedAt.IsZero() { // delete_user took every device
+				return err
+			}
+			return s.enqueue(ctx, tx, user.Username, callDeleteDevice, deviceBody{Localpart: user.Username, DeviceID: d.deviceID}, "")
+		})
+		if err != nil {
+			return fmt.Errorf("device %s of a lapsed approval: %w", d.deviceID, err)
+		}
+	}
+	return nil
 }

@@ -44,6 +44,15 @@ func TestPageSecurityHeaders(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
+	// The code entry form sets its CSRF cookie; without it the loop below
+	// would check nothing.
+	names := map[string]bool{}
+	for _, c := range resp.Cookies() {
+		names[c.Name] = true
+	}
+	if !names["dg_csrf"] {
+		t.Fatalf("GET /device set cookies %v, want dg_csrf among them", names)
+	}
 	for _, c := range resp.Cookies() {
 		if !c.HttpOnly || c.SameSite != http.SameSiteLaxMode {
 			t.Errorf("cookie %s: HttpOnly %v SameSite %v", c.Name, c.HttpOnly, c.SameSite)

@@ -26,10 +26,17 @@ func (e *env) poll(clientID, deviceCode string) (int, map[string]any) {
 	return e.Post("oauth2/token", url.Values{"grant_type": {deviceGrant}, "device_code": {deviceCode}, "client_id": {clientID}})
 }
 
+// wantError checks a token endpoint error: 400 for every code but
+// invalid_client, which is 401 (RFC 6749 §5.2; P-DEV-5: the peer's 403 is
+// wrong).
 func wantError(t *testing.T, what string, status int, m map[string]any, code string) {
 	t.Helper()
-	if status != http.StatusBadRequest && status != http.StatusUnauthorized || m["error"] != code {
-		t.Errorf("%s: %d %v, want error %s", what, status, m, code)
+	want := http.StatusBadRequest
+	if code == "invalid_client" {
+		want = http.StatusUnauthorized
+	}
+	if status != want || m["error"] != code {
+		t.Errorf("%s: %d %v, want %d %s", what, status, m, want, code)
 	}
 	if d, _ := m["error_description"].(string); d == "" {
 		t.Errorf("%s: no error_description", what)
@@ -180,6 +187,8 @@ func TestDeviceAuthorizationErrors(t *testing.T) {
 		{"P-SCOPE-1 unknown scope", url.Values{"client_id": {clientID}, "scope": {apiScope + " admin"}}, 400, "invalid_scope"},
 		{"P-SCOPE-2 device scope without api scope", url.Values{"client_id": {clientID}, "scope": {"urn:matrix:client:device:ABCDEFGHIJ"}}, 400, "invalid_scope"},
 		{"P-SCOPE-2 short device id", url.Values{"client_id": {clientID}, "scope": {apiScope + " urn:matrix:client:device:SHORT"}}, 400, "invalid_scope"},
+		{"P-SCOPE-2 api scope without a device scope", url.Values{"client_id": {clientID}, "scope": {apiScope}}, 400, "invalid_scope"},
+		{"P-SCOPE-2 unstable api scope without a device scope", url.Values{"client_id": {clientID}, "scope": {"urn:matrix:org.matrix.msc2967.client:api:*"}}, 400, "invalid_scope"},
 		{"P-SCOPE-2 two device scopes", url.Values{"client_id": {clientID}, "scope": {apiScope + " urn:matrix:client:device:ABCDEFGHIJ urn:matrix:client:device:KLMNOPQRST"}}, 400, "invalid_scope"},
 		{"P-SCOPE-1 stable and unstable mixed", url.Values{"client_id": {clientID}, "scope": {apiScope + " urn:matrix:org.matrix.msc2967.client:device:ABCDEFGHIJ"}}, 400, "invalid_scope"},
 	}
@@ -200,7 +209,8 @@ func TestDeviceAuthorizationErrors(t *testing.T) {
 }
 
 // TestCleanup: a day after expiry a grant is gone (a poll then gets
-// invalid_grant); a week after rotation a spent refresh token is gone.
+// invalid_grant); a week after its successor was used a spent refresh
+// token is gone (P-RT-2).
 func TestCleanup(t *testing.T) {
 	e := newEnv(t, withClock())
 	ctx := t.Context()
@@ -209,6 +219,7 @@ func TestCleanup(t *testing.T) {
 	tok := e.signIn(clientID, "CLEANUPDV2")
 	e.Clock.Advance(2 * time.Second)
 	_, fresh := e.refresh(clientID, tok["refresh_token"].(string))
+	_, fresh = e.refresh(clientID, fresh["refresh_token"].(string)) // the first successor is used
 
 	e.Clock.Advance(11 * time.Minute)
 	status, m := e.poll(clientID, da["device_code"].(string))

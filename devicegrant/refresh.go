@@ -1,39 +1,41 @@
 package devicegrant
 
 import (
+	"context"
 	"errors"
 	"strings"
-	"time"
-
-	"github.com/gin-gonic/gin"
 
 	"github.com/devicegrant/devicegrant/store"
 )
 
-// retryWindow is how long after its first rotation a refresh token may be
-// presented again to recover a lost answer (P-RT-2). Later, it is reuse.
-const retryWindow = 10 * time.Minute
-
-// refresh rotates a refresh token (P-RT-2, P-RT-3). Presenting R(n):
+// rotate rotates a refresh token (P-RT-2, P-RT-3). Presenting R(n):
 //   - not yet rotated: issue pair n+1 and remember it as R(n)'s successor;
-//   - rotated less than retryWindow ago, and pair n+1 never used: the
-//     answer was probably lost, so revoke pair n+1 and issue a fresh one in
-//     its place;
-//   - otherwise someone else holds R(n): end the session. Presenting the
-//     refresh token of a pair revoked by such a retry also ends it.
+//   - rotated, and pair n+1 never used (no introspection of its access
+//     token, no refresh with its refresh token): the answer was lost, so
+//     revoke pair n+1 and issue a fresh one in its place;
+//   - rotated, and pair n+1 used: someone else holds R(n), so end the
+//     session. Presenting the refresh token of a pair revoked by such a
+//     retry also ends it: its holder got the answer that was "lost".
+//
+// A retry is allowed for as long as pair n+1 stays unused, however late:
+// the Matrix spec says a client MUST be able to retry after a lost
+// answer, and our devices are the ones that lose power mid-refresh and
+// come back hours later. This gives a thief nothing: whoever holds R(n)
+// while the device holds an unused pair n+1 would get the same from a
+// fresh rotation, and the device's next use of pair n+1 (revoked by the
+// thief's retry) ends the session for both.
 //
 // The whole decision runs in one transaction, so two concurrent refreshes
-// with R(n) are seen in turn and never leave two live successors.
-func (s *Server) refresh(c *gin.Context, cl *client) (*tokenResponse, error) {
-	ctx := c.Request.Context()
-	tok := c.PostForm("refresh_token")
+// with R(n) are seen in turn and never leave two live successors. The
+// token arrives from the client clientID at the address ip, by the token
+// endpoint or the legacy Matrix /refresh.
+func (s *Server) rotate(ctx context.Context, clientID, tok, requested, ip string) (*tokenResponse, error) {
 	if tok == "" {
 		return nil, errInvalidRequest("refresh_token is missing")
 	}
 	if !wellFormed(tok, prefixRefresh) {
 		return nil, errInvalidGrant("unknown refresh_token")
 	}
-	requested := c.PostForm("scope")
 	var resp *tokenResponse
 	var outcome *oauthError
 	var theft bool
@@ -52,7 +54,7 @@ func (s *Server) refresh(c *gin.Context, cl *client) (*tokenResponse, error) {
 		if err != nil {
 			return err
 		}
-		if sess.ClientID != cl.ID {
+		if sess.ClientID != clientID {
 			outcome = errInvalidGrant("unknown refresh_token")
 			return nil
 		}
@@ -69,13 +71,13 @@ func (s *Server) refresh(c *gin.Context, cl *client) (*tokenResponse, error) {
 			outcome = errInvalidGrant("this refresh_token was replaced by a retry with the previous one; the session has been ended")
 			return s.endSession(ctx, tx, sess, endReuse, now)
 		}
-		user, err := tx.User(ctx, sess.UserID)
+		_, err = accountOf(ctx, tx, sess.UserID)
+		if errors.Is(err, errDeactivated) {
+			outcome = errInvalidGrant(err.Error())
+			return nil
+		}
 		if err != nil {
 			return err
-		}
-		if !user.DeactivatedAt.IsZero() {
-			outcome = errInvalidGrant("the account was deactivated")
-			return nil
 		}
 		if requested != "" && !sameScopes(requested, sess.Scope) {
 			// RFC 6749 §6 allows narrowing; tokens here carry their
@@ -88,31 +90,25 @@ func (s *Server) refresh(c *gin.Context, cl *client) (*tokenResponse, error) {
 			if err != nil {
 				return err
 			}
-			if !next.UsedAt.IsZero() || !next.RevokedAt.IsZero() || now.Sub(p.RotatedAt) > retryWindow {
+			if !retryable(next) {
 				theft = true
 				outcome = errInvalidGrant("this refresh_token was already used; the session has been ended")
 				return s.endSession(ctx, tx, sess, endReuse, now)
 			}
-			next.RevokedAt = now
+			pairReplaced(&next, now)
 			if err := tx.UpdateTokenPair(ctx, next); err != nil {
 				return err
 			}
-		}
-		if p.UsedAt.IsZero() {
-			p.UsedAt = now
 		}
 		newPair, r, err := s.issuePair(ctx, tx, sess, now)
 		if err != nil {
 			return err
 		}
-		if p.RotatedAt.IsZero() {
-			p.RotatedAt = now // the retry window runs from the first rotation
-		}
-		p.SuccessorID = newPair.ID
+		pairRotated(&p, newPair.ID, now)
 		if err := tx.UpdateTokenPair(ctx, p); err != nil {
 			return err
 		}
-		sess.LastActiveAt, sess.LastIP = now, c.ClientIP()
+		sessionActive(&sess, ip, now)
 		resp = r
 		return tx.UpdateSession(ctx, sess)
 	})
@@ -120,7 +116,7 @@ func (s *Server) refresh(c *gin.Context, cl *client) (*tokenResponse, error) {
 		return nil, err
 	}
 	if theft {
-		s.log.WarnContext(ctx, "refresh token reuse: session ended", "client_id", cl.ID)
+		s.log.WarnContext(ctx, "refresh token reuse: session ended", "client_id", clientID)
 	}
 	if outcome != nil {
 		return nil, outcome

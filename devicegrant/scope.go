@@ -33,7 +33,10 @@ func (e *scopeError) Error() string { return e.msg }
 // parseScopes checks a space-separated scope request against P-SCOPE-1…3.
 // The API scope is required unless openid is asked for: a token with
 // neither is useless to a homeserver (P-HS-2) and to OpenID, so refusing
-// early gives the client a clear error.
+// early gives the client a clear error. The API scope needs exactly one
+// device scope: the Matrix spec says so, and a homeserver cannot serve a
+// token that names no device (Synapse answers every request made with one
+// with a 500).
 func parseScopes(raw string) (scopes, error) {
 	var out scopes
 	if len(raw) > 2048 {
@@ -62,7 +65,7 @@ func parseScopes(raw string) (scopes, error) {
 				unstable = true
 			}
 			if out.deviceID != "" {
-				return out, &scopeError{"at most one device scope may be requested"}
+				return out, &scopeError{"exactly one device scope may be requested, not two"}
 			}
 			if err := checkDeviceID(id); err != nil {
 				return out, err
@@ -82,6 +85,8 @@ func parseScopes(raw string) (scopes, error) {
 		return out, &scopeError{"ask for the Matrix API scope " + scopeAPI + " (or openid)"}
 	case !api && out.deviceID != "":
 		return out, &scopeError{"a device scope needs the Matrix API scope " + scopeAPI}
+	case api && out.deviceID == "":
+		return out, &scopeError{"the Matrix API scope needs exactly one device scope: add " + scopeDevicePrefix + "<device id>, a random id of 10 or more characters from A-Z a-z 0-9 - . _ ~"}
 	}
 	return out, nil
 }
@@ -120,6 +125,12 @@ func describeScopes(raw string) []string {
 		}
 	}
 	return out
+}
+
+// grantsMatrixAPI reports whether a scope string includes the Matrix API
+// scope, stable or unstable.
+func grantsMatrixAPI(scope string) bool {
+	return hasScope(scope, scopeAPI) || hasScope(scope, scopeAPIUnstable)
 }
 
 // deviceOf returns the device id of a checked scope string, or "".

@@ -52,6 +52,8 @@ type Config struct {
 	SyncInterval time.Duration
 	// Registration enables self-registration (prompt=create).
 	Registration Registration
+	// LegacyLogin turns off the legacy Matrix login API (on by default).
+	LegacyLogin LegacyLogin
 
 	// Metrics, when set, receives the server's Prometheus collectors.
 	Metrics prometheus.Registerer
@@ -68,12 +70,18 @@ type Config struct {
 	// phone. Default 14 days.
 	BrowserSessionTTL time.Duration
 
-	// UserCodeFailures limits wrong user-code entries per client address,
-	// and UserCodeFailuresGlobal across all addresses (P-DEV-4). Defaults:
-	// a burst of 10 then one a minute per address; a burst of 100 then
-	// one every 6 seconds overall.
-	UserCodeFailures       RateLimit
-	UserCodeFailuresGlobal RateLimit
+	// UserCodeFailures limits wrong user-code entries per client address
+	// and, for people signed in, per account. UserCodeFailuresGlobal
+	// limits them across all addresses of people not signed in, and
+	// UserCodeFailuresSignedIn across all signed-in accounts: a budget of
+	// its own, so that a guesser spending the anonymous one does not stop
+	// people approving their devices, while accounts made in bulk (self-
+	// registration) still cannot multiply the guesses (P-DEV-4). Defaults:
+	// a burst of 10 then one a minute per address or account; a burst of
+	// 100 then one every 6 seconds for each of the two global budgets.
+	UserCodeFailures         RateLimit
+	UserCodeFailuresGlobal   RateLimit
+	UserCodeFailuresSignedIn RateLimit
 	// LoginFailures limits wrong passwords per client address (IPv6: per
 	// /64). Default: a burst of 10 then one every 30 seconds.
 	LoginFailures RateLimit
@@ -109,8 +117,9 @@ type Registration struct {
 	// TermsURL, when set, must be accepted to register; the URL accepted
 	// is recorded with the account (put a version in it).
 	TermsURL string
-	// PerAddress limits new accounts per client address. Default: 3, then
-	// one an hour.
+	// PerAddress limits, per client address (IPv6: per /64), new accounts
+	// and the attempts that cost a homeserver check or an argon2 hash
+	// without making one. Default: 3, then one an hour.
 	PerAddress RateLimit
 }
 
@@ -144,6 +153,7 @@ type Server struct {
 	handler http.Handler
 
 	codeLimit    *limiter      // failed user-code entries per address and overall
+	accountCodes *limiter      // failed user-code entries per signed-in account and over all accounts
 	loginLimit   *limiter      // failed passwords per address
 	accountLimit *limiter      // failed passwords per account
 	regLimit     *limiter      // new accounts per address
@@ -151,6 +161,7 @@ type Server struct {
 	newClients   *limiter      // new client rows, one key for everybody
 	deviceLimit  *limiter      // device authorizations per address
 	hashSlots    chan struct{} // bounds argon2 work in flight
+	places       *knownPlaces  // where each account signed in from lately
 
 	dummyOnce sync.Once
 	dummy     string // see dummyHash
@@ -187,6 +198,7 @@ func New(cfg Config, st store.Store) (*Server, error) {
 	cfg.BrowserSessionTTL = orDuration(cfg.BrowserSessionTTL, 14*24*time.Hour)
 	cfg.UserCodeFailures = cfg.UserCodeFailures.orDefault(RateLimit{Burst: 10, Every: time.Minute})
 	cfg.UserCodeFailuresGlobal = cfg.UserCodeFailuresGlobal.orDefault(RateLimit{Burst: 100, Every: 6 * time.Second})
+	cfg.UserCodeFailuresSignedIn = cfg.UserCodeFailuresSignedIn.orDefault(RateLimit{Burst: 100, Every: 6 * time.Second})
 	cfg.LoginFailures = cfg.LoginFailures.orDefault(RateLimit{Burst: 10, Every: 30 * time.Second})
 	cfg.AccountLoginFailures = cfg.AccountLoginFailures.orDefault(RateLimit{Burst: 20, Every: time.Minute})
 	cfg.ClientRegistrations = cfg.ClientRegistrations.orDefault(RateLimit{Burst: 20, Every: time.Minute})
@@ -225,6 +237,7 @@ func New(cfg Config, st store.Store) (*Server, error) {
 		now:          cfg.Now,
 		pages:        pages,
 		codeLimit:    newLimiter(cfg.UserCodeFailures, &cfg.UserCodeFailuresGlobal),
+		accountCodes: newLimiter(cfg.UserCodeFailures, &cfg.UserCodeFailuresSignedIn),
 		loginLimit:   newLimiter(cfg.LoginFailures, nil),
 		accountLimit: newLimiter(cfg.AccountLoginFailures, nil),
 		regLimit:     newLimiter(cfg.Registration.PerAddress, nil),
@@ -232,10 +245,12 @@ func New(cfg Config, st store.Store) (*Server, error) {
 		newClients:   newLimiter(cfg.NewClients, nil),
 		deviceLimit:  newLimiter(cfg.DeviceAuthorizations, nil),
 		hashSlots:    make(chan struct{}, max(2, runtime.NumCPU())),
+		places:       newKnownPlaces(30 * 24 * time.Hour),
 		outboxKick:   make(chan struct{}, 1),
 		keyCache:     map[string]crypto.Signer{},
 		httpClient:   &http.Client{Timeout: 20 * time.Second},
 	}
+	s.store = wakingStore{Store: st, wake: s.kickOutbox}
 	if s.metrics, err = newMetrics(cfg.Metrics, st); err != nil {
 		return nil, err
 	}
@@ -447,6 +462,7 @@ func (s *Server) routes() (http.Handler, error) {
 	pg.POST(pathAccount+"/deactivate", s.deactivateSubmit)
 	pg.POST(pathAccount+"/cross-signing-reset", s.crossSigningResetSubmit)
 	g.GET(pathStyle, s.style)
+	s.legacyRoutes(g, pg)
 	e.GET("/favicon.ico", func(c *gin.Context) { // browsers ask; there is none
 		c.Header("Cache-Control", "public, max-age=86400")
 		c.Status(http.StatusNoContent)
@@ -484,6 +500,12 @@ func (s *Server) healthz(c *gin.Context) {
 }
 
 func (s *Server) notFound(c *gin.Context) {
+	if strings.HasPrefix(c.Request.URL.Path, s.prefix+"_matrix/") {
+		// The Matrix API's own answer for an endpoint not served here
+		// (say, a legacy path the proxy sends that is not implemented).
+		writeMatrixError(c, mxErr(http.StatusNotFound, "M_UNRECOGNIZED", "this endpoint is not served here"))
+		return
+	}
 	if strings.Contains(c.GetHeader("Accept"), "text/html") {
 		s.errorPage(c, http.StatusNotFound, "Not found", "There is no page at this address.")
 		return

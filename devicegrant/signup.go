@@ -25,7 +25,7 @@ func (s *Server) registerPage(c *gin.Context) {
 		return
 	}
 	next, _ := s.safeNext(c.Query("next"))
-	s.render(c, http.StatusOK, "register", page{Title: "Create an account", Next: next, TermsURL: s.cfg.Registration.TermsURL})
+	s.render(c, http.StatusOK, &registerPage{frame: frame{Title: "Create an account"}, Next: next, TermsURL: s.cfg.Registration.TermsURL})
 }
 
 func (s *Server) registerSubmit(c *gin.Context) {
@@ -39,22 +39,31 @@ func (s *Server) registerSubmit(c *gin.Context) {
 	}
 	next, _ := s.safeNext(c.PostForm("next"))
 	username := localpart(c.PostForm("username"), s.cfg.ServerName)
-	p := page{Title: "Create an account", Next: next, Username: username, TermsURL: s.cfg.Registration.TermsURL}
+	p := &registerPage{
+		frame:    frame{Title: "Create an account"},
+		Next:     next,
+		Username: username,
+		TermsURL: s.cfg.Registration.TermsURL,
+	}
 	fail := func(status int, msg string) {
 		p.Error = msg
-		s.render(c, status, "register", p)
+		s.render(c, status, p)
 	}
 	now := s.now()
-	// The budget counts accounts created, not mistakes: the token is
-	// given back unless an account comes of this request.
+	// The budget counts accounts created and attempts that cost something:
+	// a call to the homeserver or an argon2 hash. Only a form refused by
+	// the checks below, which cost nothing, gives the token back; otherwise
+	// one address could make unlimited 19 MiB hashes and homeserver calls
+	// by choosing taken names.
 	t, wait := s.regLimit.take("ip:"+addressKey(c.ClientIP()), now, true)
 	if wait > 0 {
-		fail(http.StatusTooManyRequests, "Too many accounts were created from your network. Please wait "+humanDuration(wait)+".")
+		c.Header("Retry-After", fmt.Sprint(int(wait.Seconds())+1))
+		fail(http.StatusTooManyRequests, "Too many accounts were created or tried from your network. Please wait "+humanDuration(wait)+".")
 		return
 	}
-	created := false
+	refund := true
 	defer func() {
-		if !created {
+		if refund {
 			t.succeeded(now)
 		}
 	}()
@@ -73,20 +82,35 @@ func (s *Server) registerSubmit(c *gin.Context) {
 		fail(http.StatusBadRequest, "Accept the terms of service to create an account.")
 		return
 	}
+	// Availability is checked before any expensive work: here first (a
+	// name ever used here is never given out again, P-ACCT-2), then at
+	// the homeserver.
+	switch _, err := s.store.UserByUsername(ctx, username); {
+	case err == nil:
+		fail(http.StatusConflict, "That username is taken. Usernames are never reused; choose another.")
+		return
+	case !errors.Is(err, store.ErrNotFound):
+		s.log.ErrorContext(ctx, "register: look up username", "err", err)
+		fail(http.StatusInternalServerError, "Something went wrong; no account was created.")
+		return
+	}
 	// P-ACCT-3: ask the homeserver first; it may know the name from before
-	// delegation, or reserve it.
+	// delegation, or reserve it. From here on a failure counts.
 	if s.provisioning() {
 		if err := s.localpartAvailable(ctx, username); err != nil {
 			var taken *localpartTaken
 			if errors.As(err, &taken) {
+				refund = false
 				fail(http.StatusConflict, taken.msg)
 				return
 			}
+			// The homeserver being down is not the person's doing.
 			s.log.ErrorContext(ctx, "register: is_localpart_available", "err", err)
 			fail(http.StatusServiceUnavailable, "The homeserver cannot be reached to check the username. Please try again in a moment.")
 			return
 		}
 	}
+	refund = false
 	u, err := s.createUser(ctx, username, password, "", s.cfg.Registration.TermsURL)
 	if errors.Is(err, ErrUsernameTaken) {
 		fail(http.StatusConflict, "That username is taken. Usernames are never reused; choose another.")
@@ -97,7 +121,6 @@ func (s *Server) registerSubmit(c *gin.Context) {
 		fail(http.StatusInternalServerError, "Something went wrong; no account was created.")
 		return
 	}
-	created = true
 	s.log.InfoContext(ctx, "account registered", "user", u.Username)
 	if err := s.signIn(c, u); err != nil {
 		s.log.ErrorContext(ctx, "register: sign in", "err", err)

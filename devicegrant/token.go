@@ -1,11 +1,13 @@
 package devicegrant
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"github.com/go-jose/go-jose/v4"
 
 	"github.com/devicegrant/devicegrant/store"
 )
@@ -40,17 +42,21 @@ func (s *Server) token(c *gin.Context) {
 		writeError(c, errUnauthorizedClient("this client did not register the grant type "+grant))
 		return
 	}
+	r := tokenRequest{client: cl, ip: c.ClientIP(),
+		code: c.PostForm("code"), redirectURI: c.PostForm("redirect_uri"), verifier: c.PostForm("code_verifier"),
+		deviceCode:   c.PostForm("device_code"),
+		refreshToken: c.PostForm("refresh_token"), scope: c.PostForm("scope")}
 	var (
 		resp *tokenResponse
 		err  error
 	)
 	switch grant {
 	case grantDeviceCode:
-		resp, err = s.redeemDeviceCode(c, cl)
+		resp, err = s.redeemDeviceCode(c.Request.Context(), r)
 	case grantAuthorizationCode:
-		resp, err = s.exchangeCode(c, cl)
+		resp, err = s.exchangeCode(c.Request.Context(), r)
 	default:
-		resp, err = s.refresh(c, cl)
+		resp, err = s.rotate(c.Request.Context(), cl.ID, r.refreshToken, r.scope, r.ip)
 	}
 	var e *oauthError
 	switch {
@@ -63,6 +69,18 @@ func (s *Server) token(c *gin.Context) {
 		c.Header("Pragma", "no-cache")
 		c.JSON(http.StatusOK, resp)
 	}
+}
+
+// tokenRequest is a token endpoint request after client authentication,
+// as the grants' rules take it: the form's values and the client's
+// address, nothing of HTTP, so the rules can be called and tested without
+// a request.
+type tokenRequest struct {
+	client                      *client
+	ip                          string
+	code, redirectURI, verifier string // authorization_code
+	deviceCode                  string // device_code
+	refreshToken, scope         string // refresh_token
 }
 
 // tokenResponse is RFC 6749 §5.1 (P-AC-4).
@@ -78,15 +96,41 @@ type tokenResponse struct {
 // redeemDeviceCode answers a device's poll (P-DEV-5, P-DEV-6). Every poll
 // runs in one write transaction, so concurrent polls of an approved grant
 // see it in turn and exactly one exchanges it.
-func (s *Server) redeemDeviceCode(c *gin.Context, cl *client) (*tokenResponse, error) {
-	ctx := c.Request.Context()
-	code := c.PostForm("device_code")
+func (s *Server) redeemDeviceCode(ctx context.Context, r tokenRequest) (*tokenResponse, error) {
+	cl, code := r.client, r.deviceCode
 	if code == "" {
 		return nil, errInvalidRequest("device_code is missing")
 	}
 	if !wellFormed(code, prefixDeviceCode) {
 		return nil, errInvalidGrant("unknown device_code")
 	}
+	// An exchange that asked for openid gets an id_token, as the
+	// authorization-code grant does (P-OIDC-1). The signing keys are read
+	// outside the transaction, and only once a grant is ready to be
+	// exchanged: polls that find nothing to exchange never pay for them.
+	// The exchange then runs again, with the keys, so a device code is
+	// never spent unless the whole answer can be given.
+	var keys []jose.JSONWebKey
+	for {
+		resp, err := s.exchangeDeviceCode(ctx, cl, code, keys)
+		if !errors.Is(err, errNeedKeys) {
+			if err == nil {
+				s.log.InfoContext(ctx, "device grant exchanged", "client_id", cl.ID)
+			}
+			return resp, err
+		}
+		if keys, err = s.signingKeys(ctx); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// errNeedKeys asks exchangeDeviceCode's caller for the signing keys.
+var errNeedKeys = errors.New("signing keys needed")
+
+// exchangeDeviceCode is one poll's transaction. With keys nil it answers
+// errNeedKeys instead of exchanging a ready grant that asked for openid.
+func (s *Server) exchangeDeviceCode(ctx context.Context, cl *client, code string, keys []jose.JSONWebKey) (*tokenResponse, error) {
 	var resp *tokenResponse
 	var outcome *oauthError
 	err := s.store.Update(ctx, func(tx store.Tx) error {
@@ -143,19 +187,31 @@ func (s *Server) redeemDeviceCode(c *gin.Context, cl *client) (*tokenResponse, e
 		default:
 			return errors.New("device grant in unknown state " + string(g.State))
 		}
-		user, err := tx.User(ctx, g.UserID)
+		user, err := accountOf(ctx, tx, g.UserID)
+		if errors.Is(err, errDeactivated) {
+			outcome = &oauthError{http.StatusBadRequest, "access_denied", err.Error()}
+			return nil
+		}
 		if err != nil {
 			return err
 		}
-		if !user.DeactivatedAt.IsZero() {
-			outcome = &oauthError{http.StatusBadRequest, "access_denied", "the account was deactivated"}
-			return nil
+		openid := hasScope(g.Scope, "openid")
+		if openid && keys == nil {
+			return errNeedKeys
 		}
 		sess, r, err := s.startSession(ctx, tx, user, cl.ID, g.Scope, g.RequesterIP, now)
 		if err != nil {
 			return err
 		}
-		g.State, g.SessionID = store.GrantExchanged, sess.ID
+		if openid {
+			// No nonce: the device grant has none. No auth_time: the
+			// person approved at DecidedAt, but signed in on their phone
+			// at some earlier time the grant does not record.
+			if r.IDToken, err = s.idToken(keys[0], user, cl.ID, g.Scope, "", r.AccessToken, time.Time{}); err != nil {
+				return err
+			}
+		}
+		exchangeGrant(&g, sess.ID)
 		resp = r
 		return tx.UpdateDeviceGrant(ctx, g)
 	})
@@ -165,6 +221,5 @@ func (s *Server) redeemDeviceCode(c *gin.Context, cl *client) (*tokenResponse, e
 	if outcome != nil {
 		return nil, outcome
 	}
-	s.log.InfoContext(ctx, "device grant exchanged", "client_id", cl.ID)
 	return resp, nil
 }

@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"time"
 
+	"github.com/devicegrant/devicegrant/store"
 	"github.com/gin-gonic/gin"
 )
 
@@ -27,18 +28,29 @@ func checkNewPassword(password string) error {
 	return nil
 }
 
-// passwordAttempt checks password against hash for an account (hash is
-// the dummy hash for an account that does not exist). Failures count per
-// client address and per account; while either budget is spent it checks
-// nothing and returns the wait. At most a few argon2 checks run at once,
-// so a flood of sign-ins cannot exhaust memory (19 MiB each).
-func (s *Server) passwordAttempt(c *gin.Context, account, hash, password string) (ok bool, wait time.Duration) {
+// passwordAttempt checks password against hash for an account (userID is
+// "" and hash the dummy hash for an account that does not exist). Failures
+// count per client address and per account; while either budget is spent
+// it checks nothing and returns the wait. At most a few argon2 checks run
+// at once, so a flood of sign-ins cannot exhaust memory (19 MiB each).
+//
+// The per-account budget is split so that strangers cannot lock the owner
+// out: a try from a browser signed in to this account (the password
+// re-check of destructive actions) or from an address (IPv6: /64) this
+// account signed in from within the last 30 days counts against a budget
+// of its own, which failures from elsewhere do not touch.
+func (s *Server) passwordAttempt(c *gin.Context, username, userID, hash, password string) (ok bool, wait time.Duration) {
 	now := s.now()
-	ipTry, wait := s.loginLimit.take("ip:"+addressKey(c.ClientIP()), now, true)
+	addr := addressKey(c.ClientIP())
+	ipTry, wait := s.loginLimit.take("ip:"+addr, now, true)
 	if wait > 0 {
 		return false, wait
 	}
-	accountTry, wait := s.accountLimit.take("user:"+account, now, true)
+	accountKey := "user:" + username
+	if s.knownPlace(c, userID, addr, now) {
+		accountKey = "known:" + username
+	}
+	accountTry, wait := s.accountLimit.take(accountKey, now, true)
 	if wait > 0 {
 		ipTry.succeeded(now)
 		return false, wait
@@ -58,8 +70,28 @@ func (s *Server) passwordAttempt(c *gin.Context, account, hash, password string)
 	if ok {
 		ipTry.succeeded(now)
 		accountTry.succeeded(now)
+		if userID != "" {
+			s.places.remember(userID, addr, now)
+		}
 	}
 	return ok, 0
+}
+
+// knownPlace reports whether a password try for userID comes from a
+// browser signed in to that account or from an address it signed in from
+// recently.
+func (s *Server) knownPlace(c *gin.Context, userID, addr string, now time.Time) bool {
+	if userID == "" {
+		return false
+	}
+	if s.places.known(userID, addr, now) {
+		return true
+	}
+	b, err := s.browserSession(c)
+	if err != nil {
+		s.log.ErrorContext(c.Request.Context(), "password try: browser session", "err", err)
+	}
+	return b != nil && b.UserID == userID
 }
 
 // hashPassword is HashPassword within the same bound on parallel argon2
@@ -80,4 +112,45 @@ func (s *Server) hashPassword(ctx context.Context, password string) (string, err
 func (s *Server) dummyHash() string {
 	s.dummyOnce.Do(func() { s.dummy, _ = HashPassword(randomString(16)) })
 	return s.dummy
+}
+
+// ErrUsernameTaken is returned by CreateUser for a username that exists or
+// existed (P-ACCT-2: Matrix user ids are never reused).
+var ErrUsernameTaken = errors.New("username is taken")
+
+// CreateUser adds a local account with an argon2id hash of password and,
+// with a homeserver configured, queues its provisioning.
+func (s *Server) CreateUser(ctx context.Context, username, password, displayName string) (store.User, error) {
+	return s.createUser(ctx, username, password, displayName, "")
+}
+
+// DeactivateUser deactivates an account for good (P-ACCT-2: the username
+// is never given out again): its sessions end, and the homeserver is told
+// to deactivate the Matrix user, which deletes its devices.
+func (s *Server) DeactivateUser(ctx context.Context, userID string) error {
+	err := s.store.Update(ctx, func(tx store.Tx) error {
+		u, err := tx.User(ctx, userID)
+		if err != nil || !u.DeactivatedAt.IsZero() {
+			return err
+		}
+		now := s.now()
+		u.DeactivatedAt = now
+		if err := tx.UpdateUser(ctx, u); err != nil {
+			return err
+		}
+		sessions, err := tx.SessionsByUser(ctx, u.ID, false)
+		if err != nil {
+			return err
+		}
+		for _, x := range sessions {
+			if err := s.endSession(ctx, tx, x, endDeactivated, now); err != nil {
+				return err
+			}
+		}
+		return s.enqueue(ctx, tx, u.Username, callDeleteUser, deleteUserBody{Localpart: u.Username}, "")
+	})
+	if err != nil {
+		return fmt.Errorf("devicegrant: deactivate user: %w", err)
+	}
+	return nil
 }

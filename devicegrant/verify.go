@@ -16,7 +16,7 @@ import (
 // with it from the QR code), sign in, compare the code, approve or deny.
 
 func (s *Server) enterCodePage(c *gin.Context) {
-	s.render(c, http.StatusOK, "enter_code", page{Title: "Connect a device", Code: c.Query("user_code")})
+	s.render(c, http.StatusOK, &enterCodePage{frame: frame{Title: "Connect a device"}, Code: c.Query("user_code")})
 }
 
 func (s *Server) enterCodeSubmit(c *gin.Context) {
@@ -28,62 +28,58 @@ func (s *Server) enterCodeSubmit(c *gin.Context) {
 		return
 	}
 	typed := c.PostForm("user_code")
-	g, msg := s.lookupUserCode(c, user, typed)
-	if msg != "" {
-		s.render(c, statusFor(msg), "enter_code", page{Title: "Connect a device", Code: typed, Error: msg})
+	g, bad := s.lookupUserCode(c, user, typed)
+	if bad != nil {
+		s.render(c, bad.status, &enterCodePage{frame: frame{Title: "Connect a device", Error: bad.msg}, Code: typed})
 		return
 	}
 	c.Redirect(http.StatusSeeOther, s.prefix+"D/"+g.UserCode)
 }
 
 // lookupUserCode finds the live, pending grant behind a code a person
-// typed or followed. Wrong codes count against the address (or the
-// signed-in account) and the global budget (P-DEV-4); while a budget is
-// spent, no code is looked up at all, so a guesser learns nothing. It returns a message for the person when
-// there is no such grant.
-func (s *Server) lookupUserCode(c *gin.Context, user *store.User, typed string) (store.DeviceGrant, string) {
+// typed or followed. Wrong codes count against the address and the
+// anonymous global budget, or, for a signed-in person, against the account
+// and the global budget of all signed-in people (P-DEV-4). While a budget
+// is spent, no code is looked up at all, so a guesser learns nothing. It
+// says why, with the status to answer, when there is no such grant.
+func (s *Server) lookupUserCode(c *gin.Context, user *store.User, typed string) (store.DeviceGrant, *codeProblem) {
 	now := s.now()
-	// People signed in here have their own budget, outside the global
-	// one: a guesser who spends the global budget blocks only anonymous
-	// code entry, not the people approving their devices.
-	key, skipGlobal := "ip:"+addressKey(c.ClientIP()), false
+	// Two global budgets: a guesser who spends the anonymous one does not
+	// block the people approving their devices, and accounts made in bulk
+	// share one budget, so they cannot multiply the guesses.
+	limit, key := s.codeLimit, "ip:"+addressKey(c.ClientIP())
 	if user != nil {
-		key, skipGlobal = "user:"+user.ID, true
+		limit, key = s.accountCodes, "user:"+user.ID
 	}
-	t, wait := s.codeLimit.take(key, now, skipGlobal)
+	t, wait := limit.take(key, now, false)
 	if wait > 0 {
 		c.Header("Retry-After", fmt.Sprint(int(wait.Seconds())+1))
-		return store.DeviceGrant{}, tooManyMsg(wait)
+		return store.DeviceGrant{}, &codeProblem{http.StatusTooManyRequests,
+			"Too many wrong codes were tried. Please wait " + humanDuration(wait) + " and try again."}
 	}
 	code := normalizeUserCode(typed)
 	if code == "" {
-		return store.DeviceGrant{}, "That is not a valid code. Codes have 8 letters, like BCDF-GHJK."
+		return store.DeviceGrant{}, &codeProblem{http.StatusBadRequest, "That is not a valid code. Codes have 8 letters, like BCDF-GHJK."}
 	}
 	g, err := s.store.DeviceGrantByUserCode(c.Request.Context(), code)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		t.succeeded(now) // our fault, not a guess
 		s.log.ErrorContext(c.Request.Context(), "look up user code", "err", err)
-		return store.DeviceGrant{}, "Something went wrong on our side. Please try again."
+		return store.DeviceGrant{}, &codeProblem{http.StatusInternalServerError, "Something went wrong on our side. Please try again."}
 	}
 	if err != nil || !now.Before(g.ExpiresAt) {
-		return store.DeviceGrant{}, "That code is not valid or has expired. Check the device's screen; if its code changed, enter the new one."
+		return store.DeviceGrant{}, &codeProblem{http.StatusBadRequest,
+			"That code is not valid or has expired. Check the device's screen; if its code changed, enter the new one."}
 	}
 	t.succeeded(now)
-	return g, ""
+	return g, nil
 }
 
-func tooManyMsg(wait time.Duration) string {
-	return "Too many wrong codes were tried. Please wait " + humanDuration(wait) + " and try again."
-}
-
-func statusFor(msg string) int {
-	switch {
-	case strings.HasPrefix(msg, "Too many"):
-		return http.StatusTooManyRequests
-	case strings.HasPrefix(msg, "Something"):
-		return http.StatusInternalServerError
-	}
-	return http.StatusBadRequest
+// codeProblem is why a user code led nowhere: the status to answer and
+// what to tell the person.
+type codeProblem struct {
+	status int
+	msg    string
 }
 
 // grantPage is verification_uri_complete: /D/<code>.
@@ -92,9 +88,9 @@ func (s *Server) grantPage(c *gin.Context) {
 	if !ok {
 		return
 	}
-	g, msg := s.lookupUserCode(c, user, c.Param("code"))
-	if msg != "" {
-		s.render(c, statusFor(msg), "enter_code", page{Title: "Connect a device", Error: msg})
+	g, bad := s.lookupUserCode(c, user, c.Param("code"))
+	if bad != nil {
+		s.render(c, bad.status, &enterCodePage{frame: frame{Title: "Connect a device", Error: bad.msg}})
 		return
 	}
 	s.showGrant(c, g, user, "")
@@ -104,12 +100,16 @@ func (s *Server) grantPage(c *gin.Context) {
 // sign-in form, or the consent page.
 func (s *Server) showGrant(c *gin.Context, g store.DeviceGrant, user *store.User, errMsg string) {
 	if g.State != store.GrantPending {
-		s.render(c, http.StatusOK, "message", page{Title: "Already answered", Kind: "bad", Again: true,
-			Message: "This request was already approved or denied. If the device still shows a code, enter that one."})
+		s.render(c, http.StatusOK, &messagePage{
+			frame:   frame{Title: "Already answered"},
+			Kind:    "bad",
+			Again:   true,
+			Message: "This request was already approved or denied. If the device still shows a code, enter that one.",
+		})
 		return
 	}
 	if user == nil {
-		s.render(c, http.StatusOK, "login", page{Title: "Sign in", Code: displayUserCode(g.UserCode), CodeRaw: g.UserCode})
+		s.render(c, http.StatusOK, &loginPage{frame: frame{Title: "Sign in"}, Code: displayUserCode(g.UserCode), CodeRaw: g.UserCode})
 		return
 	}
 	cl, err := s.loadClient(c.Request.Context(), g.ClientID)
@@ -120,10 +120,11 @@ func (s *Server) showGrant(c *gin.Context, g store.DeviceGrant, user *store.User
 	}
 	now := s.now()
 	cv := cl.view()
-	s.render(c, http.StatusOK, "consent", page{
-		Title: "Allow this device?", User: user, Error: errMsg,
-		Code: displayUserCode(g.UserCode), CodeRaw: g.UserCode,
-		Client: cv,
+	s.render(c, http.StatusOK, &consentPage{
+		frame:   frame{Title: "Allow this device?", User: user, Error: errMsg},
+		Code:    displayUserCode(g.UserCode),
+		CodeRaw: g.UserCode,
+		Client:  cv,
 		Grant: grantView{
 			Ago:       humanDuration(now.Sub(g.CreatedAt)) + " ago (" + g.CreatedAt.UTC().Format("15:04 UTC") + ")",
 			IP:        g.RequesterIP,
@@ -144,9 +145,9 @@ func (s *Server) grantSubmit(c *gin.Context) {
 	if !ok {
 		return
 	}
-	g, msg := s.lookupUserCode(c, user, c.Param("code"))
-	if msg != "" {
-		s.render(c, statusFor(msg), "enter_code", page{Title: "Connect a device", Error: msg})
+	g, bad := s.lookupUserCode(c, user, c.Param("code"))
+	if bad != nil {
+		s.render(c, bad.status, &enterCodePage{frame: frame{Title: "Connect a device", Error: bad.msg}})
 		return
 	}
 	if user == nil {
@@ -174,29 +175,22 @@ func (s *Server) grantSubmit(c *gin.Context) {
 			return err
 		}
 		now := s.now()
-		if stale = cur.State != store.GrantPending || !now.Before(cur.ExpiresAt); stale {
+		if stale = !grantDecidable(cur, now); stale {
 			return nil
 		}
-		cur.UserID, cur.DecidedAt = user.ID, now
 		if !approve {
-			cur.State = store.GrantDenied
+			denyGrant(&cur, user.ID, now)
 			return tx.UpdateDeviceGrant(ctx, cur)
 		}
-		// The Matrix device must exist before its token is handed out
-		// (P-HS-3): the grant waits, approved, until the outbox has
-		// delivered upsert_device.
-		cur.State = store.GrantReady
 		sc, err := parseScopes(cur.Scope)
 		if err != nil {
 			return err
 		}
-		if s.provisioning() && sc.deviceID != "" {
-			cur.State = store.GrantApproved
-			body := deviceBody{Localpart: user.Username, DeviceID: sc.deviceID, DisplayName: deviceName}
-			if err := s.enqueue(ctx, tx, user.Username, callUpsertDevice, body, cur.ID); err != nil {
-				return err
-			}
+		wait, err := s.provisionDevice(ctx, tx, user.Username, sc.deviceID, deviceName, cur.ID)
+		if err != nil {
+			return err
 		}
+		approveGrant(&cur, user.ID, now, wait != 0)
 		return tx.UpdateDeviceGrant(ctx, cur)
 	})
 	switch {
@@ -204,16 +198,26 @@ func (s *Server) grantSubmit(c *gin.Context) {
 		s.log.ErrorContext(ctx, "decide device grant", "err", err)
 		s.errorPage(c, http.StatusInternalServerError, "Something went wrong", "Nothing was changed. Please try again.")
 	case stale:
-		s.render(c, http.StatusConflict, "message", page{Title: "Already answered", Kind: "bad", User: user, Again: true,
-			Message: "This request was answered or expired in the meantime. Nothing was changed."})
+		s.render(c, http.StatusConflict, &messagePage{
+			frame:   frame{Title: "Already answered", User: user},
+			Kind:    "bad",
+			Again:   true,
+			Message: "This request was answered or expired in the meantime. Nothing was changed.",
+		})
 	case approve:
 		s.log.InfoContext(ctx, "device grant approved", "client_id", g.ClientID, "user", user.Username)
-		s.render(c, http.StatusOK, "message", page{Title: "Device connected", Kind: "ok", User: user,
-			Message: "The device is now signing in to your account. You can close this page."})
+		s.render(c, http.StatusOK, &messagePage{
+			frame:   frame{Title: "Device connected", User: user},
+			Kind:    "ok",
+			Message: "The device is now signing in to your account. You can close this page.",
+		})
 	default:
 		s.log.InfoContext(ctx, "device grant denied", "client_id", g.ClientID, "user", user.Username)
-		s.render(c, http.StatusOK, "message", page{Title: "Request denied", Kind: "bad", User: user,
-			Message: "The device was not given access. If you did not start this, someone may have tried to trick you; nothing was shared."})
+		s.render(c, http.StatusOK, &messagePage{
+			frame:   frame{Title: "Request denied", User: user},
+			Kind:    "bad",
+			Message: "The device was not given access. If you did not start this, someone may have tried to trick you; nothing was shared.",
+		})
 	}
 }
 
@@ -225,7 +229,13 @@ func (s *Server) loginSubmit(c *gin.Context) {
 	code := normalizeUserCode(c.PostForm("user_code"))
 	next, _ := s.safeNext(c.PostForm("next"))
 	username := localpart(c.PostForm("username"), s.cfg.ServerName)
-	p := page{Title: "Sign in", Code: displayUserCode(code), CodeRaw: code, Username: username, Next: next}
+	p := &loginPage{
+		frame:    frame{Title: "Sign in"},
+		Code:     displayUserCode(code),
+		CodeRaw:  code,
+		Username: username,
+		Next:     next,
+	}
 	u, err := s.store.UserByUsername(ctx, username)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		s.log.ErrorContext(ctx, "login: look up user", "err", err)
@@ -236,16 +246,16 @@ func (s *Server) loginSubmit(c *gin.Context) {
 	if err != nil {
 		hash = s.dummyHash() // same work for unknown users: no timing oracle
 	}
-	ok, wait := s.passwordAttempt(c, username, hash, c.PostForm("password"))
+	ok, wait := s.passwordAttempt(c, username, u.ID, hash, c.PostForm("password"))
 	if wait > 0 {
 		c.Header("Retry-After", fmt.Sprint(int(wait.Seconds())+1))
 		p.Error = "Too many failed sign-ins. Please wait " + humanDuration(wait) + " and try again."
-		s.render(c, http.StatusTooManyRequests, "login", p)
+		s.render(c, http.StatusTooManyRequests, p)
 		return
 	}
 	if err != nil || !ok || !u.DeactivatedAt.IsZero() {
 		p.Error = "Wrong username or password."
-		s.render(c, http.StatusUnauthorized, "login", p)
+		s.render(c, http.StatusUnauthorized, p)
 		return
 	}
 	if err := s.signIn(c, u); err != nil {

@@ -20,7 +20,7 @@ var pageFS embed.FS
 
 func loadPages() (map[string]*template.Template, error) {
 	out := map[string]*template.Template{}
-	for _, name := range []string{"enter_code", "login", "consent", "message", "account", "session", "confirm", "authorize", "register"} {
+	for _, name := range []string{"enter_code", "login", "consent", "message", "account", "session", "confirm", "authorize", "register", "legacy_sso"} {
 		t, err := template.ParseFS(pageFS, "pages/layout.html", "pages/"+name+".html")
 		if err != nil {
 			return nil, fmt.Errorf("devicegrant: page %s: %w", name, err)
@@ -30,60 +30,126 @@ func loadPages() (map[string]*template.Template, error) {
 	return out, nil
 }
 
-// page is what every template gets; each page uses the fields it needs.
-type page struct {
+// frame is what the layout around every page shows. render fills in the
+// server's part (ServerName, Base, CSRF).
+type frame struct {
 	Title      string
 	ServerName string
 	Base       string // the issuer's path, for links
 	CSRF       string
-	User       *store.User
-	Error      string
-
-	Info         string
-	Refresh      int    // seconds before the page reloads itself; 0 never
-	RegisterURL  string // login: offer self-registration
-	TermsURL     string // register: terms to accept
-	RedirectHost string // authorize: where the person goes back to
-	Replaces     string // consent: the sign-in that approving ends (P-SCOPE-4)
-	Next         string // login: where to go afterwards
-	Code         string // user code, as XXXX-XXXX
-	CodeRaw      string // user code, normalised
-	Username     string
-
-	// account pages
-	Sessions      []sessionView
-	Session       sessionView
-	CrossSigning  bool
-	Action        string            // confirm: the form's path
-	Hidden        map[string]string // confirm: hidden fields
-	Button        string            // confirm: the button's label
-	TypeToConfirm string            // confirm: text to type
-
-	Client  clientView
-	Grant   grantView
-	Scopes  []string
-	Kind    string // message: ok or bad
-	Message string
-	Again   bool // message: offer to enter another code
+	User       *store.User // signed in: the footer offers to sign out
+	Error      string      // what went wrong with the form, shown beside it
+	Refresh    int         // seconds before the page reloads itself; 0 never
 }
+
+func (f *frame) layout() *frame { return f }
+
+// pageData is one page's data: its frame and the template that shows it.
+// Each template has a data type of its own below, so a page can only be
+// given what its template shows.
+type pageData interface {
+	layout() *frame
+	template() string
+}
+
+// The pages, one data type each.
+type (
+	enterCodePage struct {
+		frame
+		Code string // as typed, to show again
+	}
+	loginPage struct {
+		frame
+		Code, CodeRaw string // the user code being approved, if any
+		Username      string
+		Next          string // where to go afterwards
+		RegisterURL   string // offer self-registration
+	}
+	consentPage struct {
+		frame
+		Code, CodeRaw string
+		Client        clientView
+		Grant         grantView
+		Scopes        []string
+		Replaces      string // the sign-in that approving ends (P-SCOPE-4)
+	}
+	messagePage struct {
+		frame
+		Kind     string // ok or bad
+		Message  string
+		Again    bool         // offer to enter another code
+		Link     template.URL // a link onwards, built by us
+		LinkText string
+	}
+	accountPage struct {
+		frame
+		Info         string
+		Sessions     []sessionView
+		Leaked       []sessionView // sessions ended because their token was reported
+		CrossSigning bool
+	}
+	sessionPage struct {
+		frame
+		Session sessionView
+	}
+	confirmPage struct {
+		frame
+		Message       string
+		Action        string            // the form's path
+		Hidden        map[string]string // hidden fields
+		Button        string            // the button's label
+		TypeToConfirm string            // text to type
+	}
+	authorizePage struct {
+		frame
+		Client       clientView
+		Scopes       []string
+		RedirectHost string // where the person goes back to
+		Replaces     string // the sign-in that approving ends (P-SCOPE-4)
+		Hidden       map[string]string
+	}
+	registerPage struct {
+		frame
+		Username, Next string
+		TermsURL       string // terms to accept
+	}
+	legacySSOPage struct {
+		frame
+		Message      string
+		RedirectHost string
+		Hidden       map[string]string
+	}
+)
+
+func (enterCodePage) template() string { return "enter_code" }
+func (loginPage) template() string     { return "login" }
+func (consentPage) template() string   { return "consent" }
+func (messagePage) template() string   { return "message" }
+func (accountPage) template() string   { return "account" }
+func (sessionPage) template() string   { return "session" }
+func (confirmPage) template() string   { return "confirm" }
+func (authorizePage) template() string { return "authorize" }
+func (registerPage) template() string  { return "register" }
+func (legacySSOPage) template() string { return "legacy_sso" }
 
 type clientView struct{ Name, URI, Host, LogoURI string }
 
 type grantView struct{ Ago, IP, Agent, ExpiresIn string }
 
-func (s *Server) render(c *gin.Context, status int, name string, p page) {
-	p.ServerName = s.cfg.ServerName
-	p.Base = s.prefix
-	p.CSRF = s.csrfToken(c)
+// render shows p with the given status; the status is the caller's
+// decision, never guessed from the page.
+func (s *Server) render(c *gin.Context, status int, p pageData) {
+	f := p.layout()
+	f.ServerName, f.Base, f.CSRF = s.cfg.ServerName, s.prefix, s.csrfToken(c)
 	c.Status(status)
 	c.Header("Content-Type", "text/html; charset=utf-8")
-	if err := s.pages[name].ExecuteTemplate(c.Writer, "layout", p); err != nil {
-		s.log.ErrorContext(c.Request.Context(), "render page", "page", name, "err", err)
+	if err := s.pages[p.template()].ExecuteTemplate(c.Writer, "layout", p); err != nil {
+		s.log.ErrorContext(c.Request.Context(), "render page", "page", p.template(), "err", err)
 	}
 }
 
 func (s *Server) errorPage(c *gin.Context, status int, title, msg string) {
-	s.render(c, status, "message", page{Title: title, Kind: "bad", Message: msg, Again: true})
+	s.render(c, status, &messagePage{frame: frame{Title: title}, Kind: "bad", Message: msg, Again: true})
 }
 
 // pageHeaders sets the security headers of every HTML page: no framing, no

@@ -21,6 +21,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"html"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -37,6 +38,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/devicegrant/devicegrant/internal/devtest"
+	"github.com/devicegrant/devicegrant/store"
 )
 
 const (
@@ -560,14 +562,14 @@ type authCodeFlow struct {
 // URI (no port), starts the app's loopback server on a random port, and
 // drives the browser through sign-in and consent, pressing action
 // ("approve" or "deny"; "none" for a trusted client, which is asked no
-// consent). It skips the test while the server lists no
-// authorization_endpoint.
+// consent). A server that lists no authorization_endpoint fails the test:
+// the grant exists, so its absence from discovery is a regression.
 func runAuthCode(t *testing.T, e *env, scenario, action, deviceID string) *authCodeFlow {
 	t.Helper()
 	meta := e.metadata()
 	authURL, _ := meta["authorization_endpoint"].(string)
 	if authURL == "" {
-		t.Skip("authorization endpoint not built yet (no authorization_endpoint in /.well-known/openid-configuration)")
+		t.Fatalf("no authorization_endpoint in /.well-known/openid-configuration (P-DISC-2): %v", meta)
 	}
 	tokenURL, _ := meta["token_endpoint"].(string)
 	clientID, _ := e.Register(nativeClientJSON)
@@ -758,5 +760,155 @@ func TestBrowserAccountSignOut(t *testing.T) {
 	var re *oauth2.RetrieveError
 	if !errors.As(err, &re) || re.ErrorCode != "invalid_grant" {
 		t.Errorf("refresh after signing the device out: %v, want invalid_grant", err)
+	}
+}
+
+// TestBrowserTrustedClientFromAnotherSite: a browser already signed in
+// follows a link on another site (localhost, while devicegrantd is
+// 127.0.0.1: Chromium says Sec-Fetch-Site: cross-site) to a trusted
+// client's authorization request. The link approves nothing; the consent
+// page shows, and the tap on Continue sends the browser back to the app
+// with a code (RFC 6749 §10.12; issue 10 item 6).
+func TestBrowserTrustedClientFromAnotherSite(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	meta := e.metadata()
+	authURL, _ := meta["authorization_endpoint"].(string)
+	clientID, _ := e.Register(nativeClientJSON)
+	if err := e.Server.Server.TrustClient(ctx, clientID, true); err != nil {
+		t.Fatal(err)
+	}
+	calls := make(chan url.Values, 4)
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls <- r.URL.Query()
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		fmt.Fprint(w, `<!doctype html><meta name="viewport" content="width=device-width, initial-scale=1">`+
+			`<title>Browser test</title><body style="font:17px/1.5 sans-serif;margin:1.25rem"><h1>Back in the app</h1>`)
+	}))
+	t.Cleanup(app.Close)
+	conf := &oauth2.Config{ClientID: clientID, RedirectURL: app.URL + "/callback", Scopes: []string{apiScope, deviceScope + "E2ECROSSSITE"},
+		Endpoint: oauth2.Endpoint{AuthURL: authURL}}
+	verifier := oauth2.GenerateVerifier()
+	link := conf.AuthCodeURL(randomHex(t, 16), oauth2.S256ChallengeOption(verifier))
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		fmt.Fprintf(w, `<!doctype html><meta name="viewport" content="width=device-width, initial-scale=1">`+
+			`<title>Another site</title><body style="font:17px/1.5 sans-serif;margin:1.25rem"><h1>Win a prize</h1>`+
+			`<p><a id="authorize" style="display:inline-block;padding:12px 16px" href="%s">Claim it</a></p>`, html.EscapeString(link))
+	}))
+	t.Cleanup(other.Close)
+	otherURL := strings.Replace(other.URL, "127.0.0.1", "localhost", 1) // another site
+
+	run := startBrowser(t, "crosssite", "trusted-client-cross-site", map[string]any{
+		"signIn": e.URL + "account", "username": devtest.Username, "password": devtest.Password,
+		"linkPage": otherURL, "redirectPrefix": app.URL + "/callback",
+	})
+	var cp struct{}
+	run.checkpoint("consent", &cp)
+	u, err := e.Store.UserByUsername(ctx, devtest.Username)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if codes, err := e.Store.AuthCodesOfUser(ctx, u.ID, []store.AuthCodeStatus{store.AuthCodeWaiting, store.AuthCodeReady, store.AuthCodeIssued}, time.Now()); err != nil || len(codes) != 0 {
+		t.Errorf("the cross-site link approved %d request(s) (%v)", len(codes), err)
+	}
+	select {
+	case q := <-calls:
+		t.Errorf("the app heard from the browser before the tap: %v", q)
+	default:
+	}
+	run.resume()
+	var res struct {
+		URL string `json:"url"`
+	}
+	run.finish(&res)
+	select {
+	case q := <-calls:
+		if q.Get("code") == "" {
+			t.Errorf("back in the app without a code: %v", q)
+		}
+	default:
+		t.Fatalf("the app's redirect URI was never called; the browser is at %s", res.URL)
+	}
+}
+
+// legacySSOData is what legacysso.mjs reports.
+type legacySSOData struct {
+	ConfirmURL  string `json:"confirmURL"`
+	ConfirmH1   string `json:"confirmH1"`
+	ConfirmText string `json:"confirmText"`
+	URL         string `json:"url"`
+	Status      int    `json:"status"`
+	Sessions    string `json:"sessions"`
+	Tags        int    `json:"tags"`
+	TagText     string `json:"tagText"`
+}
+
+// TestBrowserLegacySSO (P-LEG-3): an app that only speaks the legacy Matrix login
+// sends the browser to /login/sso/redirect; the person signs in, confirms
+// on a page that names the app's host, and the browser brings a
+// loginToken back to the app. The app exchanges it (m.login.token) once;
+// a second exchange is refused.
+func TestBrowserLegacySSO(t *testing.T) {
+	e := newEnv(t)
+	calls := make(chan url.Values, 4)
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/sso-done" {
+			http.NotFound(w, r)
+			return
+		}
+		calls <- r.URL.Query()
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		fmt.Fprint(w, `<!doctype html><meta name="viewport" content="width=device-width, initial-scale=1">`+
+			`<title>Old app</title><body style="font:17px/1.5 sans-serif;margin:1.25rem"><h1>Back in the app</h1>`)
+	}))
+	t.Cleanup(app.Close)
+	appURL, _ := url.Parse(app.URL)
+	redirect := app.URL + "/sso-done?from=legacy"
+
+	run := startBrowser(t, "legacysso", "legacy-sso", map[string]any{
+		"url":      e.URL + "_matrix/client/v3/login/sso/redirect?redirectUrl=" + url.QueryEscape(redirect),
+		"username": devtest.Username, "password": devtest.Password,
+		"appHost": appURL.Host, "redirectPrefix": app.URL + "/sso-done", "accountURL": e.URL + "account",
+	})
+	var res legacySSOData
+	run.checkpoint("back-in-app", &res)
+	if !strings.Contains(res.ConfirmText, "@"+devtest.Username+":example.org") || !strings.Contains(res.ConfirmText, redirect) {
+		t.Errorf("the confirmation page does not say who signs in where: %s", res.ConfirmText)
+	}
+	var q url.Values
+	select {
+	case q = <-calls:
+	default:
+		t.Fatalf("the app was never called; the browser is at %s", res.URL)
+	}
+	tok := q.Get("loginToken")
+	if q.Get("from") != "legacy" || !strings.HasPrefix(tok, "dgl_") {
+		t.Fatalf("the app got %v, want its own query and a loginToken", q)
+	}
+
+	body := `{"type":"m.login.token","token":"` + tok + `","device_id":"E2ELEGACYSSO","initial_device_display_name":"Old chat app"}`
+	status, m := e.PostJSON("_matrix/client/v3/login", body)
+	if status != http.StatusOK || m["device_id"] != "E2ELEGACYSSO" || m["user_id"] != "@"+devtest.Username+":example.org" {
+		t.Fatalf("m.login.token: %d %v", status, m)
+	}
+	e.wantActive(m["access_token"].(string), "E2ELEGACYSSO")
+
+	run.resume()
+	pages := run.finish(&res)
+	if got, want := pageNames(pages), "sign-in confirm-app back-in-app account"; got != want {
+		t.Errorf("pages visited: %q, want %q", got, want)
+	}
+	if !strings.Contains(res.Sessions, "Old chat app") || !strings.Contains(res.Sessions, "E2ELEGACYSSO") || res.Tags != 1 || res.TagText != "legacy login" {
+		t.Errorf("the account page's device list: %q (%d tags, %q)", res.Sessions, res.Tags, res.TagText)
+	}
+
+	// A loginToken is good once; the replay ends what it started.
+	status, m2 := e.PostJSON("_matrix/client/v3/login", body)
+	if status != http.StatusForbidden || m2["errcode"] != "M_FORBIDDEN" {
+		t.Errorf("second exchange of the loginToken: %d %v, want 403 M_FORBIDDEN", status, m2)
+	}
+	if info := e.Introspect(m["access_token"].(string)); info["active"] != false {
+		t.Errorf("after the replay the first exchange's token still works: %v", info)
 	}
 }

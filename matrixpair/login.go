@@ -137,7 +137,7 @@ func Login(ctx context.Context, opts LoginOptions) (*Session, error) {
 	md := hs.Metadata
 	clientID := opts.ClientID
 	fresh := false
-	register := func() error {
+	registerClient := func() error {
 		id, err := register(ctx, md, opts.ClientName, opts.ClientURI)
 		if err != nil {
 			return err
@@ -147,7 +147,7 @@ func Login(ctx context.Context, opts LoginOptions) (*Session, error) {
 		return nil
 	}
 	if clientID == "" {
-		if err := register(); err != nil {
+		if err := registerClient(); err != nil {
 			return nil, err
 		}
 	}
@@ -166,7 +166,7 @@ func Login(ctx context.Context, opts LoginOptions) (*Session, error) {
 		da, err := cfg.DeviceAuth(ctx)
 		if isOAuthError(err, "invalid_client") && !fresh {
 			log.InfoContext(ctx, "the authorization server forgot the client; registering again", "client_id", clientID)
-			if err := register(); err != nil {
+			if err := registerClient(); err != nil {
 				return nil, err
 			}
 			continue
@@ -205,7 +205,7 @@ func Login(ctx context.Context, opts LoginOptions) (*Session, error) {
 			return nil, fmt.Errorf("matrixpair: %w", ErrExpired)
 		case isOAuthError(err, "invalid_client") && !fresh:
 			log.InfoContext(ctx, "the authorization server forgot the client while polling; registering again")
-			if err := register(); err != nil {
+			if err := registerClient(); err != nil {
 				return nil, err
 			}
 			continue

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -488,20 +487,5 @@ func TestSessionEndedAtServer(t *testing.T) {
 	bot, _ := matrixpair.LoadDir(dir, "")
 	if _, err := bot.Refresh(ctxFor(t)); !errors.Is(err, matrixpair.ErrSessionEnded) {
 		t.Fatalf("got %v", err)
-	}
-}
-
-// TestNoServerImports: bots import matrixpair alone; it must not pull in
-// the server, the store, test helpers or the display drivers.
-func TestNoServerImports(t *testing.T) {
-	out, err := exec.Command("go", "list", "-deps", "github.com/devicegrant/devicegrant/matrixpair").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, dep := range strings.Fields(string(out)) {
-		if strings.HasPrefix(dep, "github.com/devicegrant/devicegrant/") && dep != "github.com/devicegrant/devicegrant/matrixpair" ||
-			strings.HasPrefix(dep, "periph.io/") || strings.HasPrefix(dep, "github.com/gin-gonic/") {
-			t.Errorf("matrixpair depends on %s", dep)
-		}
 	}
 }

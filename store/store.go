@@ -145,6 +145,9 @@ type Session struct {
 	LastIP       string
 	EndedAt      time.Time // zero while the session lives
 	EndReason    string
+	// DeviceName is the display name the client gave its Matrix device
+	// (the legacy login's initial_device_display_name); often empty.
+	DeviceName string
 }
 
 // TokenPair is an access token and the refresh token issued with it.
@@ -189,7 +192,7 @@ type OutboxEntry struct {
 	UserKey       string // entries with the same key are delivered in ID order
 	Call          string // the homeserver endpoint, e.g. "upsert_device"
 	Body          []byte // JSON
-	GrantID       string // a device grant that becomes ready when this is delivered
+	ApprovalID    string // the device grant or authorization request waiting for this call: it becomes ready once the call is delivered
 	CreatedAt     time.Time
 	Attempts      int
 	NextAttemptAt time.Time
@@ -234,16 +237,21 @@ type Reader interface {
 	// SessionsByUser lists a user's sessions, newest first; ended ones only
 	// when includeEnded.
 	SessionsByUser(ctx context.Context, userID string, includeEnded bool) ([]Session, error)
-	// GrantsAwaitingDevice lists a user's grants that are approved or
-	// ready and not yet expired at now: their Matrix devices must exist.
-	GrantsAwaitingDevice(ctx context.Context, userID string, now time.Time) ([]DeviceGrant, error)
+	// GrantsOfUser lists a user's grants in one of states that have not
+	// expired at now, oldest first.
+	GrantsOfUser(ctx context.Context, userID string, states []GrantState, now time.Time) ([]DeviceGrant, error)
 
 	AuthCode(ctx context.Context, id string) (AuthCode, error)
-	// AuthCodesAwaitingDevice lists a user's approved authorization
-	// requests (waiting, ready or issued) that have not expired at now:
-	// their Matrix devices must exist.
-	AuthCodesAwaitingDevice(ctx context.Context, userID string, now time.Time) ([]AuthCode, error)
+	// AuthCodesOfUser lists a user's authorization requests in one of
+	// statuses that have not expired at now, oldest first.
+	AuthCodesOfUser(ctx context.Context, userID string, statuses []AuthCodeStatus, now time.Time) ([]AuthCode, error)
 	AuthCodeByCode(ctx context.Context, hash []byte) (AuthCode, error)
+	// GrantsLapsed lists the device grants, of any user, that expired in
+	// (after, before] while in one of states, by expiry.
+	GrantsLapsed(ctx context.Context, states []GrantState, after, before time.Time) ([]DeviceGrant, error)
+	// AuthCodesLapsed lists the authorization requests, of any user, that
+	// expired in (after, before] while in one of statuses, by expiry.
+	AuthCodesLapsed(ctx context.Context, statuses []AuthCodeStatus, after, before time.Time) ([]AuthCode, error)
 
 	// SigningKeys lists the OpenID signing keys, newest first.
 	SigningKeys(ctx context.Context) ([]SigningKey, error)
@@ -309,9 +317,12 @@ type Tx interface {
 	// that the operator does not trust: registrations nobody signed in
 	// with. A client with a session, live or ended, stays (P-DCR-6).
 	DeleteUnusedClients(ctx context.Context, before time.Time) (int64, error)
-	// DeleteSpentTokens removes token pairs that were rotated or revoked
-	// before the given time, and those of sessions that ended before it.
-	// Sessions themselves stay, for the record.
+	// DeleteSpentTokens removes token pairs revoked before the given
+	// time, pairs rotated before it whose successor was used before it
+	// too, and the pairs of sessions that ended before it. A rotated pair
+	// whose successor was never used stays, however old: presenting it is
+	// the retry of a lost answer (P-RT-2). Sessions themselves stay, for
+	// the record.
 	DeleteSpentTokens(ctx context.Context, before time.Time) (int64, error)
 }
 
@@ -324,4 +335,14 @@ type Store interface {
 	Update(ctx context.Context, fn func(tx Tx) error) error
 	// Close releases the backend's resources.
 	Close() error
+}
+
+// Backuper is implemented by backends that can copy their live database to
+// a file while it serves. A backend without it (a server database such as
+// PostgreSQL) is backed up with that database's own tools (pg_dump).
+type Backuper interface {
+	// Backup writes a consistent copy of the database to path, which must
+	// not exist yet, readable by the owner only, and checks the copy's
+	// integrity before returning.
+	Backup(ctx context.Context, path string) error
 }

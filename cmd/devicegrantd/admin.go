@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/gin-gonic/gin"
+
 	"github.com/devicegrant/devicegrant/devicegrant"
 	"github.com/devicegrant/devicegrant/store/sqlite"
 )
@@ -38,6 +40,27 @@ type admin struct {
 // the configured store, builds a server on it and runs fn.
 func runAdmin(ctx context.Context, name, usage string, args []string, stderr io.Writer, getenv func(string) string,
 	extra func(*flag.FlagSet), fn func(*admin) error) error {
+	a, err := parseAdmin(name, usage, args, stderr, getenv, extra)
+	if err != nil {
+		return err
+	}
+	if a.st, err = sqlite.Open(ctx, a.cfg.Database); err != nil {
+		return err
+	}
+	defer a.st.Close()
+	// Building a server registers its routes; in gin's default debug mode
+	// that lists them all on standard output, in the middle of ours.
+	gin.SetMode(gin.ReleaseMode)
+	if a.srv, err = devicegrant.New(a.cfg.server(), a.st); err != nil {
+		return err
+	}
+	return fn(a)
+}
+
+// parseAdmin is runAdmin's flag parsing and configuration loading, for
+// commands that must not open (and so create) the database first.
+func parseAdmin(name, usage string, args []string, stderr io.Writer, getenv func(string) string,
+	extra func(*flag.FlagSet)) (*admin, error) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, usage, "\nFlags:\n"); fs.PrintDefaults() }
@@ -48,7 +71,7 @@ func runAdmin(ctx context.Context, name, usage string, args []string, stderr io.
 	a := &admin{}
 	for {
 		if err := parseFlags(fs, args); err != nil {
-			return err
+			return nil, err
 		}
 		if fs.NArg() == 0 {
 			break
@@ -58,16 +81,9 @@ func runAdmin(ctx context.Context, name, usage string, args []string, stderr io.
 	}
 	var err error
 	if a.cfg, err = loadConfig(*configPath, getenv); err != nil {
-		return err
+		return nil, err
 	}
-	if a.st, err = sqlite.Open(ctx, a.cfg.Database); err != nil {
-		return err
-	}
-	defer a.st.Close()
-	if a.srv, err = devicegrant.New(a.cfg.server(), a.st); err != nil {
-		return err
-	}
-	return fn(a)
+	return a, nil
 }
 
 func clientCmd(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {

@@ -36,6 +36,7 @@ type config struct {
 	RateLimits struct {
 		UserCodeFailures       rateLimit `yaml:"user_code_failures"`
 		UserCodeFailuresGlobal rateLimit `yaml:"user_code_failures_global"`
+		SignedInCodeFailures   rateLimit `yaml:"user_code_failures_signed_in"`
 		LoginFailures          rateLimit `yaml:"login_failures"`
 		AccountLoginFailures   rateLimit `yaml:"account_login_failures"`
 		ClientRegistrations    rateLimit `yaml:"client_registrations"`
@@ -51,6 +52,12 @@ type config struct {
 		Enabled  bool   `yaml:"enabled"`
 		TermsURL string `yaml:"terms_url"`
 	} `yaml:"registration"`
+
+	// LegacyLogin: both default to true (set before the file is read).
+	LegacyLogin struct {
+		Enabled  bool `yaml:"enabled"`
+		Password bool `yaml:"password"`
+	} `yaml:"legacy_login"`
 
 	Display struct {
 		Panel string `yaml:"panel"`
@@ -117,17 +124,20 @@ func settings() []setting {
 		{"device_code_ttl", "DEVICEGRANTD_DEVICE_CODE_TTL", "how long a device code waits for approval", "10m", func(c *config) any { return &c.DeviceCodeTTL }},
 		{"poll_interval", "DEVICEGRANTD_POLL_INTERVAL", "minimum time between a device's polls", "5s", func(c *config) any { return &c.PollInterval }},
 		{"browser_session_ttl", "DEVICEGRANTD_BROWSER_SESSION_TTL", "how long a person stays signed in on their phone", "336h", func(c *config) any { return &c.BrowserSessionTTL }},
-		{"rate_limits.user_code_failures", "DEVICEGRANTD_USER_CODE_FAILURES", "wrong user codes per client address, BURST/EVERY", "10/1m", func(c *config) any { return &c.RateLimits.UserCodeFailures }},
+		{"rate_limits.user_code_failures", "DEVICEGRANTD_USER_CODE_FAILURES", "wrong user codes per client address, or per account when signed in, BURST/EVERY", "10/1m", func(c *config) any { return &c.RateLimits.UserCodeFailures }},
 		{"rate_limits.user_code_failures_global", "DEVICEGRANTD_USER_CODE_FAILURES_GLOBAL", "wrong user codes from all addresses together", "100/6s", func(c *config) any { return &c.RateLimits.UserCodeFailuresGlobal }},
+		{"rate_limits.user_code_failures_signed_in", "DEVICEGRANTD_USER_CODE_FAILURES_SIGNED_IN", "wrong user codes from all signed-in accounts together", "100/6s", func(c *config) any { return &c.RateLimits.SignedInCodeFailures }},
 		{"rate_limits.login_failures", "DEVICEGRANTD_LOGIN_FAILURES", "wrong passwords per client address (IPv6: per /64)", "10/30s", func(c *config) any { return &c.RateLimits.LoginFailures }},
 		{"rate_limits.account_login_failures", "DEVICEGRANTD_ACCOUNT_LOGIN_FAILURES", "wrong passwords per account, from all addresses", "20/1m", func(c *config) any { return &c.RateLimits.AccountLoginFailures }},
 		{"rate_limits.client_registrations", "DEVICEGRANTD_CLIENT_REGISTRATIONS", "client registrations per address", "20/1m", func(c *config) any { return &c.RateLimits.ClientRegistrations }},
 		{"rate_limits.device_authorizations", "DEVICEGRANTD_DEVICE_AUTHORIZATIONS", "device authorization requests per address", "30/10s", func(c *config) any { return &c.RateLimits.DeviceAuthorizations }},
 		{"rate_limits.new_clients", "DEVICEGRANTD_NEW_CLIENTS", "registrations that add a client, from all addresses", "200/15s", func(c *config) any { return &c.RateLimits.NewClients }},
-		{"rate_limits.registrations", "DEVICEGRANTD_REGISTRATIONS", "self-registered accounts per address", "3/1h", func(c *config) any { return &c.RateLimits.Registrations }},
+		{"rate_limits.registrations", "DEVICEGRANTD_REGISTRATIONS", "self-registration attempts per address that reach the homeserver or argon2 (each account made is one)", "3/1h", func(c *config) any { return &c.RateLimits.Registrations }},
 		{"trusted_proxies", "DEVICEGRANTD_TRUSTED_PROXIES", "comma-separated proxy addresses/CIDRs whose X-Forwarded-For is believed", "none", func(c *config) any { return &c.TrustedProxies }},
 		{"registration.enabled", "DEVICEGRANTD_REGISTRATION", "let people create their own accounts (prompt=create): true or false", "false", func(c *config) any { return &c.Registration.Enabled }},
 		{"registration.terms_url", "DEVICEGRANTD_TERMS_URL", "terms people must accept to register (put a version in the URL)", "none", func(c *config) any { return &c.Registration.TermsURL }},
+		{"legacy_login.enabled", "DEVICEGRANTD_LEGACY_LOGIN", "serve the legacy Matrix login API (/_matrix/client/v3/login, /refresh, /logout) for clients without OAuth 2.0: true or false", "true", func(c *config) any { return &c.LegacyLogin.Enabled }},
+		{"legacy_login.password", "DEVICEGRANTD_LEGACY_LOGIN_PASSWORD", "offer m.login.password there (false leaves SSO and m.login.token)", "true", func(c *config) any { return &c.LegacyLogin.Password }},
 		{"metrics_listen", "DEVICEGRANTD_METRICS_LISTEN", "host:port serving Prometheus /metrics (keep it private)", "off", func(c *config) any { return &c.MetricsListen }},
 		{"display.panel", "DEVICEGRANTD_DISPLAY", "appliance mode: show the newest pending pairing on ssd1306:/dev/i2c-1:0x3c, sh1106:..., epd, fb:/dev/fb1, png:FILE:WxH or terminal", "off", func(c *config) any { return &c.Display.Panel }},
 		{"log.level", "DEVICEGRANTD_LOG_LEVEL", "debug, info, warn or error", "info", func(c *config) any { return &c.Log.Level }},
@@ -139,6 +149,7 @@ func settings() []setting {
 // fills defaults and checks the result.
 func loadConfig(path string, getenv func(string) string) (*config, error) {
 	c := &config{}
+	c.LegacyLogin.Enabled, c.LegacyLogin.Password = true, true
 	if path != "" {
 		b, err := os.ReadFile(path)
 		if err != nil {
@@ -237,7 +248,7 @@ func setFromString(p any, v string) error {
 }
 
 func (c *config) server() devicegrant.Config {
-	return devicegrant.Config{
+	dc := devicegrant.Config{
 		Issuer:                 c.Issuer,
 		ServerName:             c.ServerName,
 		HomeserverSecret:       c.Homeserver.Secret,
@@ -254,6 +265,9 @@ func (c *config) server() devicegrant.Config {
 		DeviceAuthorizations:   devicegrant.RateLimit(c.RateLimits.DeviceAuthorizations),
 		NewClients:             devicegrant.RateLimit(c.RateLimits.NewClients),
 		TrustedProxies:         c.TrustedProxies,
+		LegacyLogin:            devicegrant.LegacyLogin{Disabled: !c.LegacyLogin.Enabled, PasswordDisabled: !c.LegacyLogin.Password},
 		Registration:           devicegrant.Registration{Enabled: c.Registration.Enabled, TermsURL: c.Registration.TermsURL, PerAddress: devicegrant.RateLimit(c.RateLimits.Registrations)},
 	}
+	dc.UserCodeFailuresSignedIn = devicegrant.RateLimit(c.RateLimits.SignedInCodeFailures)
+	return dc
 }

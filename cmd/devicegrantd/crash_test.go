@@ -22,9 +22,9 @@ import (
 
 const deviceGrant = "urn:ietf:params:oauth:grant-type:device_code"
 
-// daemon is devicegrantd running as a separate process, so that the test
+// daemonProcess is devicegrantd running as a separate process, so that the test
 // can kill it as a power cut would.
-type daemon struct {
+type daemonProcess struct {
 	t    *testing.T
 	bin  string
 	env  []string
@@ -33,7 +33,7 @@ type daemon struct {
 	logs *devtest.SyncBuffer
 }
 
-func (d *daemon) start() {
+func (d *daemonProcess) start() {
 	d.t.Helper()
 	d.logs = &devtest.SyncBuffer{}
 	d.cmd = exec.Command(d.bin, "serve")
@@ -55,7 +55,7 @@ func (d *daemon) start() {
 }
 
 // kill sends SIGKILL: no shutdown, no deferred close, no final commit.
-func (d *daemon) kill() {
+func (d *daemonProcess) kill() {
 	d.cmd.Process.Kill()
 	d.cmd.Wait()
 }
@@ -124,7 +124,7 @@ func TestCrashKeepsEveryIssuedToken(t *testing.T) {
 		strings.NewReader(devtest.Password+"\n"), &out, &out, env(vars)); err != nil {
 		t.Fatalf("user add: %v\n%s", err, out.String())
 	}
-	d := &daemon{t: t, bin: bin, base: "http://" + addr + "/"}
+	d := &daemonProcess{t: t, bin: bin, base: "http://" + addr + "/"}
 	for k, v := range vars {
 		d.env = append(d.env, k+"="+v)
 	}

@@ -21,6 +21,13 @@ Usage:
   devicegrantd user add USERNAME [--password-stdin] [--display-name NAME] [--config FILE]
   devicegrantd user list [--config FILE]
   devicegrantd user deactivate USERNAME [--config FILE]
+  devicegrantd user show USERNAME [--all] [--json] [--config FILE]
+  devicegrantd user set-password USERNAME [--password-stdin] [--end-sessions] [--config FILE]
+  devicegrantd session end SESSION_ID | --device DEVICE_ID --user USERNAME [--config FILE]
+                                           sign a device out, as the account page does
+  devicegrantd backup FILE [--config FILE]  a consistent copy of the live database
+  devicegrantd doctor [--json] [--config FILE]
+                                           check the deployment; says how to fix each problem
   devicegrantd pending [--all] [--config FILE]
                                            print devices waiting for approval, with their QR code
   devicegrantd outbox [retry] [--config FILE]
@@ -81,6 +88,12 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return helped(pendingCmd(ctx, args, stdout, stderr, getenv))
 	case "outbox":
 		return helped(outboxCmd(ctx, args, stdout, stderr, getenv))
+	case "session":
+		return helped(sessionCmd(ctx, args, stdout, stderr, getenv))
+	case "backup":
+		return helped(backupCmd(ctx, args, stdout, stderr, getenv))
+	case "doctor":
+		return helped(doctorCmd(ctx, args, stdout, stderr, getenv))
 	case "client":
 		return helped(clientCmd(ctx, args, stdout, stderr, getenv))
 	case "keys":

@@ -13,8 +13,9 @@ const outboxUsage = `Usage: devicegrantd outbox [retry] [--config FILE]
 Shows the calls waiting for the homeserver (/_synapse/mas/*), oldest first:
 each user's calls are delivered in order, retried with backoff while the
 homeserver is down. A call the homeserver refused 20 times is parked so
-that the user's later calls can go; "devicegrantd outbox retry" puts the
-parked calls back in line (a running daemon picks them up within a second).
+that the user's later calls can go, and a warning above the list says so;
+"devicegrantd outbox retry" puts the parked calls back in line (a running
+daemon picks them up within a second).
 `
 
 func outboxCmd(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
@@ -41,6 +42,23 @@ func outboxCmd(ctx context.Context, args []string, stdout, stderr io.Writer, get
 		if len(entries) == 0 {
 			fmt.Fprintln(stdout, "Nothing is waiting for the homeserver.")
 			return nil
+		}
+		parked, deletes := 0, 0
+		for _, e := range entries {
+			if !e.ParkedAt.IsZero() {
+				parked++
+				if e.Call == "delete_device" || e.Call == "delete_user" {
+					deletes++
+				}
+			}
+		}
+		if parked > 0 {
+			// Said first, so it is not lost above a long table.
+			fmt.Fprintf(stdout, "WARNING: %d call(s) parked after repeated refusals", parked)
+			if deletes > 0 {
+				fmt.Fprintf(stdout, ", %d of them deletes: signed-out devices or deactivated users are still on the homeserver", deletes)
+			}
+			fmt.Fprint(stdout, ".\nFix what LAST ERROR shows, then run: devicegrantd outbox retry\n\n")
 		}
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "ID\tUSER\tCALL\tAGE\tATTEMPTS\tSTATE\tLAST ERROR")

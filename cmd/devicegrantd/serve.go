@@ -41,6 +41,10 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 	if err != nil {
 		return err
 	}
+	sd, err := newNotifier(getenv)
+	if err != nil {
+		return err
+	}
 
 	st, err := sqlite.Open(ctx, cfg.Database)
 	if err != nil {
@@ -104,7 +108,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 	}
 	welcome(stderr, cfg, srv.Issuer(), len(users), ln.Addr().String())
 	log.Info("listening", "addr", ln.Addr().String(), "issuer", srv.Issuer(), "database", cfg.Database,
-		"homeserver_secret", cfg.Homeserver.Secret != "", "homeserver", cfg.Homeserver.Endpoint)
+		"homeserver_secret", cfg.Homeserver.Secret != "", "homeserver", cfg.Homeserver.Endpoint,
+		"legacy_login", cfg.LegacyLogin.Enabled, "legacy_password_login", cfg.LegacyLogin.Enabled && cfg.LegacyLogin.Password)
 
 	errc := make(chan error, 1)
 	go func() {
@@ -114,11 +119,21 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 			errc <- hs.Serve(ln)
 		}
 	}()
+	// Listening and serving: systemd may start what comes after us.
+	if err := sd.notify("READY=1\nSTATUS=listening on " + ln.Addr().String()); err != nil {
+		log.Warn("telling systemd we are ready", "err", err)
+	}
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
+	if err := sd.notify("STOPPING=1"); err != nil {
+		log.Warn("telling systemd we are stopping", "err", err)
+	}
+	// Shutdown finishes the requests in flight; the outbox deliverer,
+	// stopped by the same signal, releases the call it held (run waits
+	// for it in the deferred <-runDone).
 	log.Info("shutting down")
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -23,6 +23,15 @@ const userUsage = `Usage:
       --password-stdin.
   devicegrantd user list [--config FILE]
       List accounts.
+  devicegrantd user show USERNAME [--all] [--json] [--config FILE]
+      Show an account and its device sessions (session id, device id,
+      client, how the client signs in, created, last active); with --all
+      ended sessions too. End one with "devicegrantd session end".
+  devicegrantd user set-password USERNAME [--password-stdin] [--end-sessions] [--config FILE]
+      Give an account a new password (asked for twice, or the first line of
+      standard input). The person is signed out of every browser at once;
+      with --end-sessions every device is signed out too (tokens stop
+      working at once, and the homeserver is told to delete the devices).
   devicegrantd user deactivate USERNAME [--config FILE]
       Deactivate an account for good: its sessions end at once, the
       homeserver (when configured) deactivates the Matrix user, and the
@@ -39,7 +48,7 @@ func userCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		return nil
 	}
 	sub, args := args[0], args[1:]
-	var passwordStdin bool
+	var passwordStdin, endSessions, all, asJSON bool
 	var displayName string
 	var extra func(*flag.FlagSet)
 	switch sub {
@@ -47,6 +56,16 @@ func userCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		extra = func(fs *flag.FlagSet) {
 			fs.BoolVar(&passwordStdin, "password-stdin", false, "read the password from the first line of standard input")
 			fs.StringVar(&displayName, "display-name", "", "display `NAME`")
+		}
+	case "set-password":
+		extra = func(fs *flag.FlagSet) {
+			fs.BoolVar(&passwordStdin, "password-stdin", false, "read the password from the first line of standard input")
+			fs.BoolVar(&endSessions, "end-sessions", false, "also sign every device out")
+		}
+	case "show":
+		extra = func(fs *flag.FlagSet) {
+			fs.BoolVar(&all, "all", false, "list ended sessions too")
+			fs.BoolVar(&asJSON, "json", false, "print JSON instead of text")
 		}
 	case "list", "deactivate":
 	default:
@@ -74,6 +93,25 @@ func userCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 				return err
 			}
 			fmt.Fprintf(stdout, "deactivated @%s:%s\n", u.Username, a.cfg.ServerName)
+			return nil
+		case "show":
+			return showUser(ctx, a, stdout, all, asJSON)
+		case "set-password":
+			u, err := a.st.UserByUsername(ctx, a.args[0])
+			if err != nil {
+				return fmt.Errorf("user %q: %w", a.args[0], err)
+			}
+			password, err := readPassword(stdin, stderr, passwordStdin)
+			if err != nil {
+				return err
+			}
+			if err := a.srv.SetPassword(ctx, u.ID, password, endSessions); err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "new password for @%s:%s; signed out of every browser\n", u.Username, a.cfg.ServerName)
+			if endSessions {
+				fmt.Fprintln(stdout, "every device session ended")
+			}
 			return nil
 		}
 		password, err := readPassword(stdin, stderr, passwordStdin)

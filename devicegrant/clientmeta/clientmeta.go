@@ -16,20 +16,22 @@
 //     "alice.github.io" does. Single-label hosts are public suffixes under
 //     the list's default rule and are refused too.
 //   - https URIs (client_uri, logo_uri, tos_uri, policy_uri, https redirect
-//     URIs) must use the default port and an ASCII DNS host name (the xn--
-//     form for internationalised names); IP literals, numeric top-level labels
-//     and localhost (including *.localhost) are refused. The peer (MAS) also
-//     refuses explicit ports.
+//     URIs) must use an ASCII DNS host name (the xn-- form for
+//     internationalised names); IP literals, numeric top-level labels and
+//     localhost (including *.localhost) are refused. client_uri, logo_uri,
+//     tos_uri and policy_uri use the default port; an https redirect URI
+//     may name a port, as the Matrix spec's example
+//     https://example.com:5173/?query=value does.
 //   - A localised URI (client_uri#fr, logo_uri#en-GB …) is validated like its
 //     plain field and must also be on the plain client_uri host or a
 //     subdomain of it, so a translation cannot point users somewhere else.
 //   - refresh_token alone is refused: a refresh token has to be issued by
 //     another grant, so it must come with authorization_code or device_code.
-//   - A private-use redirect scheme (RFC 8252 §7.1) is a reverse domain name
-//     that lies on the client_uri host's branch of the DNS tree: the host
-//     itself, a parent domain of it that is not a public suffix, or a
-//     subdomain of it. For client_uri https://app.example.com/,
-//     com.example.app:/cb and com.example:/cb are valid, com:/cb and
+//   - A private-use redirect scheme (RFC 8252 §7.1) starts with the
+//     client_uri host in reverse-DNS notation, optionally followed by more
+//     labels, as the Matrix spec words it. For client_uri
+//     https://app.example.com/, com.example.app:/cb, com.example.app.beta:cb
+//     are valid; com.example:/cb (a parent domain), com:/cb and
 //     com.example.other:/cb are not.
 //   - Redirect URIs registered without authorization_code (a device-only
 //     client that still sends some) are validated and kept; they are useless
@@ -47,6 +49,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 	"unicode/utf8"
@@ -212,15 +215,21 @@ func Parse(body []byte) (*Metadata, error) {
 	if m.GrantTypes, present, err = stringArray(fields, "grant_types", CodeInvalidClientMetadata); err != nil {
 		return nil, err
 	}
-	if !present {
+	asked := m.GrantTypes
+	m.GrantTypes = known(m.GrantTypes, GrantAuthorizationCode, GrantRefreshToken, GrantDeviceCode)
+	switch {
+	case !present:
 		m.GrantTypes = []string{GrantAuthorizationCode}
-	} else if len(m.GrantTypes) == 0 {
+	case len(asked) == 0:
 		return nil, metaErr("grant_types is empty; list at least one grant type or omit it for the default [%q]", GrantAuthorizationCode)
+	case len(m.GrantTypes) == 0:
+		return nil, metaErr("none of the grant types %q is supported; supported grant types are %q, %q and %q", asked, GrantAuthorizationCode, GrantRefreshToken, GrantDeviceCode)
 	}
 	if m.ResponseTypes, present, err = stringArray(fields, "response_types", CodeInvalidClientMetadata); err != nil {
 		return nil, err
 	}
-	if !present && m.HasGrant(GrantAuthorizationCode) {
+	m.ResponseTypes = known(m.ResponseTypes, ResponseTypeCode)
+	if (!present || len(m.ResponseTypes) == 0) && m.HasGrant(GrantAuthorizationCode) {
 		m.ResponseTypes = []string{ResponseTypeCode}
 	}
 	if m.Contacts, _, err = stringArray(fields, "contacts", CodeInvalidClientMetadata); err != nil {
@@ -272,6 +281,22 @@ func Parse(body []byte) (*Metadata, error) {
 		return nil, metaErr("the metadata is %d bytes once registered; at most %d are accepted", len(b), MaxMetadataBytes)
 	}
 	return m, nil
+}
+
+// known keeps the values of list that are among supported. The Matrix spec
+// says a server MUST ignore grant_types and response_types values it does
+// not understand (its own registration example asks for the token-exchange
+// grant), so they are dropped rather than refused; what is registered and
+// returned is only what this server does. Duplicates are kept for Validate
+// to refuse.
+func known(list []string, supported ...string) []string {
+	out := list[:0:0]
+	for _, v := range list {
+		if slices.Contains(supported, v) {
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 // decodeObject splits a JSON object into its members, refusing anything that

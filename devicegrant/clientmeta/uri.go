@@ -51,8 +51,9 @@ func rawAuthority(raw string) string {
 }
 
 // checkHTTPSURI checks an absolute https URI with a DNS host, no userinfo,
-// no port and no fragment, and returns its lower-cased host.
-func checkHTTPSURI(name, raw, code string) (string, error) {
+// no fragment and, unless allowPort, no port, and returns its lower-cased
+// host.
+func checkHTTPSURI(name, raw, code string, allowPort bool) (string, error) {
 	if err := checkURIText(name, raw, code); err != nil {
 		return "", err
 	}
@@ -73,8 +74,15 @@ func checkHTTPSURI(name, raw, code string) (string, error) {
 	if strings.ContainsRune(auth, '%') {
 		return "", newErr(code, "%s must not percent-encode its host", name)
 	}
-	if u.Port() != "" || strings.HasSuffix(u.Host, ":") {
+	if strings.HasSuffix(u.Host, ":") {
+		return "", newErr(code, "%s has an empty port after the colon", name)
+	}
+	if p := u.Port(); p != "" && !allowPort {
 		return "", newErr(code, "%s must not specify a port; https URIs use the default port", name)
+	} else if p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 || p[0] == '0' {
+			return "", newErr(code, "%s port %q is not a port number from 1 to 65535", name, p)
+		}
 	}
 	host := strings.ToLower(u.Hostname())
 	if err := checkHost(name, host, code); err != nil {
@@ -137,7 +145,7 @@ func isPublicSuffix(domain string) bool {
 // checkClientURI checks client_uri (or a localised variant) and returns its
 // host (P-DCR-2).
 func checkClientURI(name, raw string) (string, error) {
-	host, err := checkHTTPSURI(name, raw, CodeInvalidClientMetadata)
+	host, err := checkHTTPSURI(name, raw, CodeInvalidClientMetadata, false)
 	if err != nil {
 		return "", err
 	}
@@ -150,7 +158,7 @@ func checkClientURI(name, raw string) (string, error) {
 // checkSiteURI checks an https URI that must be on the client_uri host or a
 // subdomain of it (P-DCR-2).
 func checkSiteURI(name, raw, clientHost string) error {
-	host, err := checkHTTPSURI(name, raw, CodeInvalidClientMetadata)
+	host, err := checkHTTPSURI(name, raw, CodeInvalidClientMetadata, false)
 	if err != nil {
 		return err
 	}
@@ -178,7 +186,10 @@ func checkRedirectURI(name, raw, appType, clientHost string) error {
 		if h := strings.ToLower(u.Hostname()); h == "localhost" || strings.HasSuffix(h, ".localhost") || net.ParseIP(h) != nil && net.ParseIP(h).IsLoopback() {
 			return redirErr("%s: https loopback redirect URIs are not allowed; native clients use http://127.0.0.1/…, http://[::1]/… or http://localhost/… without a port (RFC 8252 §7.3)", name)
 		}
-		host, err := checkHTTPSURI(name, raw, CodeInvalidRedirectURI)
+		// The Matrix spec's own example https://example.com:5173/?query=value
+		// is valid for client_uri https://example.com/: a redirect URI may
+		// name a port (a development server, a claimed https URI).
+		host, err := checkHTTPSURI(name, raw, CodeInvalidRedirectURI, true)
 		if err != nil {
 			return err
 		}
@@ -220,34 +231,44 @@ func checkLoopback(name, raw string, u *url.URL) error {
 	return redirErr("%s: http redirect URIs must use a loopback host written exactly as http://127.0.0.1, http://[::1] or http://localhost (lower case); other hosts need https", name)
 }
 
-// checkPrivateUse accepts a private-use scheme redirect URI whose scheme is
-// a reverse domain name on the client_uri host's branch of the DNS tree
-// (RFC 8252 §7.1, P-DCR-5).
+// checkPrivateUse accepts a private-use scheme redirect URI (RFC 8252 §7.1)
+// as the Matrix spec words it: the scheme starts with the client_uri host
+// in reverse-DNS notation and may add labels after it, so for client_uri
+// https://example.com/ com.example:/cb, com.example.app:/cb and
+// com.example:cb are valid. A scheme made from a parent domain of the host
+// is not: the client proves only that it controls the host. There is no
+// authority: one slash or none follows the colon.
 func checkPrivateUse(name, raw, clientHost string) error {
 	colon := strings.IndexByte(raw, ':')
 	scheme := strings.ToLower(raw[:colon])
 	rest := raw[colon+1:]
 	if strings.HasPrefix(rest, "//") {
-		return redirErr("%s must not have an authority (//); write %s:/path with a single slash (RFC 8252 §7.1)", name, scheme)
+		return redirErr("%s must not have an authority (//); write %s:/path with a single slash or %s:path (RFC 8252 §7.1)", name, scheme, scheme)
 	}
-	if !strings.HasPrefix(rest, "/") {
-		return redirErr("%s needs a path starting with \"/\" right after the scheme, such as %s:/callback", name, scheme)
+	if rest == "" {
+		return redirErr("%s has nothing after the scheme; add a path, such as %s:/callback", name, scheme)
 	}
-	labels := strings.Split(scheme, ".")
-	for i, j := 0, len(labels)-1; i < j; i, j = i+1, j-1 {
-		labels[i], labels[j] = labels[j], labels[i]
-	}
-	domain := strings.Join(labels, ".")
+	domain := reverseDNS(scheme)
 	if !isDNSName(domain) {
 		return redirErr("%s scheme %q is not a reverse domain name such as com.example.app", name, scheme)
 	}
-	if !onSite(domain, clientHost) && !onSite(clientHost, domain) {
-		return redirErr("%s scheme %q is not the reverse of the client_uri host %q, of a parent domain of it or of a subdomain of it", name, scheme, clientHost)
+	if !onSite(domain, clientHost) {
+		return redirErr("%s scheme %q does not start with %s, the client_uri host %q in reverse-DNS notation (more labels may follow, as in %s.ios)", name, scheme, reverseDNS(clientHost), clientHost, reverseDNS(clientHost))
 	}
 	if isPublicSuffix(domain) {
 		return redirErr("%s scheme %q is the reverse of the public suffix %q, which no single client owns", name, scheme, domain)
 	}
 	return nil
+}
+
+// reverseDNS writes a host name in reverse-DNS notation: example.com is
+// com.example.
+func reverseDNS(host string) string {
+	labels := strings.Split(host, ".")
+	for i, j := 0, len(labels)-1; i < j; i, j = i+1, j-1 {
+		labels[i], labels[j] = labels[j], labels[i]
+	}
+	return strings.Join(labels, ".")
 }
 
 // RedirectURIMatches reports whether the redirect URI presented at the

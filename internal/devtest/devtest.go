@@ -18,7 +18,9 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/devicegrant/devicegrant/devicegrant"
+	"github.com/devicegrant/devicegrant/store"
 	"github.com/devicegrant/devicegrant/store/sqlite"
+	"github.com/devicegrant/devicegrant/store/storetest"
 )
 
 // The account every Server starts with.
@@ -59,6 +61,8 @@ type Server struct {
 	Clock  *Clock // nil unless WithClock was given
 
 	noRun            bool
+	rerun            bool
+	between          storetest.Between
 	t                testing.TB
 	homeserverSecret string
 }
@@ -78,6 +82,15 @@ func WithClock() Option {
 // cleanup) stopped, as if the process died before doing it.
 func WithoutRun() Option {
 	return func(_ *devicegrant.Config, s *Server) { s.noRun = true }
+}
+
+// WithRerunUpdates makes the server's store run every Update function
+// twice, the first run rolled back (storetest.Rerun), with between (may be
+// nil) in the middle: a function that is not safe to re-run, as the store
+// contract requires, then fails the test on SQLite too. Server.Store stays
+// the plain store.
+func WithRerunUpdates(between storetest.Between) Option {
+	return func(_ *devicegrant.Config, s *Server) { s.rerun, s.between = true, between }
 }
 
 // WithConfig lets a test change any setting.
@@ -117,7 +130,11 @@ func Start(t testing.TB, opts ...Option) *Server {
 		o(&cfg, s)
 	}
 	s.homeserverSecret = cfg.HomeserverSecret
-	srv, err := devicegrant.New(cfg, st)
+	var core store.Store = st
+	if s.rerun {
+		core = storetest.Rerun(st, s.between)
+	}
+	srv, err := devicegrant.New(cfg, core)
 	if err != nil {
 		t.Fatal(err)
 	}

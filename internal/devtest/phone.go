@@ -64,7 +64,15 @@ func (p *Phone) Submit(pg *Page, actionSuffix string, values url.Values) *Page {
 	if err != nil {
 		p.t.Fatal(err)
 	}
-	resp, err := p.Client.PostForm(target.String(), data)
+	req, err := http.NewRequest(http.MethodPost, target.String(), strings.NewReader(data.Encode()))
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	// A form on the server's page posting to the server: browsers say so
+	// (Fetch Metadata), and keep saying it through the redirects after.
+	req.Header.Set("Sec-Fetch-Site", "same-origin")
+	resp, err := p.Client.Do(req)
 	if err != nil {
 		p.t.Fatal(err)
 	}

@@ -114,6 +114,9 @@ type Options struct {
 	// Now is the clock for the introspection cache and token expiry;
 	// default time.Now.
 	Now func() time.Time
+	// DateSkew, when not zero, moves the Date header of every answer
+	// that far from the real time, like a homeserver whose clock is off.
+	DateSkew time.Duration
 }
 
 // User is the homeserver's view of an account, as provisioned by the auth
@@ -172,6 +175,7 @@ type Homeserver struct {
 	requireProv bool
 	mode        AuthMetadataMode
 	now         func() time.Time
+	dateSkew    time.Duration
 	client      *http.Client
 
 	mu             sync.Mutex
@@ -203,6 +207,7 @@ func Start(t testing.TB, o Options) *Homeserver {
 		requireProv:  o.RequireProvisioning,
 		mode:         o.AuthMetadata,
 		now:          o.Now,
+		dateSkew:     o.DateSkew,
 		authEndpoint: strings.TrimRight(o.AuthEndpoint, "/"),
 		accounts:     map[string]*account{},
 		cache:        map[string]cacheEntry{},
@@ -449,6 +454,10 @@ func (h *Homeserver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		panic(http.ErrAbortHandler)
+	}
+	if h.dateSkew != 0 {
+		// net/http keeps a Date header the handler set.
+		w.Header().Set("Date", time.Now().Add(h.dateSkew).UTC().Format(http.TimeFormat))
 	}
 	p := r.URL.Path
 	if strings.HasPrefix(p, masPrefix) {

@@ -2,9 +2,11 @@ package fakesynapse
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -481,24 +483,78 @@ func TestDownUp(t *testing.T) {
 	expect(t, whoami(t, h, "tok"), 200, "")
 }
 
+// TestConcurrent: whoami, provisioning calls and the test accessors used
+// at once by many goroutines keep every answer right and lose no state
+// (the race detector checks the locking).
 func TestConcurrent(t *testing.T) {
+	const n = 8
 	h, a, _ := setup(t, Options{RequireProvisioning: true})
 	a.setToken("tok", map[string]any{"active": true, "scope": "urn:matrix:client:api:*", "username": "alice"})
 	expect(t, mas(t, h, "provision_user", `{"localpart":"alice"}`), 201, "")
+	// call returns a request's status and JSON body; unlike do it is safe
+	// in goroutines (errors are reported, not fatal).
+	call := func(method, u, auth, body string) (int, map[string]any) {
+		req, err := http.NewRequest(method, u, strings.NewReader(body))
+		if err != nil {
+			t.Error(err)
+			return 0, nil
+		}
+		req.Header.Set("Authorization", "Bearer "+auth)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Error(err)
+			return 0, nil
+		}
+		defer res.Body.Close()
+		var m map[string]any
+		_ = json.NewDecoder(res.Body).Decode(&m)
+		return res.StatusCode, m
+	}
 	var wg sync.WaitGroup
-	for i := 0; i < 8; i++ {
+	for i := range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			req, _ := http.NewRequest("GET", h.URL()+"/_matrix/client/v3/account/whoami", nil)
-			req.Header.Set("Authorization", "Bearer tok")
-			if res, err := http.DefaultClient.Do(req); err == nil {
-				res.Body.Close()
+			if st, m := call("GET", h.URL()+"/_matrix/client/v3/account/whoami", "tok", ""); st != 200 || m["user_id"] != "@alice:"+h.ServerName() {
+				t.Errorf("whoami %d: %d %v", i, st, m)
 			}
-			_ = h.Users()
+			body := fmt.Sprintf(`{"localpart":"alice","device_id":"DEV%d"}`, i)
+			if st, m := call("POST", h.URL()+"/_synapse/mas/upsert_device", secret, body); st != 201 {
+				t.Errorf("upsert_device DEV%d: %d %v", i, st, m)
+			}
+			h.AddDevice("alice", fmt.Sprintf("STRAY%d", i))
+			if _, ok := h.Users()["alice"]; !ok {
+				t.Errorf("goroutine %d: alice missing from Users()", i)
+			}
 			_ = h.Calls()
-			h.AddDevice("alice", "D")
 		}()
 	}
 	wg.Wait()
+
+	var want []string
+	for i := range n {
+		want = append(want, fmt.Sprintf("DEV%d", i), fmt.Sprintf("STRAY%d", i))
+	}
+	slices.Sort(want)
+	if got := h.Devices("alice"); !slices.Equal(got, want) {
+		t.Errorf("devices %v, want %v", got, want)
+	}
+	upserts := 0
+	for _, c := range h.Calls() {
+		if c.Path == "/_synapse/mas/upsert_device" && c.Status == 201 {
+			upserts++
+		}
+	}
+	if upserts != n {
+		t.Errorf("%d upsert_device calls recorded as 201, want %d", upserts, n)
+	}
+	// Concurrent first requests may each miss the cache, but every
+	// introspection counted was really sent, and no more than one per
+	// request.
+	a.mu.Lock()
+	sent := a.requests
+	a.mu.Unlock()
+	if got := h.Introspections(); got < 1 || got > n || got != sent {
+		t.Errorf("Introspections() = %d, auth server saw %d, want the same, between 1 and %d", got, sent, n)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/devicegrant/devicegrant/store"
@@ -241,11 +242,11 @@ func (t *tx) UpdateDeviceGrant(ctx context.Context, g store.DeviceGrant) error {
 		nullString(g.SessionID), ms(g.ExpiresAt), g.ID)
 }
 
-const sessionCols = `id, user_id, client_id, device_id, scope, created_at, last_active_at, last_ip, ended_at, end_reason`
+const sessionCols = `id, user_id, client_id, device_id, scope, created_at, last_active_at, last_ip, ended_at, end_reason, device_name`
 
 func scanSession(s scanner) (x store.Session, err error) {
 	err = s.Scan(&x.ID, &x.UserID, &x.ClientID, &x.DeviceID, &x.Scope, nt(&x.CreatedAt), nt(&x.LastActiveAt),
-		&x.LastIP, nt(&x.EndedAt), &x.EndReason)
+		&x.LastIP, nt(&x.EndedAt), &x.EndReason, &x.DeviceName)
 	return x, err
 }
 
@@ -273,16 +274,16 @@ func (q queries) SessionsByDevice(ctx context.Context, userID, deviceID string) 
 }
 
 func (t *tx) CreateSession(ctx context.Context, s store.Session) error {
-	_, err := t.db.ExecContext(ctx, `INSERT INTO sessions (`+sessionCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	_, err := t.db.ExecContext(ctx, `INSERT INTO sessions (`+sessionCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		s.ID, s.UserID, s.ClientID, s.DeviceID, s.Scope, ms(s.CreatedAt), ms(s.LastActiveAt), s.LastIP,
-		ms(s.EndedAt), s.EndReason)
+		ms(s.EndedAt), s.EndReason, s.DeviceName)
 	return wrap("create session", err)
 }
 
 func (t *tx) UpdateSession(ctx context.Context, s store.Session) error {
 	return t.exec1(ctx, "update session", `UPDATE sessions SET scope = ?, last_active_at = ?, last_ip = ?,
-		ended_at = ?, end_reason = ? WHERE id = ?`,
-		s.Scope, ms(s.LastActiveAt), s.LastIP, ms(s.EndedAt), s.EndReason, s.ID)
+		ended_at = ?, end_reason = ?, device_name = ? WHERE id = ?`,
+		s.Scope, ms(s.LastActiveAt), s.LastIP, ms(s.EndedAt), s.EndReason, s.DeviceName, s.ID)
 }
 
 const pairCols = `id, session_id, access_hash, refresh_hash, created_at, access_expires_at, used_at,
@@ -311,13 +312,13 @@ func (q queries) AccessToken(ctx context.Context, hash []byte) (store.AccessToke
 	var a store.AccessToken
 	row := q.db.QueryRowContext(ctx, `SELECT p.id, p.session_id, p.access_hash, p.refresh_hash, p.created_at,
 		p.access_expires_at, p.used_at, p.rotated_at, p.successor_id, p.revoked_at,
-		s.id, s.user_id, s.client_id, s.device_id, s.scope, s.created_at, s.last_active_at, s.last_ip, s.ended_at, s.end_reason,
+		s.id, s.user_id, s.client_id, s.device_id, s.scope, s.created_at, s.last_active_at, s.last_ip, s.ended_at, s.end_reason, s.device_name,
 		u.id, u.username, u.password_hash, u.display_name, u.created_at, u.deactivated_at
 		FROM token_pairs p JOIN sessions s ON s.id = p.session_id JOIN users u ON u.id = s.user_id
 		WHERE p.access_hash = ?`, hash)
 	s, u := &a.Session, &a.User
 	p, err := scanPair(row,
-		&s.ID, &s.UserID, &s.ClientID, &s.DeviceID, &s.Scope, nt(&s.CreatedAt), nt(&s.LastActiveAt), &s.LastIP, nt(&s.EndedAt), &s.EndReason,
+		&s.ID, &s.UserID, &s.ClientID, &s.DeviceID, &s.Scope, nt(&s.CreatedAt), nt(&s.LastActiveAt), &s.LastIP, nt(&s.EndedAt), &s.EndReason, &s.DeviceName,
 		&u.ID, &u.Username, &u.PasswordHash, &u.DisplayName, nt(&u.CreatedAt), nt(&u.DeactivatedAt))
 	a.Pair = p
 	return a, wrap("access token", err)
@@ -420,32 +421,15 @@ func (q queries) SessionsByUser(ctx context.Context, userID string, includeEnded
 	return out, wrap("sessions by user", rows.Err())
 }
 
-func (q queries) GrantsAwaitingDevice(ctx context.Context, userID string, now time.Time) ([]store.DeviceGrant, error) {
-	rows, err := q.db.QueryContext(ctx, `SELECT `+grantCols+` FROM device_grants
-		WHERE user_id = ? AND state IN (?, ?) AND expires_at > ? ORDER BY created_at`,
-		userID, store.GrantApproved, store.GrantReady, ms(now))
-	if err != nil {
-		return nil, wrap("grants awaiting device", err)
-	}
-	defer rows.Close()
-	var out []store.DeviceGrant
-	for rows.Next() {
-		g, err := scanGrant(rows)
-		if err != nil {
-			return nil, wrap("grants awaiting device", err)
-		}
-		out = append(out, g)
-	}
-	return out, wrap("grants awaiting device", rows.Err())
-}
-
 const outboxCols = `id, user_key, call, body, grant_id, created_at, attempts, next_attempt_at, lease_until, last_error, parked_at`
 
 func scanOutbox(s scanner) (e store.OutboxEntry, err error) {
-	var grant sql.NullString
-	err = s.Scan(&e.ID, &e.UserKey, &e.Call, &e.Body, &grant, nt(&e.CreatedAt), &e.Attempts, nt(&e.NextAttemptAt),
+	// The column keeps its first name, grant_id; it holds authorization
+	// request ids as well.
+	var approval sql.NullString
+	err = s.Scan(&e.ID, &e.UserKey, &e.Call, &e.Body, &approval, nt(&e.CreatedAt), &e.Attempts, nt(&e.NextAttemptAt),
 		nt(&e.LeaseUntil), &e.LastError, nt(&e.ParkedAt))
-	e.GrantID = grant.String
+	e.ApprovalID = approval.String
 	return e, err
 }
 
@@ -485,7 +469,7 @@ func (q queries) OutboxEntry(ctx context.Context, id int64) (store.OutboxEntry, 
 func (t *tx) Enqueue(ctx context.Context, e store.OutboxEntry) (int64, error) {
 	res, err := t.db.ExecContext(ctx, `INSERT INTO outbox (user_key, call, body, grant_id, created_at, attempts,
 		next_attempt_at, lease_until, last_error, parked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		e.UserKey, e.Call, e.Body, nullString(e.GrantID), ms(e.CreatedAt), e.Attempts, ms(e.NextAttemptAt),
+		e.UserKey, e.Call, e.Body, nullString(e.ApprovalID), ms(e.CreatedAt), e.Attempts, ms(e.NextAttemptAt),
 		ms(e.LeaseUntil), e.LastError, ms(e.ParkedAt))
 	if err != nil {
 		return 0, wrap("enqueue", err)
@@ -505,11 +489,12 @@ func (t *tx) DeleteOutbox(ctx context.Context, id int64) error {
 }
 
 func (t *tx) DeleteSpentTokens(ctx context.Context, before time.Time) (int64, error) {
-	// A pair rotated before the cutoff has a successor rotated later (or
-	// not at all) and a predecessor rotated earlier, so the successor chain
+	// A pair whose successor was used before the cutoff was itself used
+	// and rotated earlier, and so was its predecessor: the successor chain
 	// never points at a deleted pair from a kept one.
-	res, err := t.db.ExecContext(ctx, `DELETE FROM token_pairs WHERE rotated_at < ?1 OR revoked_at < ?1
-		OR session_id IN (SELECT id FROM sessions WHERE ended_at < ?1)`, ms(before))
+	res, err := t.db.ExecContext(ctx, `DELETE FROM token_pairs WHERE revoked_at < ?1
+		OR session_id IN (SELECT id FROM sessions WHERE ended_at < ?1)
+		OR (rotated_at < ?1 AND successor_id IN (SELECT id FROM token_pairs WHERE used_at < ?1))`, ms(before))
 	if err != nil {
 		return 0, wrap("delete spent tokens", err)
 	}
@@ -517,26 +502,80 @@ func (t *tx) DeleteSpentTokens(ctx context.Context, before time.Time) (int64, er
 	return n, nil
 }
 
-func (q queries) AuthCodesAwaitingDevice(ctx context.Context, userID string, now time.Time) ([]store.AuthCode, error) {
-	rows, err := q.db.QueryContext(ctx, `SELECT `+authCodeCols+` FROM auth_codes
-		WHERE user_id = ? AND status IN (?, ?, ?) AND expires_at > ? ORDER BY created_at`,
-		userID, store.AuthCodeWaiting, store.AuthCodeReady, store.AuthCodeIssued, ms(now))
+func (t *tx) DeleteBrowserSessionsOfUser(ctx context.Context, userID, keep string) error {
+	_, err := t.db.ExecContext(ctx, `DELETE FROM browser_sessions WHERE user_id = ? AND id != ?`, userID, keep)
+	return wrap("delete browser sessions of user", err)
+}
+
+func (q queries) GrantsOfUser(ctx context.Context, userID string, states []store.GrantState, now time.Time) ([]store.DeviceGrant, error) {
+	in, args := inList(states)
+	return q.grants(ctx, "grants of user", `user_id = ? AND state IN (`+in+`) AND expires_at > ? ORDER BY created_at`,
+		append(append([]any{userID}, args...), ms(now))...)
+}
+
+func (q queries) GrantsLapsed(ctx context.Context, states []store.GrantState, after, before time.Time) ([]store.DeviceGrant, error) {
+	in, args := inList(states)
+	return q.grants(ctx, "lapsed grants", `expires_at > ? AND expires_at <= ? AND state IN (`+in+`) ORDER BY expires_at`,
+		append([]any{ms(after), ms(before)}, args...)...)
+}
+
+func (q queries) AuthCodesOfUser(ctx context.Context, userID string, statuses []store.AuthCodeStatus, now time.Time) ([]store.AuthCode, error) {
+	in, args := inList(statuses)
+	return q.authCodes(ctx, "auth codes of user", `user_id = ? AND status IN (`+in+`) AND expires_at > ? ORDER BY created_at`,
+		append(append([]any{userID}, args...), ms(now))...)
+}
+
+func (q queries) AuthCodesLapsed(ctx context.Context, statuses []store.AuthCodeStatus, after, before time.Time) ([]store.AuthCode, error) {
+	in, args := inList(statuses)
+	return q.authCodes(ctx, "lapsed auth codes", `expires_at > ? AND expires_at <= ? AND status IN (`+in+`) ORDER BY expires_at`,
+		append([]any{ms(after), ms(before)}, args...)...)
+}
+
+// inList returns the placeholders and arguments of an SQL IN list. An
+// empty list matches nothing.
+func inList[T ~string](vals []T) (string, []any) {
+	if len(vals) == 0 {
+		return "NULL", nil
+	}
+	args := make([]any, len(vals))
+	for i, v := range vals {
+		args[i] = string(v)
+	}
+	return strings.Repeat("?, ", len(vals)-1) + "?", args
+}
+
+// grants lists the device grants matching where.
+func (q queries) grants(ctx context.Context, what, where string, args ...any) ([]store.DeviceGrant, error) {
+	rows, err := q.db.QueryContext(ctx, `SELECT `+grantCols+` FROM device_grants WHERE `+where, args...)
 	if err != nil {
-		return nil, wrap("auth codes awaiting device", err)
+		return nil, wrap(what, err)
+	}
+	defer rows.Close()
+	var out []store.DeviceGrant
+	for rows.Next() {
+		g, err := scanGrant(rows)
+		if err != nil {
+			return nil, wrap(what, err)
+		}
+		out = append(out, g)
+	}
+	return out, wrap(what, rows.Err())
+}
+
+// authCodes lists the authorization requests matching where.
+func (q queries) authCodes(ctx context.Context, what, where string, args ...any) ([]store.AuthCode, error) {
+	rows, err := q.db.QueryContext(ctx, `SELECT `+authCodeCols+` FROM auth_codes WHERE `+where, args...)
+	if err != nil {
+		return nil, wrap(what, err)
 	}
 	defer rows.Close()
 	var out []store.AuthCode
 	for rows.Next() {
 		a, err := scanAuthCode(rows)
 		if err != nil {
-			return nil, wrap("auth codes awaiting device", err)
+			return nil, wrap(what, err)
 		}
 		out = append(out, a)
 	}
-	return out, wrap("auth codes awaiting device", rows.Err())
-}
-
-func (t *tx) DeleteBrowserSessionsOfUser(ctx context.Context, userID, keep string) error {
-	_, err := t.db.ExecContext(ctx, `DELETE FROM browser_sessions WHERE user_id = ? AND id != ?`, userID, keep)
-	return wrap("delete browser sessions of user", err)
+	return out, wrap(what, rows.Err())
 }

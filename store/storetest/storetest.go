@@ -42,6 +42,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"DeleteUnusedClients", testDeleteUnusedClients},
 		{"UpdateRollsBack", testRollback},
 		{"UpdateSerializes", testSerializes},
+		{"ConcurrentUpdatesAreIsolated", testConcurrentIsolation},
+		{"UpdatePanicStaysWithItsCaller", testUpdatePanic},
 		{"ForeignKeys", testForeignKeys},
 	}
 	for _, tc := range tests {
@@ -127,7 +129,8 @@ func newGrant(t *testing.T, clientID, userCode string, created time.Time) store.
 
 func newSession(t *testing.T, s store.Store, u store.User, c store.Client, device string) store.Session {
 	t.Helper()
-	x := store.Session{ID: id(t), UserID: u.ID, ClientID: c.ID, DeviceID: device, Scope: "urn:matrix:client:api:*", CreatedAt: now()}
+	x := store.Session{ID: id(t), UserID: u.ID, ClientID: c.ID, DeviceID: device, Scope: "urn:matrix:client:api:*", CreatedAt: now(),
+		DeviceName: "Device " + device}
 	update(t, s, func(tx store.Tx) error { return tx.CreateSession(context.Background(), x) })
 	return x
 }
@@ -339,6 +342,7 @@ func testSessionsAndTokens(t *testing.T, s store.Store) {
 		t.Fatalf("SessionsByDevice = %d sessions, want 2", len(live))
 	}
 	s1.EndedAt, s1.EndReason, s1.LastIP, s1.LastActiveAt = now(), "revoked", "198.51.100.7", now()
+	s1.DeviceName = "Weather bot"
 	update(t, s, func(tx store.Tx) error { return tx.UpdateSession(ctx, s1) })
 	live, _ = s.SessionsByDevice(ctx, u.ID, "DEVICE0001")
 	if len(live) != 1 || live[0].ID != s2.ID {
@@ -350,6 +354,7 @@ func testSessionsAndTokens(t *testing.T, s store.Store) {
 	}
 	mustEqual(t, "EndReason", got.EndReason, "revoked")
 	mustEqual(t, "LastIP", got.LastIP, "198.51.100.7")
+	mustEqual(t, "DeviceName", got.DeviceName, "Weather bot")
 	mustTime(t, "EndedAt", got.EndedAt, s1.EndedAt)
 
 	p1 := store.TokenPair{ID: id(t), SessionID: s2.ID, AccessHash: hash("a1"), RefreshHash: hash("r1"),
@@ -387,6 +392,7 @@ func testSessionsAndTokens(t *testing.T, s store.Store) {
 	mustEqual(t, "AccessToken pair", at.Pair.ID, p2.ID)
 	mustEqual(t, "AccessToken session", at.Session.ID, s2.ID)
 	mustEqual(t, "AccessToken device", at.Session.DeviceID, "DEVICE0001")
+	mustEqual(t, "AccessToken device name", at.Session.DeviceName, "Device DEVICE0001")
 	mustEqual(t, "AccessToken user", at.User.Username, "alice")
 	mustTime(t, "AccessToken expiry", at.Pair.AccessExpiresAt, p2.AccessExpiresAt)
 	_, err = s.AccessToken(ctx, hash("r2"))
@@ -476,6 +482,85 @@ func testRollback(t *testing.T, s store.Store) {
 	mustNotFound(t, "user written by a failed transaction", err)
 }
 
+// testConcurrentIsolation: of many concurrent Updates, the ones whose
+// function fails leave nothing behind and the others all commit, whatever
+// the backend does to share work between them (SQLite commits them in
+// groups).
+func testConcurrentIsolation(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	const n = 64
+	boom := errors.New("boom")
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := s.Update(ctx, func(tx store.Tx) error {
+				if err := tx.CreateUser(ctx, store.User{ID: id(t), Username: fmt.Sprintf("user%02d", i), PasswordHash: "x", CreatedAt: now()}); err != nil {
+					return err
+				}
+				if i%3 == 0 {
+					return boom
+				}
+				return nil
+			})
+			if (i%3 == 0) != errors.Is(err, boom) || (i%3 != 0 && err != nil) {
+				t.Errorf("Update %d: %v", i, err)
+			}
+		}()
+	}
+	wg.Wait()
+	for i := range n {
+		_, err := s.UserByUsername(ctx, fmt.Sprintf("user%02d", i))
+		if i%3 == 0 {
+			mustNotFound(t, "user of a failed Update", err)
+		} else if err != nil {
+			t.Errorf("user%02d of a committed Update: %v", i, err)
+		}
+	}
+}
+
+// testUpdatePanic: a panic in an Update function reaches its caller, and
+// leaves the store working and the others' writes committed.
+func testUpdatePanic(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() {
+				p := recover()
+				if (i == 3) != (p != nil) {
+					t.Errorf("Update %d: recovered %v", i, p)
+				}
+			}()
+			err := s.Update(ctx, func(tx store.Tx) error {
+				if err := tx.CreateUser(ctx, store.User{ID: id(t), Username: fmt.Sprintf("panic%d", i), PasswordHash: "x", CreatedAt: now()}); err != nil {
+					return err
+				}
+				if i == 3 {
+					panic("boom")
+				}
+				return nil
+			})
+			if err != nil {
+				t.Errorf("Update %d: %v", i, err)
+			}
+		}()
+	}
+	wg.Wait()
+	for i := range 8 {
+		_, err := s.UserByUsername(ctx, fmt.Sprintf("panic%d", i))
+		if i == 3 {
+			mustNotFound(t, "user of the panicking Update", err)
+		} else if err != nil {
+			t.Errorf("panic%d: %v", i, err)
+		}
+	}
+	newUser(t, s, "afterpanic") // the store still writes
+}
+
 // testSerializes checks the property P-DEV-6 and P-RT-3 rest on: of many
 // concurrent read-check-write transactions on one row, exactly one sees the
 // old state.
@@ -563,15 +648,28 @@ func testSessionsByUser(t *testing.T, s store.Store) {
 		g.State, g.UserID = state, alice.ID
 		update(t, s, func(tx store.Tx) error { return tx.CreateDeviceGrant(ctx, g) })
 	}
-	waiting, err := s.GrantsAwaitingDevice(ctx, alice.ID, t0)
+	holding := []store.GrantState{store.GrantApproved, store.GrantReady}
+	waiting, err := s.GrantsOfUser(ctx, alice.ID, holding, t0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(waiting) != 2 {
-		t.Errorf("GrantsAwaitingDevice = %d grants, want the approved and the ready one", len(waiting))
+		t.Errorf("GrantsOfUser = %d grants, want the approved and the ready one", len(waiting))
 	}
-	if w, _ := s.GrantsAwaitingDevice(ctx, alice.ID, t0.Add(time.Hour)); len(w) != 0 {
+	if w, _ := s.GrantsOfUser(ctx, alice.ID, holding, t0.Add(time.Hour)); len(w) != 0 {
 		t.Errorf("expired grants still awaiting a device: %+v", w)
+	}
+	// The approved and the ready grant lapse when they expire; pending and
+	// exchanged ones do not count.
+	expiry := t0.Add(10 * time.Minute)
+	if l, err := s.GrantsLapsed(ctx, holding, t0, expiry); err != nil || len(l) != 2 || l[0].State == store.GrantPending || l[0].State == store.GrantExchanged {
+		t.Errorf("GrantsLapsed up to their expiry = %+v, %v; want the approved and the ready one", l, err)
+	}
+	if l, _ := s.GrantsLapsed(ctx, holding, expiry, expiry.Add(time.Hour)); len(l) != 0 {
+		t.Errorf("GrantsLapsed after their expiry = %+v, want none (the window is (after, before])", l)
+	}
+	if l, _ := s.GrantsLapsed(ctx, holding, t0, expiry.Add(-time.Millisecond)); len(l) != 0 {
+		t.Errorf("GrantsLapsed before their expiry = %+v, want none", l)
 	}
 }
 
@@ -675,9 +773,20 @@ func testAuthCodes(t *testing.T, s store.Store) {
 	pending := a
 	pending.ID, pending.CodeHash, pending.Status, pending.SessionID = id(t), nil, store.AuthCodeIssued, ""
 	update(t, s, func(tx store.Tx) error { return tx.CreateAuthCode(ctx, pending) })
-	waiting, err := s.AuthCodesAwaitingDevice(ctx, u.ID, t0)
+	approved := []store.AuthCodeStatus{store.AuthCodeWaiting, store.AuthCodeReady, store.AuthCodeIssued}
+	waiting, err := s.AuthCodesOfUser(ctx, u.ID, approved, t0)
+	if none, err := s.AuthCodesOfUser(ctx, u.ID, nil, t0); err != nil || len(none) != 0 {
+		t.Errorf("AuthCodesOfUser with no statuses = %+v, %v; want none", none, err)
+	}
 	if err != nil || len(waiting) != 1 || waiting[0].ID != pending.ID {
-		t.Errorf("AuthCodesAwaitingDevice = %+v, %v; want only the issued one (not the used one)", waiting, err)
+		t.Errorf("AuthCodesOfUser = %+v, %v; want only the issued one (not the used one)", waiting, err)
+	}
+	lapsed, err := s.AuthCodesLapsed(ctx, approved, t0, t0.Add(time.Minute))
+	if err != nil || len(lapsed) != 1 || lapsed[0].ID != pending.ID {
+		t.Errorf("AuthCodesLapsed = %+v, %v; want only the issued one", lapsed, err)
+	}
+	if l, _ := s.AuthCodesLapsed(ctx, approved, t0.Add(time.Minute), t0.Add(time.Hour)); len(l) != 0 {
+		t.Errorf("AuthCodesLapsed after the window = %+v", l)
 	}
 
 	var n int64
@@ -744,15 +853,22 @@ func testDeleteSpent(t *testing.T, s store.Store) {
 	}
 	p1, p2, p3, p4 := pair(live, "1"), pair(live, "2"), pair(live, "3"), pair(ended, "4")
 	p3.CreatedAt = t0
-	p1.RotatedAt, p1.SuccessorID = t0.Add(-48*time.Hour), p2.ID
+	p1.UsedAt, p1.RotatedAt, p1.SuccessorID = t0.Add(-60*time.Hour), t0.Add(-48*time.Hour), p2.ID
+	p2.UsedAt = t0.Add(-47 * time.Hour)                      // so p1 is spent
 	p2.RotatedAt, p2.SuccessorID = t0.Add(-time.Hour), p3.ID // rotated recently: kept
+	// A pair rotated long ago whose successor was never used may still be
+	// presented to retry a lost answer (P-RT-2): both stay.
+	other := newSession(t, s, u, c, "LOSTANSWER")
+	p5, p6 := pair(other, "5"), pair(other, "6")
+	p5.RotatedAt, p5.SuccessorID = t0.Add(-48*time.Hour), p6.ID
 	update(t, s, func(tx store.Tx) error {
-		return errors.Join(tx.CreateTokenPair(ctx, p3), tx.CreateTokenPair(ctx, p2), tx.CreateTokenPair(ctx, p1), tx.CreateTokenPair(ctx, p4))
+		return errors.Join(tx.CreateTokenPair(ctx, p3), tx.CreateTokenPair(ctx, p2), tx.CreateTokenPair(ctx, p1), tx.CreateTokenPair(ctx, p4),
+			tx.CreateTokenPair(ctx, p6), tx.CreateTokenPair(ctx, p5))
 	})
 	var n int64
 	update(t, s, func(tx store.Tx) (err error) { n, err = tx.DeleteSpentTokens(ctx, t0.Add(-24*time.Hour)); return err })
 	mustEqual(t, "pairs deleted", n, int64(2))
-	for _, p := range []store.TokenPair{p2, p3} {
+	for _, p := range []store.TokenPair{p2, p3, p5, p6} {
 		if _, err := s.TokenPair(ctx, p.ID); err != nil {
 			t.Errorf("pair that must stay: %v", err)
 		}

@@ -1,0 +1,175 @@
+package devicegrant
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/devicegrant/devicegrant/internal/fakesynapse"
+	"github.com/devicegrant/devicegrant/store"
+	"github.com/devicegrant/devicegrant/store/sqlite"
+	"github.com/devicegrant/devicegrant/store/storetest"
+)
+
+// These tests reach inside the server: the order of a commit and a
+// wake-up, and a re-run between two deliverers, cannot be seen from HTTP
+// without timing.
+
+const internalSecret = "internal-test-secret"
+
+// outboxServer is a server on a real SQLite file, seen through wrap, with
+// a homeserver that behaves like Synapse and no background work running.
+func outboxServer(t *testing.T, wrap func(store.Store) store.Store) (*Server, *sqlite.Store, *fakesynapse.Homeserver) {
+	t.Helper()
+	gin.SetMode(gin.ReleaseMode)
+	ctx := context.Background()
+	hs := fakesynapse.Start(t, fakesynapse.Options{Secret: internalSecret})
+	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "devicegrantd.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	s, err := New(Config{
+		Issuer:             "http://127.0.0.1:1/",
+		HomeserverEndpoint: hs.URL(),
+		HomeserverSecret:   internalSecret,
+		Logger:             slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}, wrap(st))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, st, hs
+}
+
+// woken reports whether the outbox deliverer was woken, and takes the
+// wake-up.
+func (s *Server) woken() bool {
+	select {
+	case <-s.outboxKick:
+		return true
+	default:
+		return false
+	}
+}
+
+// TestOutboxWakesAfterCommit: the deliverer is woken when a transaction
+// that enqueued a homeserver call commits. Woken inside it, the deliverer
+// would find nothing yet and sleep until its next tick; after a rollback,
+// or a transaction that enqueued nothing, there is nothing to wake for.
+func TestOutboxWakesAfterCommit(t *testing.T) {
+	ctx := context.Background()
+	s, _, _ := outboxServer(t, func(st store.Store) store.Store { return st })
+	body := map[string]string{"localpart": "alice"}
+
+	err := s.store.Update(ctx, func(tx store.Tx) error {
+		if err := s.enqueue(ctx, tx, "alice", callProvisionUser, body, ""); err != nil {
+			return err
+		}
+		if s.woken() {
+			t.Error("the deliverer was woken before the commit")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.woken() {
+		t.Error("the deliverer was not woken after the commit")
+	}
+
+	errRollBack := errors.New("roll back")
+	err = s.store.Update(ctx, func(tx store.Tx) error {
+		if err := s.enqueue(ctx, tx, "alice", callProvisionUser, body, ""); err != nil {
+			return err
+		}
+		return errRollBack
+	})
+	if !errors.Is(err, errRollBack) {
+		t.Fatalf("Update = %v", err)
+	}
+	if s.woken() {
+		t.Error("the deliverer was woken for a rolled-back call")
+	}
+	if err := s.store.Update(ctx, func(tx store.Tx) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if s.woken() {
+		t.Error("the deliverer was woken by a transaction that enqueued nothing")
+	}
+}
+
+// TestDeliverDecidesAfreshOnRerun: when the store runs the claim again
+// (store.Store allows it) and, in between, another deliverer took the
+// entry, deliver must not make the call: the first run's decision to claim
+// it is void. Without another deliverer, a re-run delivers exactly once.
+func TestDeliverDecidesAfreshOnRerun(t *testing.T) {
+	ctx := context.Background()
+	var rival atomic.Bool // when set, the next Update is raced by another deliverer
+	s, st, hs := outboxServer(t, func(st store.Store) store.Store {
+		return storetest.Rerun(st, func(ctx context.Context, st store.Store) error {
+			if !rival.CompareAndSwap(true, false) {
+				return nil
+			}
+			return st.Update(ctx, func(tx store.Tx) error {
+				all, err := tx.Outbox(ctx, 100)
+				if err != nil {
+					return err
+				}
+				for _, e := range all {
+					e.LeaseUntil = time.Now().Add(time.Hour)
+					if err := tx.UpdateOutbox(ctx, e); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+		})
+	})
+	err := st.Update(ctx, func(tx store.Tx) error {
+		return s.enqueue(ctx, tx, "alice", callProvisionUser, map[string]string{"localpart": "alice"}, "")
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	due, err := st.OutboxDue(ctx, time.Now(), 10)
+	if err != nil || len(due) != 1 {
+		t.Fatalf("OutboxDue: %v %v", due, err)
+	}
+
+	rival.Store(true)
+	if ok, err := s.deliver(ctx, due[0]); ok || err != nil {
+		t.Errorf("deliver of an entry another deliverer holds: %v %v, want false, nil", ok, err)
+	}
+	if calls := hs.Calls(); len(calls) != 0 {
+		t.Fatalf("deliver made %d homeserver calls for an entry another deliverer holds", len(calls))
+	}
+
+	// The rival's lease ends; the entry is delivered once and removed.
+	err = st.Update(ctx, func(tx store.Tx) error {
+		e, err := tx.OutboxEntry(ctx, due[0].ID)
+		if err != nil {
+			return err
+		}
+		e.LeaseUntil = time.Time{}
+		return tx.UpdateOutbox(ctx, e)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := s.deliver(ctx, due[0]); !ok || err != nil {
+		t.Fatalf("deliver: %v %v, want true, nil", ok, err)
+	}
+	if calls := hs.Calls(); len(calls) != 1 || calls[0].Path != "/_synapse/mas/provision_user" || calls[0].Status != 201 {
+		t.Errorf("homeserver calls %+v, want one provision_user answered 201", calls)
+	}
+	if left, err := st.Outbox(ctx, 10); err != nil || len(left) != 0 {
+		t.Errorf("outbox after delivery: %v %v, want empty", left, err)
+	}
+}

@@ -1,0 +1,458 @@
+// Package bench is devicegrantd's benchmark harness: it starts devicegrantd
+// on loopback with a fresh SQLite file (or targets a running one), drives
+// its hot paths with concurrent keep-alive clients, measures each next to
+// a bare gin handler of the same shape served the same way in the same
+// run, and reports a Markdown table. Ratios, not absolute figures, are
+// what compare across machines.
+//
+// It is a program (cmd/devicegrant-bench), not a timed unit test; a short
+// smoke run is part of the test command so it cannot rot.
+package bench
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Options say what to measure and how long.
+type Options struct {
+	// Duration is how long each row is measured. Default 5 s.
+	Duration time.Duration
+	// Conns is the number of concurrent connections (wrk's -c). Default 16.
+	Conns int
+	// Chains is the number of concurrent refresh chains. Default 32.
+	Chains int
+	// Pending is the number of pending pairings the memory row holds.
+	// Default 10,000.
+	Pending int
+	// Target is the base URL of a running devicegrantd; empty starts one.
+	// With a target, Secret, Username and Password must be given and
+	// the process rows (memory, start-up, size) are left out.
+	Target, Secret, Username, Password string
+	// Binary is a devicegrantd binary to start; empty builds one.
+	Binary string
+	// Bare is the command that serves the bare handler: the harness's own
+	// executable and its arguments, the address appended. Required.
+	Bare []string
+	// WorkDir keeps the database and logs; empty uses a temporary one.
+	WorkDir string
+	// Progress receives a line per step; nil discards them.
+	Progress io.Writer
+}
+
+func (o *Options) defaults() {
+	if o.Duration <= 0 {
+		o.Duration = 5 * time.Second
+	}
+	if o.Conns <= 0 {
+		o.Conns = 16
+	}
+	if o.Chains <= 0 {
+		o.Chains = 32
+	}
+	if o.Pending <= 0 {
+		o.Pending = 10000
+	}
+	if o.Progress == nil {
+		o.Progress = io.Discard
+	}
+}
+
+// Row is one line of the report.
+type Row struct {
+	Name   string
+	Result Result
+	Bare   *Result // nil when the row has no bare counterpart
+	Goal   string
+	Met    bool
+	Note   string
+}
+
+// Report is what Run measured.
+type Report struct {
+	Rows                            []Row
+	RSSIdle, RSSPending, RSSPeak    int64 // bytes; 0 when not measured
+	Pending                         int
+	Ready                           time.Duration
+	BinarySize                      int64
+	Conns                           int
+	Duration                        time.Duration
+	PendingAnswers, SlowDownAnswers int64
+}
+
+// harness is one run's state.
+type harness struct {
+	o       Options
+	client  *http.Client
+	base    string
+	secret  string
+	daemon  *process
+	phones  []*phone
+	devices atomic.Int64 // device id counter
+}
+
+const (
+	apiScope   = "urn:matrix:client:api:*"
+	benchUser  = "bench"
+	benchPass  = "bench password 1234"
+	grantType  = "urn:ietf:params:oauth:grant-type:device_code"
+	clientJSON = `{"client_name":"devicegrant-bench","client_uri":"https://bench.example.org/","application_type":"native",
+		"token_endpoint_auth_method":"none","grant_types":["urn:ietf:params:oauth:grant-type:device_code","refresh_token"]}`
+)
+
+// Run measures every row. Errors are setup failures; a row whose requests
+// fail reports its error count instead.
+func Run(ctx context.Context, o Options) (*Report, error) {
+	o.defaults()
+	if len(o.Bare) == 0 {
+		return nil, errors.New("bench: Options.Bare is required")
+	}
+	h := &harness{o: o, client: newClient(max(o.Conns, o.Chains) * 2)}
+	rep := &Report{Conns: o.Conns, Duration: o.Duration, Pending: o.Pending}
+	dir := o.WorkDir
+	if dir == "" {
+		var err error
+		if dir, err = os.MkdirTemp("", "devicegrant-bench-"); err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(dir)
+	}
+
+	// The bare handler, in its own process.
+	bareAddr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	bare, err := start(ctx, o.Bare[0], append(o.Bare[1:], bareAddr), nil, bareAddr, filepath.Join(dir, "bare.log"))
+	if err != nil {
+		return nil, err
+	}
+	defer bare.stop()
+
+	if o.Target != "" {
+		h.base, h.secret = strings.TrimSuffix(o.Target, "/")+"/", o.Secret
+		if h.secret == "" || o.Username == "" || o.Password == "" {
+			return nil, errors.New("bench: a target needs --secret (the homeserver secret), --username and --password")
+		}
+	} else {
+		if err := h.startDaemon(ctx, dir, rep); err != nil {
+			return nil, err
+		}
+		defer h.daemon.stop()
+		o.Username, o.Password = benchUser, benchPass
+	}
+	for range max(o.Conns, 1) {
+		h.phones = append(h.phones, newPhone(h.client.Transport, o.Username, o.Password))
+	}
+
+	clientID, err := h.register(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if h.daemon != nil {
+		// Memory with many devices waiting, before any sign-in: a
+		// password check (argon2id, 19 MiB) leaves its memory in the
+		// heap until the runtime gives it back, which the peak row shows.
+		h.progress("memory with %d pending pairings", o.Pending)
+		if err := h.fillPending(ctx, clientID, o.Pending); err != nil {
+			return nil, err
+		}
+		time.Sleep(time.Second)
+		if rep.RSSPending, err = h.daemon.rss("VmRSS"); err != nil {
+			return nil, err
+		}
+	}
+	h.progress("signing in %d sessions", o.Chains+1)
+	sessions, err := h.signInMany(ctx, clientID, o.Chains+1)
+	if err != nil {
+		return nil, err
+	}
+
+	// Introspection of a valid token.
+	h.progress("introspection")
+	access := sessions[0].AccessToken
+	intro := func(base, secret string) func(ctx context.Context, w int) error {
+		return func(ctx context.Context, w int) error {
+			return h.expect(ctx, post(base+"oauth2/introspect", url.Values{"token": {access}}, "Bearer "+secret), 200, `"active":true`)
+		}
+	}
+	r := closedLoop(ctx, o.Conns, o.Duration, intro(h.base, h.secret))
+	b := closedLoop(ctx, o.Conns, o.Duration, intro(bare.base, bareSecret))
+	rep.Rows = append(rep.Rows, ratioRow("introspection of a valid token (homeserver secret)", r, b, 0.7))
+
+	// Device authorization, which also makes the pending pairings the
+	// polling row needs.
+	h.progress("device authorization")
+	var mu sync.Mutex
+	var codes []string
+	r = closedLoop(ctx, o.Conns, o.Duration, func(ctx context.Context, w int) error {
+		da, err := h.deviceAuth(ctx, clientID)
+		if err != nil {
+			return err
+		}
+		mu.Lock()
+		codes = append(codes, da.DeviceCode)
+		mu.Unlock()
+		return nil
+	})
+	rep.Rows = append(rep.Rows, Row{Name: "device authorization (rate limit raised)", Result: r, Goal: "≥ 2,500/s, durable", Met: r.Errors == 0 && r.PerSecond() >= 2500})
+
+	// Polls of pending device codes, each code at most once per interval
+	// (1 s), round robin, as fast as the workers can send.
+	h.progress("polling %d pending codes", len(codes))
+	if len(codes) == 0 {
+		return nil, errors.New("bench: no device code was issued")
+	}
+	var next atomic.Int64
+	var pending, slow atomic.Int64
+	poll := func(base string, count bool) func(ctx context.Context, w int) error {
+		return func(ctx context.Context, w int) error {
+			code := codes[int(next.Add(1))%len(codes)]
+			status, body, err := call(ctx, h.client, post(base+"oauth2/token", url.Values{"grant_type": {grantType}, "device_code": {code}, "client_id": {clientID}}, ""))
+			switch {
+			case err != nil:
+				return err
+			case status == 400 && strings.Contains(string(body), `"authorization_pending"`):
+				if count {
+					pending.Add(1)
+				}
+				return nil
+			case status == 400 && strings.Contains(string(body), `"slow_down"`):
+				if count {
+					slow.Add(1)
+				}
+				return nil
+			}
+			return fmt.Errorf("poll: %d %s", status, body)
+		}
+	}
+	r = closedLoop(ctx, o.Conns, o.Duration, poll(h.base, true))
+	b = closedLoop(ctx, o.Conns, o.Duration, poll(bare.base, false))
+	rep.PendingAnswers, rep.SlowDownAnswers = pending.Load(), slow.Load()
+	row := ratioRow("polls of pending device codes", r, b, 0.5)
+	row.Note = fmt.Sprintf("%d authorization_pending, %d slow_down", rep.PendingAnswers, rep.SlowDownAnswers)
+	rep.Rows = append(rep.Rows, row)
+
+	// Refresh rotation: each chain refreshes its own token in turn.
+	h.progress("refresh rotation, %d chains", o.Chains)
+	refresh := make([]string, o.Chains)
+	for i := range refresh {
+		refresh[i] = sessions[i+1].RefreshToken
+	}
+	r = closedLoop(ctx, o.Chains, o.Duration, func(ctx context.Context, w int) error {
+		tok, err := h.token(ctx, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {refresh[w]}, "client_id": {clientID}})
+		if err != nil {
+			return err
+		}
+		refresh[w] = tok.RefreshToken
+		return nil
+	})
+	rep.Rows = append(rep.Rows, Row{Name: fmt.Sprintf("refresh rotation, %d concurrent chains", o.Chains), Result: r, Goal: "≥ 2,000/s, durable", Met: r.Errors == 0 && r.PerSecond() >= 2000})
+
+	// The whole device flow, the client registered once.
+	h.progress("whole device flow")
+	r = closedLoop(ctx, o.Conns, o.Duration, func(ctx context.Context, w int) error {
+		_, err := h.signIn(ctx, h.phones[w%len(h.phones)], clientID)
+		return err
+	})
+	rep.Rows = append(rep.Rows, Row{Name: "whole device flow (authorize, approve on a phone, poll, tokens)", Result: r, Goal: "≥ 500/s", Met: r.Errors == 0 && r.PerSecond() >= 500})
+
+	if h.daemon != nil {
+		if rep.RSSPeak, err = h.daemon.rss("VmHWM"); err != nil {
+			return nil, err
+		}
+	}
+	return rep, nil
+}
+
+func (h *harness) progress(format string, args ...any) {
+	fmt.Fprintf(h.o.Progress, "bench: "+format+"\n", args...)
+}
+
+// startDaemon builds (unless given) and starts devicegrantd on a fresh
+// SQLite file, with one account, and measures start-up and idle memory.
+func (h *harness) startDaemon(ctx context.Context, dir string, rep *Report) error {
+	bin := h.o.Binary
+	if bin == "" {
+		root, err := moduleRoot()
+		if err != nil {
+			return err
+		}
+		bin = filepath.Join(dir, "devicegrantd")
+		h.progress("building devicegrantd")
+		if err := buildDaemon(ctx, root, bin); err != nil {
+			return err
+		}
+	}
+	fi, err := os.Stat(bin)
+	if err != nil {
+		return err
+	}
+	rep.BinarySize = fi.Size()
+	addr, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	h.secret = "bench-" + rand.Text()
+	env := []string{
+		"DEVICEGRANTD_LISTEN=" + addr,
+		"DEVICEGRANTD_DATABASE=" + filepath.Join(dir, "devicegrantd.db"),
+		"DEVICEGRANTD_HOMESERVER_SECRET=" + h.secret,
+		"DEVICEGRANTD_ACCESS_TOKEN_TTL=1h",
+		"DEVICEGRANTD_POLL_INTERVAL=1s",
+		"DEVICEGRANTD_DEVICE_AUTHORIZATIONS=1000000000/1ms",
+		"DEVICEGRANTD_LOG_LEVEL=warn",
+	}
+	add := execCommand(ctx, bin, []string{"user", "add", benchUser, "--password-stdin"}, env, benchPass+"\n")
+	if out, err := add.CombinedOutput(); err != nil {
+		return fmt.Errorf("devicegrantd user add: %w\n%s", err, out)
+	}
+	h.progress("starting devicegrantd")
+	if h.daemon, err = start(ctx, bin, []string{"serve"}, env, addr, filepath.Join(dir, "devicegrantd.log")); err != nil {
+		return err
+	}
+	h.base, rep.Ready = h.daemon.base, h.daemon.ready
+	time.Sleep(500 * time.Millisecond)
+	rep.RSSIdle, err = h.daemon.rss("VmRSS")
+	return err
+}
+
+// tokens is a token response.
+type tokens struct {
+	AccessToken  string `json:"access_token"`
+	RefreshToken string `json:"refresh_token"`
+}
+
+// deviceAuthorization is a device authorization response.
+type deviceAuthorization struct {
+	DeviceCode              string `json:"device_code"`
+	VerificationURIComplete string `json:"verification_uri_complete"`
+}
+
+func post(u string, form url.Values, authorization string) *http.Request {
+	req, _ := http.NewRequest(http.MethodPost, u, strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if authorization != "" {
+		req.Header.Set("Authorization", authorization)
+	}
+	return req
+}
+
+// expect sends req and checks the status and a piece of the body.
+func (h *harness) expect(ctx context.Context, req *http.Request, status int, contains string) error {
+	got, body, err := call(ctx, h.client, req)
+	if err != nil {
+		return err
+	}
+	if got != status || !strings.Contains(string(body), contains) {
+		return fmt.Errorf("%s: %d %s", req.URL.Path, got, body)
+	}
+	return nil
+}
+
+func (h *harness) register(ctx context.Context) (string, error) {
+	req, _ := http.NewRequest(http.MethodPost, h.base+"oauth2/registration", strings.NewReader(clientJSON))
+	req.Header.Set("Content-Type", "application/json")
+	status, body, err := call(ctx, h.client, req)
+	if err != nil {
+		return "", err
+	}
+	var m struct {
+		ClientID string `json:"client_id"`
+	}
+	if status != http.StatusCreated || json.Unmarshal(body, &m) != nil || m.ClientID == "" {
+		return "", fmt.Errorf("register: %d %s", status, body)
+	}
+	return m.ClientID, nil
+}
+
+func (h *harness) deviceAuth(ctx context.Context, clientID string) (deviceAuthorization, error) {
+	device := fmt.Sprintf("BENCH%010d", h.devices.Add(1))
+	status, body, err := call(ctx, h.client, post(h.base+"oauth2/device", url.Values{"client_id": {clientID}, "scope": {apiScope + " urn:matrix:client:device:" + device}}, ""))
+	var da deviceAuthorization
+	switch {
+	case err != nil:
+		return da, err
+	case status != http.StatusOK || json.Unmarshal(body, &da) != nil || da.DeviceCode == "":
+		return da, fmt.Errorf("device authorization: %d %s", status, body)
+	}
+	return da, nil
+}
+
+func (h *harness) token(ctx context.Context, form url.Values) (tokens, error) {
+	status, body, err := call(ctx, h.client, post(h.base+"oauth2/token", form, ""))
+	var t tokens
+	switch {
+	case err != nil:
+		return t, err
+	case status != http.StatusOK || json.Unmarshal(body, &t) != nil || t.AccessToken == "":
+		return t, fmt.Errorf("token: %d %s", status, body)
+	}
+	return t, nil
+}
+
+// signIn runs one device flow: authorize, approve on ph, poll once.
+func (h *harness) signIn(ctx context.Context, ph *phone, clientID string) (tokens, error) {
+	da, err := h.deviceAuth(ctx, clientID)
+	if err != nil {
+		return tokens{}, err
+	}
+	if err := ph.approve(ctx, da.VerificationURIComplete); err != nil {
+		return tokens{}, err
+	}
+	return h.token(ctx, url.Values{"grant_type": {grantType}, "device_code": {da.DeviceCode}, "client_id": {clientID}})
+}
+
+func (h *harness) signInMany(ctx context.Context, clientID string, n int) ([]tokens, error) {
+	out := make([]tokens, n)
+	for i := range out {
+		var err error
+		if out[i], err = h.signIn(ctx, h.phones[0], clientID); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// fillPending creates n more pending pairings, in parallel.
+func (h *harness) fillPending(ctx context.Context, clientID string, n int) error {
+	var left atomic.Int64
+	left.Store(int64(n))
+	var wg sync.WaitGroup
+	errs := make(chan error, h.o.Conns)
+	for range h.o.Conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for left.Add(-1) >= 0 {
+				if _, err := h.deviceAuth(ctx, clientID); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs
+}
+
+func ratioRow(name string, r, b Result, goal float64) Row {
+	ratio := 0.0
+	if b.PerSecond() > 0 {
+		ratio = r.PerSecond() / b.PerSecond()
+	}
+	return Row{Name: name, Result: r, Bare: &b, Goal: fmt.Sprintf("≥ %.1f× bare", goal), Met: r.Errors == 0 && ratio >= goal}
+}

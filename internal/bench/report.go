@@ -1,0 +1,75 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os/exec"
+	"strings"
+	"time"
+)
+
+// Markdown writes the report as the README shows it.
+func (rep *Report) Markdown(w io.Writer) {
+	fmt.Fprintf(w, "%d connections, %s per row, keep-alive HTTP/1.1 on loopback.\n\n", rep.Conns, rep.Duration)
+	fmt.Fprintln(w, "| path | req/s | p50 | p99 | errors | bare gin req/s | ratio | goal | met |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---|---|")
+	for _, r := range rep.Rows {
+		bare, ratio := "", ""
+		if r.Bare != nil {
+			bare = fmt.Sprintf("%.0f", r.Bare.PerSecond())
+			if r.Bare.PerSecond() > 0 {
+				ratio = fmt.Sprintf("%.2f×", r.Result.PerSecond()/r.Bare.PerSecond())
+			}
+		}
+		name := r.Name
+		if r.Note != "" {
+			name += " (" + r.Note + ")"
+		}
+		fmt.Fprintf(w, "| %s | %.0f | %s | %s | %d | %s | %s | %s | %s |\n", name, r.Result.PerSecond(),
+			ms(r.Result.P50), ms(r.Result.P99), r.Result.Errors, bare, ratio, r.Goal, yes(r.Met))
+	}
+	if rep.RSSIdle > 0 {
+		fmt.Fprintf(w, "| RSS idle | %.1f MB | | | | | | ≤ 25 MB | %s |\n", mb(rep.RSSIdle), yes(rep.RSSIdle <= 25<<20))
+	}
+	if rep.RSSPending > 0 {
+		fmt.Fprintf(w, "| RSS with %d pending pairings, before any sign-in | %.1f MB | | | | | | ≤ 60 MB | %s |\n", rep.Pending, mb(rep.RSSPending), yes(rep.RSSPending <= 60<<20))
+	}
+	if rep.RSSPeak > 0 {
+		fmt.Fprintf(w, "| peak RSS over the whole run (VmHWM) | %.1f MB | | | | | | | |\n", mb(rep.RSSPeak))
+	}
+	if rep.Ready > 0 {
+		fmt.Fprintf(w, "| start to /healthz ready | %s | | | | | | ≤ 100 ms | %s |\n", ms(rep.Ready), yes(rep.Ready <= 100*time.Millisecond))
+	}
+	if rep.BinarySize > 0 {
+		fmt.Fprintf(w, "| binary size | %.1f MB | | | | | | | |\n", mb(rep.BinarySize))
+	}
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond)) }
+
+func mb(b int64) float64 { return float64(b) / (1 << 20) }
+
+func yes(ok bool) string {
+	if ok {
+		return "yes"
+	}
+	return "**no**"
+}
+
+// Machine describes this machine in one line for the report.
+func Machine(ctx context.Context) string {
+	cpu := "unknown CPU"
+	if out, err := exec.CommandContext(ctx, "sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2").Output(); err == nil && len(strings.TrimSpace(string(out))) > 0 {
+		cpu = strings.TrimSpace(string(out))
+	}
+	cores := "?"
+	if out, err := exec.CommandContext(ctx, "nproc").Output(); err == nil {
+		cores = strings.TrimSpace(string(out))
+	}
+	gov := ""
+	if out, err := exec.CommandContext(ctx, "go", "version").Output(); err == nil {
+		gov = strings.TrimSpace(string(out))
+	}
+	return fmt.Sprintf("%s cores, %s, %s", cores, cpu, gov)
+}
