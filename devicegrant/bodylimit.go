@@ -119,9 +119,13 @@ func checkText(v url.Values) *oauthError {
 	return nil
 }
 
-// noMethod answers 405 as notFound answers 404: a page for browsers,
-// an OAuth-style error otherwise.
+// noMethod answers 405 as notFound answers 404: the Matrix error format
+// on Matrix paths, a page for browsers, an OAuth-style error otherwise.
 func (s *Server) noMethod(c *gin.Context) {
+	if strings.HasPrefix(c.Request.URL.Path, s.prefix+"_matrix/") {
+		writeMatrixError(c, mxErr(http.StatusMethodNotAllowed, "M_UNRECOGNIZED", "method %s is not allowed here", c.Request.Method))
+		return
+	}
 	if strings.Contains(c.GetHeader("Accept"), "text/html") {
 		s.errorPage(c, http.StatusMethodNotAllowed, "Not allowed", "This page cannot be used that way.")
 		return

@@ -88,6 +88,7 @@ func TestHostileInput(t *testing.T) {
 		page("account/sessions/end", "session_id", "session_id", "nope"),
 		page("account/deactivate", "password", "password", "wrong", "confirm_text", "nope"),
 		page("account/cross-signing-reset", "password", "password", "wrong"),
+		page("legacy/sso", "redirectUrl", "redirectUrl", "https://app.example.org/cb", "action", "continue"),
 	}
 
 	type request struct {
@@ -155,6 +156,8 @@ func TestHostileInput(t *testing.T) {
 		{"d/" + huge[:8000], true},
 		{"account?device_id=%ff&action=%00", true},
 		{"register?next=%zz", true},
+		{"legacy/sso?redirectUrl=%ff", true},
+		{"legacy/sso?redirectUrl=javascript:alert(1)", true},
 		{"oauth2/userinfo", false},
 		{"oauth2/token", false},
 		{".well-known/openid-configuration?x=%ff", false},
@@ -228,6 +231,82 @@ func TestHostileInput(t *testing.T) {
 			}
 			if _, ok := m["error_description"].(string); !ok {
 				t.Errorf("no error_description: %v", m)
+			}
+		})
+	}
+}
+
+// TestHostileInputMatrix: the same for the legacy Matrix login API, whose
+// errors are in the Matrix format ({"errcode": "M_…", "error": "…"}), and
+// its SSO confirmation page (P-LEG-1…4, issue 10).
+func TestHostileInputMatrix(t *testing.T) {
+	e := newEnv(t)
+	huge := strings.Repeat("A", 60<<10)
+	login := `{"type":"m.login.password","identifier":{"type":"m.id.user","user":"alice"},"password":"wrong"}`
+	bodies := map[string][2]string{
+		"nested arrays":     {"application/json", `{"type":"m.login.password","identifier":` + strings.Repeat("[", 20000) + strings.Repeat("]", 20000) + `}`},
+		"nested objects":    {"application/json", strings.Repeat(`{"a":`, 10000) + "1" + strings.Repeat("}", 10000)},
+		"invalid UTF-8":     {"application/json", "{\"type\":\"m.login.password\",\"password\":\"\xff\xfe\"}"},
+		"NUL":               {"application/json", strings.Replace(login, "alice", `a\u0000lice`, 1)},
+		"huge value":        {"application/json", strings.Replace(login, "wrong", huge, 1)},
+		"over 64 KiB":       {"application/json", strings.Replace(login, "wrong", huge+huge, 1)},
+		"form body":         {"application/x-www-form-urlencoded", "type=m.login.password&user=alice&password=x"},
+		"multipart body":    {"multipart/form-data; boundary=B", "--B\r\nContent-Disposition: form-data; name=\"type\"\r\n\r\nm.login.password\r\n--B--\r\n"},
+		"empty":             {"application/json", ""},
+		"array":             {"application/json", "[" + login + "]"},
+		"wrong types":       {"application/json", `{"type":7,"identifier":"alice","password":["x"]}`},
+		"duplicate members": {"application/json", `{"type":"m.login.password","password":"a","password":"b"}`},
+	}
+	type request struct{ name, method, path, ctype, body, auth string }
+	var reqs []request
+	for _, v := range []string{"v3", "r0"} {
+		for _, p := range []string{"login", "refresh", "logout", "logout/all"} {
+			path := "_matrix/client/" + v + "/" + p
+			for name, b := range bodies {
+				reqs = append(reqs, request{path + ": " + name, http.MethodPost, path, b[0], b[1], ""})
+			}
+			for _, m := range []string{http.MethodPut, http.MethodDelete, http.MethodPatch} {
+				reqs = append(reqs, request{path + ": method " + m, m, path, "application/json", login, ""})
+			}
+			for name, auth := range map[string]string{"garbage bearer": "Bearer %%%", "invalid UTF-8 bearer": "Bearer a\xffb", "huge bearer": "Bearer " + huge[:6000], "basic": "Basic AP8A"} {
+				reqs = append(reqs, request{path + ": " + name, http.MethodPost, path, "application/json", `{}`, auth})
+			}
+		}
+		for _, q := range []string{"", "?redirectUrl=%ff", "?redirectUrl=javascript:alert(1)", "?redirectUrl=" + huge[:6000], "?redirectUrl=%zz"} {
+			path := "_matrix/client/" + v + "/login/sso/redirect" + q
+			reqs = append(reqs, request{"GET " + path[:min(len(path), 70)], http.MethodGet, path, "", "", ""})
+		}
+	}
+	for _, r := range reqs {
+		t.Run(r.name, func(t *testing.T) {
+			req, err := http.NewRequest(r.method, e.URL+r.path, strings.NewReader(r.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.ctype != "" {
+				req.Header.Set("Content-Type", r.ctype)
+			}
+			if r.auth != "" {
+				req.Header["Authorization"] = []string{r.auth}
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode < 400 || resp.StatusCode >= 500 {
+				t.Fatalf("status %d, want 4xx: %.100q", resp.StatusCode, b)
+			}
+			var m map[string]any
+			if err := json.Unmarshal(b, &m); err != nil {
+				t.Fatalf("answered %d, not JSON: %.200q", resp.StatusCode, b)
+			}
+			if code, _ := m["errcode"].(string); !strings.HasPrefix(code, "M_") {
+				t.Errorf("no Matrix errcode: %v", m)
+			}
+			if _, ok := m["error"].(string); !ok {
+				t.Errorf("no error message: %v", m)
 			}
 		})
 	}
