@@ -1,6 +1,7 @@
 package devicegrant_test
 
 import (
+	"database/sql"
 	"net/http"
 	"net/url"
 	"strings"
@@ -238,5 +239,67 @@ func TestCleanup(t *testing.T) {
 	wantError(t, "the spent refresh token after a week", status, m, "invalid_grant")
 	if status, m := e.refresh(clientID, fresh["refresh_token"].(string)); status != 200 {
 		t.Errorf("the live refresh token after cleanup: %d %v", status, m)
+	}
+}
+
+// TestSlowDownIsCapped: a device stuck in a tight poll loop keeps getting
+// slow_down, but the interval it is told stops growing at 60 s (it used to
+// reach hours, longer than the code lives), polls at the cap write
+// nothing, and once it waits the interval it is told it can still redeem
+// its approved code. P-DEV-5, RFC 8628 §3.5.
+func TestSlowDownIsCapped(t *testing.T) {
+	e := newEnv(t, withClock())
+	clientID, _ := e.Register(deviceClientJSON)
+	da := e.deviceAuth(clientID, "TIGHTLOOP01")
+	dc := da["device_code"].(string)
+	status, m := e.poll(clientID, dc)
+	wantError(t, "first poll", status, m, "authorization_pending")
+	var told time.Duration
+	for i := 0; i < 200; i++ {
+		e.Clock.Advance(100 * time.Millisecond)
+		status, m = e.poll(clientID, dc)
+		wantError(t, "tight poll", status, m, "slow_down")
+		desc := m["error_description"].(string)
+		d, err := time.ParseDuration(desc[strings.LastIndex(desc, "least ")+len("least ") : strings.Index(desc, " between")])
+		if err != nil {
+			t.Fatalf("interval in %q: %v", desc, err)
+		}
+		if d > time.Minute {
+			t.Fatalf("poll %d: told to wait %v, more than the 60 s cap", i, d)
+		}
+		told = d
+	}
+	if told != time.Minute {
+		t.Errorf("after 200 fast polls told %v, want the 60 s cap", told)
+	}
+	// At the cap a fast poll costs a lookup, not a write: the database
+	// file does not change (PRAGMA data_version counts other
+	// connections' commits that changed it).
+	db, err := sql.Open("sqlite3", "file:"+e.DBPath+"?mode=ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	db.SetMaxOpenConns(1)
+	version := func() (v int64) {
+		if err := db.QueryRow("PRAGMA data_version").Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	before := version()
+	for i := 0; i < 20; i++ {
+		e.Clock.Advance(100 * time.Millisecond)
+		status, m = e.poll(clientID, dc)
+		wantError(t, "tight poll at the cap", status, m, "slow_down")
+	}
+	if after := version(); after != before {
+		t.Errorf("fast polls at the cap wrote to the database (data_version %d -> %d)", before, after)
+	}
+	newPhone(t).Decide(da["verification_uri_complete"].(string), "approve")
+	e.Clock.Advance(told)
+	status, m = e.poll(clientID, dc)
+	if status != http.StatusOK || m["access_token"] == nil {
+		t.Fatalf("poll after waiting the interval told: %d %v", status, m)
 	}
 }

@@ -3,8 +3,10 @@ package devicegrant
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
+	"time"
 
 	"github.com/gin-gonic/gin"
 
@@ -13,6 +15,10 @@ import (
 )
 
 const maxRegistrationBody = 64 << 10
+
+// errNeedSlot rolls back a registration that would add a client row
+// before it took a slot of the server-wide budget for them.
+var errNeedSlot = errors.New("devicegrant: a new client needs a slot of the budget")
 
 // register is RFC 7591 dynamic client registration (P-DCR-1…7).
 func (s *Server) register(c *gin.Context) {
@@ -51,24 +57,55 @@ func (s *Server) register(c *gin.Context) {
 		secret = newToken(prefixSecret)
 		cl.SecretHash = hashSecret(secret)
 	}
+	// A new client row spends the server-wide budget; reusing one does
+	// not. Which it is shows only inside the transaction, and the budget
+	// lives outside it, so the transaction asks for a slot (errNeedSlot)
+	// and runs again holding one; a slot it did not use is given back.
 	reused := false
-	err = s.store.Update(ctx, func(tx store.Tx) error {
-		if cl.MetadataHash != nil {
-			existing, err := tx.ClientByMetadataHash(ctx, cl.MetadataHash)
-			if err == nil {
-				cl, reused = existing, true
-				return nil
+	registered := cl
+	var slot *try
+	for {
+		err = s.store.Update(ctx, func(tx store.Tx) error {
+			reused, registered = false, cl
+			if cl.MetadataHash != nil {
+				existing, err := tx.ClientByMetadataHash(ctx, cl.MetadataHash)
+				if err == nil {
+					// Registered again: it counts as new for the
+					// deletion of unused clients, so it cannot vanish
+					// mid-login.
+					existing.CreatedAt = cl.CreatedAt
+					reused, registered = true, existing
+					return tx.UpdateClient(ctx, existing)
+				}
+				if !errors.Is(err, store.ErrNotFound) {
+					return err
+				}
 			}
-			if !errors.Is(err, store.ErrNotFound) {
-				return err
+			if slot == nil {
+				return errNeedSlot
 			}
+			return tx.CreateClient(ctx, cl)
+		})
+		if !errors.Is(err, errNeedSlot) {
+			break
 		}
-		return tx.CreateClient(ctx, cl)
-	})
+		var wait time.Duration
+		if slot, wait = s.newClients.take("all", s.now(), true); wait > 0 {
+			c.Header("Retry-After", fmt.Sprint(int(wait.Seconds())+1))
+			c.Header("Cache-Control", "no-store")
+			c.JSON(http.StatusTooManyRequests, gin.H{"error": "temporarily_unavailable",
+				"error_description": "too many new clients were registered recently; retry after " + fmt.Sprint(int(wait.Seconds())+1) + " s"})
+			return
+		}
+	}
+	if slot != nil && (reused || err != nil) {
+		slot.succeeded(s.now())
+	}
 	if err != nil {
 		s.fail(c, "store client", err)
 		return
 	}
+	cl = registered
 	s.log.InfoContext(ctx, "client registered", "client_id", cl.ID, "client_name", meta.ClientName, "public", meta.Public(), "reused", reused)
 
 	// Echo what was registered (unknown fields dropped, defaults filled),

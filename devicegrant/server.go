@@ -91,6 +91,12 @@ type Config struct {
 	// every 10 seconds.
 	ClientRegistrations  RateLimit
 	DeviceAuthorizations RateLimit
+	// NewClients limits registrations that add a client row, from all
+	// addresses together (one that reuses an identical public client,
+	// P-DCR-6, does not count): with unused clients deleted after a day
+	// it bounds what strangers can store. Default: a burst of 200 then
+	// one every 15 seconds.
+	NewClients RateLimit
 	// AccountLoginFailures limits wrong passwords per account, from all
 	// addresses together. Default: a burst of 20 then one a minute.
 	AccountLoginFailures RateLimit
@@ -152,6 +158,7 @@ type Server struct {
 	accountLimit *limiter      // failed passwords per account
 	regLimit     *limiter      // new accounts per address
 	dcrLimit     *limiter      // client registrations per address
+	newClients   *limiter      // new client rows, one key for everybody
 	deviceLimit  *limiter      // device authorizations per address
 	hashSlots    chan struct{} // bounds argon2 work in flight
 	places       *knownPlaces  // where each account signed in from lately
@@ -196,6 +203,7 @@ func New(cfg Config, st store.Store) (*Server, error) {
 	cfg.AccountLoginFailures = cfg.AccountLoginFailures.orDefault(RateLimit{Burst: 20, Every: time.Minute})
 	cfg.ClientRegistrations = cfg.ClientRegistrations.orDefault(RateLimit{Burst: 20, Every: time.Minute})
 	cfg.DeviceAuthorizations = cfg.DeviceAuthorizations.orDefault(RateLimit{Burst: 30, Every: 10 * time.Second})
+	cfg.NewClients = cfg.NewClients.orDefault(RateLimit{Burst: 200, Every: 15 * time.Second})
 	cfg.Registration.PerAddress = cfg.Registration.PerAddress.orDefault(RateLimit{Burst: 3, Every: time.Hour})
 	if cfg.HomeserverEndpoint != "" {
 		u, err := url.Parse(cfg.HomeserverEndpoint)
@@ -234,6 +242,7 @@ func New(cfg Config, st store.Store) (*Server, error) {
 		accountLimit: newLimiter(cfg.AccountLoginFailures, nil),
 		regLimit:     newLimiter(cfg.Registration.PerAddress, nil),
 		dcrLimit:     newLimiter(cfg.ClientRegistrations, nil),
+		newClients:   newLimiter(cfg.NewClients, nil),
 		deviceLimit:  newLimiter(cfg.DeviceAuthorizations, nil),
 		hashSlots:    make(chan struct{}, max(2, runtime.NumCPU())),
 		places:       newKnownPlaces(30 * 24 * time.Hour),
@@ -301,8 +310,9 @@ func (s *Server) Run(ctx context.Context) error {
 
 // Cleanup deletes device grants, authorization codes and browser sessions
 // that expired more than a day ago (a day of grace lets a late poll still
-// get expired_token rather than invalid_grant), and token pairs spent more
-// than a week ago. Run calls it every ten minutes.
+// get expired_token rather than invalid_grant), token pairs spent more
+// than a week ago, and clients registered more than unusedClientTTL ago
+// that never got a session. Run calls it every ten minutes.
 func (s *Server) Cleanup(ctx context.Context) (int64, error) {
 	var n int64
 	err := s.store.Update(ctx, func(tx store.Tx) error {
@@ -313,7 +323,13 @@ func (s *Server) Cleanup(ctx context.Context) (int64, error) {
 		// Spent refresh tokens are kept a week so that a stolen one
 		// presented late is still recognised as reuse (P-RT-2).
 		spent, err := tx.DeleteSpentTokens(ctx, s.now().Add(-7*24*time.Hour))
-		n = expired + spent
+		if err != nil {
+			return err
+		}
+		// Registration is open to anyone, so a client nobody signed in
+		// with must not stay forever (issue 10.9).
+		unused, err := tx.DeleteUnusedClients(ctx, s.now().Add(-unusedClientTTL))
+		n = expired + spent + unused
 		return err
 	})
 	if err != nil {
@@ -321,6 +337,10 @@ func (s *Server) Cleanup(ctx context.Context) (int64, error) {
 	}
 	return n, nil
 }
+
+// unusedClientTTL is how long a registered client may wait for its first
+// session (counted from its last registration) before Cleanup deletes it.
+const unusedClientTTL = 24 * time.Hour
 
 func (s *Server) url(path string) string { return s.issuer + strings.TrimPrefix(path, "/") }
 
@@ -381,11 +401,12 @@ func (s *Server) routes() (http.Handler, error) {
 	}
 	e.Use(s.recover, s.logRequests)
 	e.NoRoute(s.notFound)
+	e.NoMethod(s.noMethod)
 
 	g := e.Group(s.prefix)
 	g.GET("healthz", s.healthz)
 
-	api := g.Group("", cors)
+	api := g.Group("", cors, s.apiBody)
 	for _, p := range []string{
 		".well-known/openid-configuration",
 		".well-known/oauth-authorization-server",
@@ -409,13 +430,13 @@ func (s *Server) routes() (http.Handler, error) {
 		api.POST(p, h)
 		api.OPTIONS(p, preflight)
 	}
-	g.POST(pathIntrospect, s.introspect) // server to server: no CORS
+	g.POST(pathIntrospect, s.apiBody, s.introspect) // server to server: no CORS
 	api.GET(pathJWKS, s.jwks)
 	api.GET(pathUserinfo, s.userinfo)
 	api.POST(pathUserinfo, s.userinfo)
 	api.OPTIONS(pathUserinfo, preflight)
 
-	pg := g.Group("", s.pageHeaders)
+	pg := g.Group("", s.pageHeaders, s.pageBody)
 	pg.GET(pathVerify, s.enterCodePage)
 	pg.POST(pathVerify, s.enterCodeSubmit)
 	// The QR-friendly verification_uri_complete is upper case (P-DEV-8),

@@ -13,8 +13,13 @@ import (
 )
 
 // slowDownStep is how much a device's interval grows each time it polls
-// too fast (RFC 8628 §3.5).
-const slowDownStep = 5 * time.Second
+// too fast (RFC 8628 §3.5), and maxPollInterval where it stops growing: a
+// client stuck in a tight retry loop would otherwise be told to wait
+// hours, longer than its code lives, and never pair.
+const (
+	slowDownStep    = 5 * time.Second
+	maxPollInterval = 60 * time.Second
+)
 
 // token is the token endpoint (RFC 6749 §3.2).
 func (s *Server) token(c *gin.Context) {
@@ -151,13 +156,23 @@ func (s *Server) exchangeDeviceCode(ctx context.Context, cl *client, code string
 		// golang.org/x/oauth2 poll on a ticker, so network and scheduling
 		// jitter can bring a poll a little early, and answering slow_down
 		// to a well-behaved client costs it five seconds.
-		tooSoon := !g.LastPolledAt.IsZero() && now.Sub(g.LastPolledAt) < g.Interval-g.Interval/5
-		g.LastPolledAt = now
-		if tooSoon {
-			g.Interval += slowDownStep
+		//
+		// The interval is measured from the last poll answered without
+		// slow_down, and grows only up to its cap (never below the
+		// configured interval): so a too-fast poll at the cap writes
+		// nothing, and a client that keeps hammering still gets an
+		// answer once per interval.
+		if !g.LastPolledAt.IsZero() && now.Sub(g.LastPolledAt) < g.Interval-g.Interval/5 {
+			grown := min(g.Interval+slowDownStep, max(maxPollInterval, s.cfg.PollInterval))
+			grew := grown > g.Interval
+			g.Interval = max(g.Interval, grown)
 			outcome = &oauthError{http.StatusBadRequest, "slow_down", "polling too fast; wait at least " + g.Interval.String() + " between polls"}
+			if !grew {
+				return nil
+			}
 			return tx.UpdateDeviceGrant(ctx, g)
 		}
+		g.LastPolledAt = now
 		switch g.State {
 		case store.GrantPending:
 			outcome = &oauthError{http.StatusBadRequest, "authorization_pending", "waiting for the user to approve"}

@@ -44,8 +44,10 @@ type Client struct {
 	ID         string
 	SecretHash []byte // nil for public clients
 	Metadata   []byte // JSON of the registered metadata
-	CreatedAt  time.Time
-	Trusted    bool // the operator lets it skip the consent page
+	// CreatedAt is when it was registered, or registered again (a shared
+	// public client, P-DCR-6); DeleteUnusedClients counts from it.
+	CreatedAt time.Time
+	Trusted   bool // the operator lets it skip the consent page
 	// MetadataHash identifies identical public registrations (P-DCR-6);
 	// nil for clients that must not be shared.
 	MetadataHash []byte
@@ -310,6 +312,11 @@ type Tx interface {
 	// DeleteExpired removes device grants, authorization codes and browser
 	// sessions that expired before the given time. It returns how many rows went.
 	DeleteExpired(ctx context.Context, before time.Time) (int64, error)
+	// DeleteUnusedClients removes the clients registered before the given
+	// time that no session, device grant or authorization code names and
+	// that the operator does not trust: registrations nobody signed in
+	// with. A client with a session, live or ended, stays (P-DCR-6).
+	DeleteUnusedClients(ctx context.Context, before time.Time) (int64, error)
 	// DeleteSpentTokens removes token pairs revoked before the given
 	// time, pairs rotated before it whose successor was used before it
 	// too, and the pairs of sessions that ended before it. A rotated pair

@@ -41,6 +41,7 @@ type config struct {
 		AccountLoginFailures   rateLimit `yaml:"account_login_failures"`
 		ClientRegistrations    rateLimit `yaml:"client_registrations"`
 		DeviceAuthorizations   rateLimit `yaml:"device_authorizations"`
+		NewClients             rateLimit `yaml:"new_clients"`
 		Registrations          rateLimit `yaml:"registrations"`
 	} `yaml:"rate_limits"`
 
@@ -130,6 +131,7 @@ func settings() []setting {
 		{"rate_limits.account_login_failures", "DEVICEGRANTD_ACCOUNT_LOGIN_FAILURES", "wrong passwords per account, from all addresses", "20/1m", func(c *config) any { return &c.RateLimits.AccountLoginFailures }},
 		{"rate_limits.client_registrations", "DEVICEGRANTD_CLIENT_REGISTRATIONS", "client registrations per address", "20/1m", func(c *config) any { return &c.RateLimits.ClientRegistrations }},
 		{"rate_limits.device_authorizations", "DEVICEGRANTD_DEVICE_AUTHORIZATIONS", "device authorization requests per address", "30/10s", func(c *config) any { return &c.RateLimits.DeviceAuthorizations }},
+		{"rate_limits.new_clients", "DEVICEGRANTD_NEW_CLIENTS", "registrations that add a client, from all addresses", "200/15s", func(c *config) any { return &c.RateLimits.NewClients }},
 		{"rate_limits.registrations", "DEVICEGRANTD_REGISTRATIONS", "self-registration attempts per address that reach the homeserver or argon2 (each account made is one)", "3/1h", func(c *config) any { return &c.RateLimits.Registrations }},
 		{"trusted_proxies", "DEVICEGRANTD_TRUSTED_PROXIES", "comma-separated proxy addresses/CIDRs whose X-Forwarded-For is believed", "none", func(c *config) any { return &c.TrustedProxies }},
 		{"registration.enabled", "DEVICEGRANTD_REGISTRATION", "let people create their own accounts (prompt=create): true or false", "false", func(c *config) any { return &c.Registration.Enabled }},
@@ -261,6 +263,7 @@ func (c *config) server() devicegrant.Config {
 		AccountLoginFailures:   devicegrant.RateLimit(c.RateLimits.AccountLoginFailures),
 		ClientRegistrations:    devicegrant.RateLimit(c.RateLimits.ClientRegistrations),
 		DeviceAuthorizations:   devicegrant.RateLimit(c.RateLimits.DeviceAuthorizations),
+		NewClients:             devicegrant.RateLimit(c.RateLimits.NewClients),
 		TrustedProxies:         c.TrustedProxies,
 		LegacyLogin:            devicegrant.LegacyLogin{Disabled: !c.LegacyLogin.Enabled, PasswordDisabled: !c.LegacyLogin.Password},
 		Registration:           devicegrant.Registration{Enabled: c.Registration.Enabled, TermsURL: c.Registration.TermsURL, PerAddress: devicegrant.RateLimit(c.RateLimits.Registrations)},

@@ -73,6 +73,7 @@ func TestServeDefaults(t *testing.T) {
 	if strings.Contains(stderr.String(), "No accounts yet") {
 		t.Error("start-up message asks for an account although alice exists")
 	}
+	checkLimits(t, base)
 	fi, err := os.Stat(db)
 	if err != nil {
 		t.Fatal(err)
@@ -235,5 +236,33 @@ func TestAdminCommands(t *testing.T) {
 	}
 	if out, _ := runOut("", "outbox"); !strings.Contains(out, "delete_user") {
 		t.Errorf("outbox after deactivation lacks delete_user:\n%s", out)
+	}
+}
+
+// checkLimits: the daemon's HTTP server refuses bloated headers (431) and
+// bodies over 64 KiB (413), and sends no HSTS over plain http (issue 10.1,
+// 10.10).
+func checkLimits(t *testing.T, base string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, base+"healthz", nil)
+	req.Header.Set("X-Padding", strings.Repeat("a", 24<<10))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("24 KiB header: %d, want 431", resp.StatusCode)
+	}
+	resp, err = http.Post(base+"oauth2/token", "application/x-www-form-urlencoded", strings.NewReader("grant_type="+strings.Repeat("a", 65<<10)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Errorf("65 KiB form: %d, want 413", resp.StatusCode)
+	}
+	if h := resp.Header.Get("Strict-Transport-Security"); h != "" {
+		t.Errorf("plain http sent Strict-Transport-Security %q", h)
 	}
 }

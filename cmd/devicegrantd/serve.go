@@ -66,13 +66,19 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
+	var handler http.Handler = srv
+	if cfg.TLS.CertFile != "" {
+		handler = hsts(srv)
+	}
+	// Bodies are capped by the server at devicegrant.MaxBodyBytes; these
+	// bound what a slow or bloated client can hold before a handler runs.
 	hs := &http.Server{
-		Handler:           srv,
+		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
+		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	runDone := make(chan struct{})
@@ -135,6 +141,22 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	return nil
+}
+
+// maxHeaderBytes caps a request's headers (net/http allows 4 KiB more for
+// its own bookkeeping): OAuth requests carry at most a Basic or Bearer
+// credential and the pages two small cookies.
+const maxHeaderBytes = 16 << 10
+
+// hsts tells browsers to use https only, for a year, when the daemon
+// terminates TLS itself (behind a reverse proxy, the proxy's job). It
+// leaves out includeSubDomains: other hosts under the issuer's domain are
+// not the daemon's to decide for.
+func hsts(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Strict-Transport-Security", "max-age=31536000")
+		next.ServeHTTP(w, r)
+	})
 }
 
 // welcome tells a person who just started the daemon what to do next.

@@ -58,6 +58,10 @@ func TestServeTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
+	// Issue 10.10: the daemon terminating TLS sends HSTS.
+	if got := resp.Header.Get("Strict-Transport-Security"); got != "max-age=31536000" {
+		t.Errorf("Strict-Transport-Security = %q, want max-age=31536000", got)
+	}
 	for _, c := range resp.Cookies() {
 		if !c.Secure || !strings.HasPrefix(c.Name, "__Host-") {
 			t.Errorf("cookie %s: Secure %v", c.Name, c.Secure)

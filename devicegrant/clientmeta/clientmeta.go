@@ -109,6 +109,10 @@ const (
 	MaxClientNameLength = 256
 	// MaxLocalized is the largest number of localised members accepted.
 	MaxLocalized = 64
+	// MaxMetadataBytes bounds the registered metadata as stored (its JSON
+	// rendering): anyone may register, and each field's own limit would
+	// still allow about 200 KiB. Real clients need a few hundred bytes.
+	MaxMetadataBytes = 16 << 10
 )
 
 // Metadata is the validated client metadata that gets registered.
@@ -272,6 +276,9 @@ func Parse(body []byte) (*Metadata, error) {
 	}
 	if err := m.Validate(); err != nil {
 		return nil, err
+	}
+	if b, err := m.MarshalJSON(); err != nil || len(b) > MaxMetadataBytes {
+		return nil, metaErr("the metadata is %d bytes once registered; at most %d are accepted", len(b), MaxMetadataBytes)
 	}
 	return m, nil
 }

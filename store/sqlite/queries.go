@@ -97,8 +97,22 @@ func (t *tx) CreateClient(ctx context.Context, c store.Client) error {
 }
 
 func (t *tx) UpdateClient(ctx context.Context, c store.Client) error {
-	return t.exec1(ctx, "update client", `UPDATE clients SET secret_hash = ?, metadata = ?, trusted = ? WHERE id = ?`,
-		c.SecretHash, c.Metadata, c.Trusted, c.ID)
+	return t.exec1(ctx, "update client", `UPDATE clients SET secret_hash = ?, metadata = ?, trusted = ?, created_at = ? WHERE id = ?`,
+		c.SecretHash, c.Metadata, c.Trusted, ms(c.CreatedAt), c.ID)
+}
+
+func (t *tx) DeleteUnusedClients(ctx context.Context, before time.Time) (int64, error) {
+	// NOT IN over each table runs its subquery once, so this costs a scan
+	// of each table rather than one per client.
+	res, err := t.db.ExecContext(ctx, `DELETE FROM clients WHERE created_at < ? AND NOT trusted
+		AND id NOT IN (SELECT client_id FROM sessions)
+		AND id NOT IN (SELECT client_id FROM device_grants)
+		AND id NOT IN (SELECT client_id FROM auth_codes)`, ms(before))
+	if err != nil {
+		return 0, wrap("delete unused clients", err)
+	}
+	n, _ := res.RowsAffected()
+	return n, nil
 }
 
 const authCodeCols = `id, code_hash, client_id, redirect_uri, code_challenge, scope, nonce, state_param, response_mode,

@@ -39,6 +39,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ClientTrustAndUserTerms", testTrustAndTerms},
 		{"DeleteSpentTokens", testDeleteSpent},
 		{"DeleteExpired", testDeleteExpired},
+		{"DeleteUnusedClients", testDeleteUnusedClients},
 		{"UpdateRollsBack", testRollback},
 		{"UpdateSerializes", testSerializes},
 		{"ConcurrentUpdatesAreIsolated", testConcurrentIsolation},
@@ -879,4 +880,50 @@ func testDeleteSpent(t *testing.T, s store.Store) {
 	if _, err := s.Session(ctx, ended.ID); err != nil {
 		t.Errorf("ended session was deleted: %v", err)
 	}
+}
+
+// testDeleteUnusedClients: only old, untrusted clients that nothing names
+// go; a client with a session (live or ended), a grant or an
+// authorization code stays (P-DCR-6).
+func testDeleteUnusedClients(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	u := newUser(t, s, "alice")
+	t0 := now()
+	old := t0.Add(-48 * time.Hour)
+	mk := func(trusted bool, created time.Time) store.Client {
+		c := store.Client{ID: id(t), Metadata: []byte(`{}`), CreatedAt: created, Trusted: trusted}
+		update(t, s, func(tx store.Tx) error { return tx.CreateClient(ctx, c) })
+		return c
+	}
+	unused, fresh, trusted := mk(false, old), mk(false, t0), mk(true, old)
+	live, ended, granted, coded := mk(false, old), mk(false, old), mk(false, old), mk(false, old)
+	newSession(t, s, u, live, "LIVE")
+	x := newSession(t, s, u, ended, "ENDED")
+	x.EndedAt, x.EndReason = t0, "test"
+	g := newGrant(t, granted.ID, "DDDDDDDD", t0)
+	a := store.AuthCode{ID: id(t), ClientID: coded.ID, RedirectURI: "https://a.example/cb", CodeChallenge: "c",
+		Scope: "s", UserID: u.ID, AuthTime: t0, CreatedAt: t0, ExpiresAt: t0.Add(time.Minute), Status: store.AuthCodeWaiting}
+	update(t, s, func(tx store.Tx) error {
+		return errors.Join(tx.UpdateSession(ctx, x), tx.CreateDeviceGrant(ctx, g), tx.CreateAuthCode(ctx, a))
+	})
+	var n int64
+	update(t, s, func(tx store.Tx) (err error) { n, err = tx.DeleteUnusedClients(ctx, t0.Add(-24*time.Hour)); return err })
+	mustEqual(t, "clients deleted", n, int64(1))
+	_, err := s.Client(ctx, unused.ID)
+	mustNotFound(t, "unused client", err)
+	for name, c := range map[string]store.Client{"fresh": fresh, "trusted": trusted, "with a live session": live,
+		"with an ended session": ended, "with a grant": granted, "with an authorization code": coded} {
+		if _, err := s.Client(ctx, c.ID); err != nil {
+			t.Errorf("client %s: %v", name, err)
+		}
+	}
+
+	// Registering again moves CreatedAt, and with it the deletion.
+	unused = mk(false, old)
+	unused.CreatedAt = t0
+	update(t, s, func(tx store.Tx) error { return tx.UpdateClient(ctx, unused) })
+	update(t, s, func(tx store.Tx) (err error) { n, err = tx.DeleteUnusedClients(ctx, t0.Add(-24*time.Hour)); return err })
+	mustEqual(t, "clients deleted after re-registration", n, int64(0))
+	got, _ := s.Client(ctx, unused.ID)
+	mustTime(t, "CreatedAt after UpdateClient", got.CreatedAt, t0)
 }
