@@ -66,7 +66,7 @@ func (s *Server) enqueueID(ctx context.Context, tx store.Tx, localpart, call str
 		return 0, fmt.Errorf("encode %s: %w", call, err)
 	}
 	now := s.now()
-	// The deliverer is woken when the transaction commits (wakingStore):
+	// The deliverer is woken when the transaction commits (committing):
 	// woken now, it would find nothing new and sleep until its next tick.
 	return tx.Enqueue(ctx, store.OutboxEntry{UserKey: localpart, Call: call, Body: b, ApprovalID: approvalID,
 		CreatedAt: now, NextAttemptAt: now})
@@ -77,40 +77,6 @@ func (s *Server) kickOutbox() {
 	case s.outboxKick <- struct{}{}:
 	default:
 	}
-}
-
-// wakingStore wakes the outbox deliverer after a transaction that enqueued
-// a homeserver call commits, so the call goes out at once; a transaction
-// that rolls back wakes nothing.
-type wakingStore struct {
-	store.Store
-	wake func()
-}
-
-func (w wakingStore) Update(ctx context.Context, fn func(tx store.Tx) error) error {
-	enqueued := false
-	err := w.Store.Update(ctx, func(tx store.Tx) error {
-		enqueued = false // only the run that commits counts
-		return fn(enqueueingTx{Tx: tx, enqueued: &enqueued})
-	})
-	if err == nil && enqueued {
-		w.wake()
-	}
-	return err
-}
-
-// enqueueingTx notes that an outbox entry was written.
-type enqueueingTx struct {
-	store.Tx
-	enqueued *bool
-}
-
-func (t enqueueingTx) Enqueue(ctx context.Context, e store.OutboxEntry) (int64, error) {
-	id, err := t.Tx.Enqueue(ctx, e)
-	if err == nil {
-		*t.enqueued = true
-	}
-	return id, err
 }
 
 // homeserverError is a failed call, with whether trying again can help.

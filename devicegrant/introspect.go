@@ -56,7 +56,8 @@ func (s *Server) introspect(c *gin.Context) {
 		c.JSON(http.StatusOK, inactive)
 		return
 	}
-	at, err := s.store.AccessToken(ctx, hashSecret(tok))
+	hash := hashSecret(tok)
+	at, epoch, err := s.accessToken(ctx, hash)
 	if errors.Is(err, store.ErrNotFound) {
 		c.JSON(http.StatusOK, inactive)
 		return
@@ -85,6 +86,9 @@ func (s *Server) introspect(c *gin.Context) {
 			s.fail(c, "introspect: mark token used", err)
 			return
 		}
+		// Later introspections of this pair need no write.
+		at.Pair.UsedAt = now
+		s.tokens.put(string(hash), cachedToken{slimAccessToken(at), epoch}, s.tokens.begin())
 	}
 	c.JSON(http.StatusOK, gin.H{
 		"active":     true,

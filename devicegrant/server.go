@@ -174,6 +174,11 @@ type Server struct {
 	metrics    *metrics
 
 	metadataJSON []byte
+
+	// Caches of the hot paths (cache.go), kept correct by committing.
+	tokens *memo[string, cachedToken] // introspection, by access-token hash
+	polls  *memo[string, pollView]    // polling, by device-code hash
+	pacing *pacer                     // when each device polled, for slow_down
 }
 
 // New checks cfg and returns a server on st.
@@ -249,8 +254,11 @@ func New(cfg Config, st store.Store) (*Server, error) {
 		outboxKick:   make(chan struct{}, 1),
 		keyCache:     map[string]crypto.Signer{},
 		httpClient:   &http.Client{Timeout: 20 * time.Second},
+		tokens:       newMemo[string, cachedToken](tokenCacheSize),
+		polls:        newMemo[string, pollView](pollCacheSize),
+		pacing:       newPacer(),
 	}
-	s.store = wakingStore{Store: st, wake: s.kickOutbox}
+	s.store = committing{Store: st, s: s}
 	if s.metrics, err = newMetrics(cfg.Metrics, st); err != nil {
 		return nil, err
 	}
@@ -335,6 +343,9 @@ func (s *Server) Cleanup(ctx context.Context) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("devicegrant: cleanup: %w", err)
 	}
+	// A device that has not polled for a code's lifetime has nothing
+	// left to pace.
+	s.pacing.forget(s.now().Add(-s.cfg.DeviceCodeTTL - time.Minute))
 	return n, nil
 }
 

@@ -93,9 +93,12 @@ type tokenResponse struct {
 	IDToken      string `json:"id_token,omitempty"`
 }
 
-// redeemDeviceCode answers a device's poll (P-DEV-5, P-DEV-6). Every poll
-// runs in one write transaction, so concurrent polls of an approved grant
-// see it in turn and exactly one exchanges it.
+// redeemDeviceCode answers a device's poll (P-DEV-5, P-DEV-6). Polls
+// that find nothing to exchange (pending, approved and waiting for the
+// device, too early) are answered from memory (pollState, pacer) and write
+// nothing. A ready grant is exchanged in one write transaction that looks
+// at it again, so concurrent polls see it in turn and exactly one
+// exchanges it.
 func (s *Server) redeemDeviceCode(ctx context.Context, r tokenRequest) (*tokenResponse, error) {
 	cl, code := r.client, r.deviceCode
 	if code == "" {
@@ -104,15 +107,35 @@ func (s *Server) redeemDeviceCode(ctx context.Context, r tokenRequest) (*tokenRe
 	if !wellFormed(code, prefixDeviceCode) {
 		return nil, errInvalidGrant("unknown device_code")
 	}
+	hash := hashSecret(code)
+	g, found, err := s.pollState(ctx, hash)
+	if err != nil {
+		return nil, err
+	}
+	now := s.now()
+	if !found || g.ClientID != cl.ID {
+		return nil, errInvalidGrant("unknown device_code")
+	}
+	oe := grantPollOutcome(g.State, g.ExpiresAt, now)
+	if oe != nil && oe.code == "authorization_pending" {
+		// Only the polls of a grant still waiting are paced (RFC 8628
+		// §3.5); a ready grant is exchanged at once, and of concurrent
+		// polls the exchange decides which one wins.
+		if wait := s.pacing.poll(g.ID, now, g.Interval, max(maxPollInterval, s.cfg.PollInterval)); wait > 0 {
+			return nil, &oauthError{http.StatusBadRequest, "slow_down", "polling too fast; wait at least " + wait.String() + " between polls"}
+		}
+	}
+	if oe != nil {
+		return nil, oe
+	}
 	// An exchange that asked for openid gets an id_token, as the
 	// authorization-code grant does (P-OIDC-1). The signing keys are read
 	// outside the transaction, and only once a grant is ready to be
-	// exchanged: polls that find nothing to exchange never pay for them.
-	// The exchange then runs again, with the keys, so a device code is
-	// never spent unless the whole answer can be given.
+	// exchanged. The exchange then runs again, with the keys, so a device
+	// code is never spent unless the whole answer can be given.
 	var keys []jose.JSONWebKey
 	for {
-		resp, err := s.exchangeDeviceCode(ctx, cl, code, keys)
+		resp, err := s.exchangeDeviceCode(ctx, cl, hash, keys)
 		if !errors.Is(err, errNeedKeys) {
 			if err == nil {
 				s.log.InfoContext(ctx, "device grant exchanged", "client_id", cl.ID)
@@ -125,18 +148,42 @@ func (s *Server) redeemDeviceCode(ctx context.Context, r tokenRequest) (*tokenRe
 	}
 }
 
+// grantPollOutcome is what a poll of a grant in state answers, or nil when
+// the grant is ready to be exchanged.
+func grantPollOutcome(state store.GrantState, expiresAt, now time.Time) *oauthError {
+	switch {
+	case state == store.GrantExchanged:
+		return errInvalidGrant("this device_code was already exchanged for tokens")
+	case !now.Before(expiresAt):
+		return &oauthError{http.StatusBadRequest, "expired_token", "the device_code expired; start again"}
+	}
+	switch state {
+	case store.GrantPending:
+		return &oauthError{http.StatusBadRequest, "authorization_pending", "waiting for the user to approve"}
+	case store.GrantApproved:
+		return &oauthError{http.StatusBadRequest, "authorization_pending", "approved; waiting for the homeserver to create the device"}
+	case store.GrantDenied:
+		return &oauthError{http.StatusBadRequest, "access_denied", "the user denied the request"}
+	case store.GrantReady:
+		return nil
+	}
+	return &oauthError{http.StatusInternalServerError, "server_error", "device grant in unknown state " + string(state)}
+}
+
 // errNeedKeys asks exchangeDeviceCode's caller for the signing keys.
 var errNeedKeys = errors.New("signing keys needed")
 
-// exchangeDeviceCode is one poll's transaction. With keys nil it answers
-// errNeedKeys instead of exchanging a ready grant that asked for openid.
-func (s *Server) exchangeDeviceCode(ctx context.Context, cl *client, code string, keys []jose.JSONWebKey) (*tokenResponse, error) {
+// exchangeDeviceCode exchanges a ready grant in one transaction, which
+// reads the grant again: a concurrent poll may have exchanged it first.
+// With keys nil it answers errNeedKeys instead of exchanging a grant that
+// asked for openid.
+func (s *Server) exchangeDeviceCode(ctx context.Context, cl *client, hash []byte, keys []jose.JSONWebKey) (*tokenResponse, error) {
 	var resp *tokenResponse
 	var outcome *oauthError
 	err := s.store.Update(ctx, func(tx store.Tx) error {
 		resp, outcome = nil, nil
 		now := s.now()
-		g, err := tx.DeviceGrantByDeviceCode(ctx, hashSecret(code))
+		g, err := tx.DeviceGrantByDeviceCode(ctx, hash)
 		if errors.Is(err, store.ErrNotFound) || (err == nil && g.ClientID != cl.ID) {
 			outcome = errInvalidGrant("unknown device_code")
 			return nil
@@ -144,48 +191,8 @@ func (s *Server) exchangeDeviceCode(ctx context.Context, cl *client, code string
 		if err != nil {
 			return err
 		}
-		switch {
-		case g.State == store.GrantExchanged:
-			outcome = errInvalidGrant("this device_code was already exchanged for tokens")
+		if outcome = grantPollOutcome(g.State, g.ExpiresAt, now); outcome != nil {
 			return nil
-		case !now.Before(g.ExpiresAt):
-			outcome = &oauthError{http.StatusBadRequest, "expired_token", "the device_code expired; start again"}
-			return nil
-		}
-		// A fifth of the interval is forgiven: clients such as
-		// golang.org/x/oauth2 poll on a ticker, so network and scheduling
-		// jitter can bring a poll a little early, and answering slow_down
-		// to a well-behaved client costs it five seconds.
-		//
-		// The interval is measured from the last poll answered without
-		// slow_down, and grows only up to its cap (never below the
-		// configured interval): so a too-fast poll at the cap writes
-		// nothing, and a client that keeps hammering still gets an
-		// answer once per interval.
-		if !g.LastPolledAt.IsZero() && now.Sub(g.LastPolledAt) < g.Interval-g.Interval/5 {
-			grown := min(g.Interval+slowDownStep, max(maxPollInterval, s.cfg.PollInterval))
-			grew := grown > g.Interval
-			g.Interval = max(g.Interval, grown)
-			outcome = &oauthError{http.StatusBadRequest, "slow_down", "polling too fast; wait at least " + g.Interval.String() + " between polls"}
-			if !grew {
-				return nil
-			}
-			return tx.UpdateDeviceGrant(ctx, g)
-		}
-		g.LastPolledAt = now
-		switch g.State {
-		case store.GrantPending:
-			outcome = &oauthError{http.StatusBadRequest, "authorization_pending", "waiting for the user to approve"}
-			return tx.UpdateDeviceGrant(ctx, g)
-		case store.GrantApproved:
-			outcome = &oauthError{http.StatusBadRequest, "authorization_pending", "approved; waiting for the homeserver to create the device"}
-			return tx.UpdateDeviceGrant(ctx, g)
-		case store.GrantDenied:
-			outcome = &oauthError{http.StatusBadRequest, "access_denied", "the user denied the request"}
-			return nil
-		case store.GrantReady:
-		default:
-			return errors.New("device grant in unknown state " + string(g.State))
 		}
 		user, err := accountOf(ctx, tx, g.UserID)
 		if errors.Is(err, errDeactivated) {

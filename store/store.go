@@ -253,6 +253,12 @@ type Reader interface {
 	// expired in (after, before] while in one of statuses, by expiry.
 	AuthCodesLapsed(ctx context.Context, statuses []AuthCodeStatus, after, before time.Time) ([]AuthCode, error)
 
+	// TokenEpoch returns a number that BumpTokenEpoch increases: caches of
+	// token validity compare it to tell, with one tiny read, whether any
+	// transaction in any process changed who may use a token since they
+	// read.
+	TokenEpoch(ctx context.Context) (int64, error)
+
 	// SigningKeys lists the OpenID signing keys, newest first.
 	SigningKeys(ctx context.Context) ([]SigningKey, error)
 
@@ -324,6 +330,10 @@ type Tx interface {
 	// the retry of a lost answer (P-RT-2). Sessions themselves stay, for
 	// the record.
 	DeleteSpentTokens(ctx context.Context, before time.Time) (int64, error)
+	// BumpTokenEpoch increases TokenEpoch, when this transaction commits.
+	// A transaction that ends a session, revokes a pair, deactivates a
+	// user or deletes pairs calls it.
+	BumpTokenEpoch(ctx context.Context) error
 }
 
 // Store is a backend.

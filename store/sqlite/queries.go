@@ -579,3 +579,13 @@ func (q queries) authCodes(ctx context.Context, what, where string, args ...any)
 	}
 	return out, wrap(what, rows.Err())
 }
+
+func (q queries) TokenEpoch(ctx context.Context) (int64, error) {
+	var n int64
+	err := q.db.QueryRowContext(ctx, `SELECT n FROM token_epoch WHERE id = 1`).Scan(&n)
+	return n, wrap("token epoch", err)
+}
+
+func (t *tx) BumpTokenEpoch(ctx context.Context) error {
+	return t.exec1(ctx, "bump token epoch", `UPDATE token_epoch SET n = n + 1 WHERE id = 1`)
+}

@@ -43,6 +43,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"UpdateRollsBack", testRollback},
 		{"UpdateSerializes", testSerializes},
 		{"ConcurrentUpdatesAreIsolated", testConcurrentIsolation},
+		{"TokenEpoch", testTokenEpoch},
 		{"UpdatePanicStaysWithItsCaller", testUpdatePanic},
 		{"ForeignKeys", testForeignKeys},
 	}
@@ -480,6 +481,33 @@ func testRollback(t *testing.T, s store.Store) {
 	}
 	_, err = s.UserByUsername(ctx, "ghost")
 	mustNotFound(t, "user written by a failed transaction", err)
+}
+
+// testTokenEpoch: the epoch grows with each committed bump, and a bump
+// that rolls back leaves it as it was.
+func testTokenEpoch(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	e0, err := s.TokenEpoch(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	update(t, s, func(tx store.Tx) error { return tx.BumpTokenEpoch(ctx) })
+	e1, err := s.TokenEpoch(ctx)
+	if err != nil || e1 <= e0 {
+		t.Fatalf("TokenEpoch after a bump = %d, %v; want more than %d", e1, err, e0)
+	}
+	boom := errors.New("boom")
+	if err := s.Update(ctx, func(tx store.Tx) error {
+		if err := tx.BumpTokenEpoch(ctx); err != nil {
+			return err
+		}
+		return boom
+	}); !errors.Is(err, boom) {
+		t.Fatalf("Update: %v", err)
+	}
+	if e2, err := s.TokenEpoch(ctx); err != nil || e2 != e1 {
+		t.Errorf("TokenEpoch after a rolled back bump = %d, %v; want %d", e2, err, e1)
+	}
 }
 
 // testConcurrentIsolation: of many concurrent Updates, the ones whose

@@ -1,0 +1,122 @@
+package devicegrant
+
+import (
+	"context"
+	"time"
+
+	"github.com/devicegrant/devicegrant/store"
+)
+
+// committing wraps the store so that what lives beside the database hears
+// of a transaction's changes once it has committed, and never of a
+// transaction that rolled back or of an Update run that was rolled back
+// and run again: the outbox deliverer is woken when a call was queued, and
+// the caches (introspection, polling) forget what the transaction changed.
+// Because the caches learn of changes from the writes themselves, no rule
+// has to remember to invalidate them. Token validity is also announced in
+// the database (the token epoch), so other processes (admin commands, and
+// several instances once they exist) invalidate too; grants are announced
+// only here, and the polling cache bounds what it cannot hear of by age.
+type committing struct {
+	store.Store
+	s *Server
+}
+
+// changes is what one transaction changed that others must hear of.
+type changes struct {
+	enqueued bool
+	tokens   bool     // who may use a token changed: the token epoch was bumped
+	grants   []string // device code hashes of grants that changed
+	// grantsDeleted: expired grants were deleted (polls of them answer
+	// invalid_grant from now on).
+	grantsDeleted bool
+}
+
+func (w committing) Update(ctx context.Context, fn func(tx store.Tx) error) error {
+	var ch changes
+	err := w.Store.Update(ctx, func(tx store.Tx) error {
+		ch = changes{} // only the run that commits counts
+		return fn(watchingTx{Tx: tx, ch: &ch})
+	})
+	if err == nil {
+		w.s.committed(ch)
+	}
+	return err
+}
+
+// committed tells the caches and the deliverer what a transaction changed.
+// (The introspection cache needs no telling: the token epoch, bumped in
+// the transaction itself, tells it, and tells other processes too.)
+func (s *Server) committed(ch changes) {
+	for _, h := range ch.grants {
+		s.polls.forget(h)
+	}
+	if ch.grantsDeleted {
+		s.polls.forgetAll()
+	}
+	if ch.enqueued {
+		s.kickOutbox()
+	}
+}
+
+// watchingTx notes the writes that committing reports.
+type watchingTx struct {
+	store.Tx
+	ch *changes
+}
+
+func (t watchingTx) Enqueue(ctx context.Context, e store.OutboxEntry) (int64, error) {
+	id, err := t.Tx.Enqueue(ctx, e)
+	t.ch.enqueued = t.ch.enqueued || err == nil
+	return id, err
+}
+
+// tokensChanged bumps the token epoch, once per transaction, when a write
+// changed who may use a token.
+func (t watchingTx) tokensChanged(ctx context.Context, changed bool) error {
+	if !changed || t.ch.tokens {
+		return nil
+	}
+	t.ch.tokens = true
+	return t.Tx.BumpTokenEpoch(ctx)
+}
+
+func (t watchingTx) UpdateSession(ctx context.Context, sess store.Session) error {
+	if err := t.Tx.UpdateSession(ctx, sess); err != nil {
+		return err
+	}
+	return t.tokensChanged(ctx, !sess.EndedAt.IsZero())
+}
+
+func (t watchingTx) UpdateTokenPair(ctx context.Context, p store.TokenPair) error {
+	if err := t.Tx.UpdateTokenPair(ctx, p); err != nil {
+		return err
+	}
+	return t.tokensChanged(ctx, !p.RevokedAt.IsZero())
+}
+
+func (t watchingTx) UpdateUser(ctx context.Context, u store.User) error {
+	if err := t.Tx.UpdateUser(ctx, u); err != nil {
+		return err
+	}
+	return t.tokensChanged(ctx, !u.DeactivatedAt.IsZero())
+}
+
+func (t watchingTx) DeleteSpentTokens(ctx context.Context, before time.Time) (int64, error) {
+	n, err := t.Tx.DeleteSpentTokens(ctx, before)
+	if err != nil {
+		return n, err
+	}
+	return n, t.tokensChanged(ctx, n > 0)
+}
+
+func (t watchingTx) DeleteExpired(ctx context.Context, before time.Time) (int64, error) {
+	n, err := t.Tx.DeleteExpired(ctx, before)
+	t.ch.grantsDeleted = t.ch.grantsDeleted || n > 0
+	return n, err
+}
+
+func (t watchingTx) UpdateDeviceGrant(ctx context.Context, g store.DeviceGrant) error {
+	t.ch.grants = append(t.ch.grants, string(g.DeviceCodeHash))
+	return t.Tx.UpdateDeviceGrant(ctx, g)
+}
