@@ -33,9 +33,16 @@ func (s *Server) loadClient(ctx context.Context, id string) (*client, error) {
 	if err != nil {
 		return nil, err
 	}
-	m, err := clientmeta.Parse(sc.Metadata)
-	if err != nil {
-		return nil, fmt.Errorf("client %s: stored metadata: %w", id, err)
+	// The row is read every time (trust can change from another
+	// process); parsing its metadata, which every token request would
+	// otherwise repeat, is remembered by the metadata's bytes. Parsed
+	// metadata is never changed after parsing.
+	m, ok := s.parsedMeta.get(string(sc.Metadata))
+	if !ok {
+		if m, err = clientmeta.Parse(sc.Metadata); err != nil {
+			return nil, fmt.Errorf("client %s: stored metadata: %w", id, err)
+		}
+		s.parsedMeta.put(string(sc.Metadata), m, s.parsedMeta.begin())
 	}
 	return &client{Client: sc, meta: m}, nil
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/devicegrant/devicegrant/devicegrant/clientmeta"
 	"github.com/devicegrant/devicegrant/store"
 )
 
@@ -179,6 +180,8 @@ type Server struct {
 	tokens *memo[string, cachedToken] // introspection, by access-token hash
 	polls  *memo[string, pollView]    // polling, by device-code hash
 	pacing *pacer                     // when each device polled, for slow_down
+	// parsedMeta remembers parsed client metadata by its stored bytes.
+	parsedMeta *memo[string, *clientmeta.Metadata]
 }
 
 // New checks cfg and returns a server on st.
@@ -257,6 +260,7 @@ func New(cfg Config, st store.Store) (*Server, error) {
 		tokens:       newMemo[string, cachedToken](tokenCacheSize),
 		polls:        newMemo[string, pollView](pollCacheSize),
 		pacing:       newPacer(),
+		parsedMeta:   newMemo[string, *clientmeta.Metadata](1000),
 	}
 	s.store = committing{Store: st, s: s}
 	if s.metrics, err = newMetrics(cfg.Metrics, st); err != nil {

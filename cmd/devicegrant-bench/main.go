@@ -69,7 +69,7 @@ func main() {
 	// status, so the smoke run in the test command catches a broken path.
 	for _, r := range rep.Rows {
 		if r.Result.Errors > 0 || r.Result.Requests == 0 {
-			fmt.Fprintf(os.Stderr, "devicegrant-bench: %q: %d requests, %d errors (see the daemon's log with --workdir)\n", r.Name, r.Result.Requests, r.Result.Errors)
+			fmt.Fprintf(os.Stderr, "devicegrant-bench: %q: %d requests, %d errors, the first: %s (see the daemon's log with --workdir)\n", r.Name, r.Result.Requests, r.Result.Errors, r.Result.Example)
 			os.Exit(1)
 		}
 	}

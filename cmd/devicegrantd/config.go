@@ -47,6 +47,7 @@ type config struct {
 
 	TrustedProxies []string `yaml:"trusted_proxies"`
 	MetricsListen  string   `yaml:"metrics_listen"`
+	MetricsPprof   bool     `yaml:"metrics_pprof"`
 
 	Registration struct {
 		Enabled  bool   `yaml:"enabled"`
@@ -139,6 +140,7 @@ func settings() []setting {
 		{"legacy_login.enabled", "DEVICEGRANTD_LEGACY_LOGIN", "serve the legacy Matrix login API (/_matrix/client/v3/login, /refresh, /logout) for clients without OAuth 2.0: true or false", "true", func(c *config) any { return &c.LegacyLogin.Enabled }},
 		{"legacy_login.password", "DEVICEGRANTD_LEGACY_LOGIN_PASSWORD", "offer m.login.password there (false leaves SSO and m.login.token)", "true", func(c *config) any { return &c.LegacyLogin.Password }},
 		{"metrics_listen", "DEVICEGRANTD_METRICS_LISTEN", "host:port serving Prometheus /metrics (keep it private)", "off", func(c *config) any { return &c.MetricsListen }},
+		{"metrics_pprof", "DEVICEGRANTD_METRICS_PPROF", "also serve Go's profiler (/debug/pprof/) on metrics_listen, to profile before optimising: true or false", "false", func(c *config) any { return &c.MetricsPprof }},
 		{"display.panel", "DEVICEGRANTD_DISPLAY", "appliance mode: show the newest pending pairing on ssd1306:/dev/i2c-1:0x3c, sh1106:..., epd, fb:/dev/fb1, png:FILE:WxH or terminal", "off", func(c *config) any { return &c.Display.Panel }},
 		{"log.level", "DEVICEGRANTD_LOG_LEVEL", "debug, info, warn or error", "info", func(c *config) any { return &c.Log.Level }},
 		{"log.format", "DEVICEGRANTD_LOG_FORMAT", "text or json", "text", func(c *config) any { return &c.Log.Format }},

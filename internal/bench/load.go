@@ -13,6 +13,7 @@ import (
 type Result struct {
 	Requests int           // answered requests in the window
 	Errors   int           // transport errors and answers check refused
+	Example  string        // the first error, for the report
 	Elapsed  time.Duration // the measuring window
 	P50, P99 time.Duration
 }
@@ -33,8 +34,9 @@ func closedLoop(ctx context.Context, conns int, d time.Duration, iter func(ctx c
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	type tally struct {
-		lat    []time.Duration
-		errors int
+		lat     []time.Duration
+		errors  int
+		example string
 	}
 	tallies := make([]tally, conns)
 	var wg sync.WaitGroup
@@ -50,6 +52,9 @@ func closedLoop(ctx context.Context, conns int, d time.Duration, iter func(ctx c
 				switch {
 				case ctx.Err() != nil:
 				case err != nil:
+					if t.errors == 0 {
+						t.example = err.Error()
+					}
 					t.errors++
 				default:
 					t.lat = append(t.lat, time.Since(t0))
@@ -63,6 +68,9 @@ func closedLoop(ctx context.Context, conns int, d time.Duration, iter func(ctx c
 	for _, t := range tallies {
 		all = append(all, t.lat...)
 		res.Errors += t.errors
+		if res.Example == "" {
+			res.Example = t.example
+		}
 	}
 	res.Requests = len(all)
 	slices.Sort(all)

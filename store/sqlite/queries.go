@@ -3,8 +3,10 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/devicegrant/devicegrant/store"
@@ -19,7 +21,49 @@ type querier interface {
 
 // queries implements store.Reader on the reader pool or inside a
 // transaction.
-type queries struct{ db querier }
+type queries struct {
+	db querier
+	// hot keeps statements prepared on the read pool for the lookups of
+	// the hot paths (preparing a query costs more than running it); nil
+	// inside a transaction.
+	hot *hotStatements
+}
+
+// hotStatements are prepared once each, on first use.
+type hotStatements struct {
+	db    *sql.DB
+	stmts sync.Map // query text → *sql.Stmt
+}
+
+// row runs a one-row query: outside a transaction, on a statement prepared
+// once.
+func (q queries) row(ctx context.Context, query string, args ...any) *sql.Row {
+	if q.hot == nil {
+		return q.db.QueryRowContext(ctx, query, args...)
+	}
+	if st, ok := q.hot.stmts.Load(query); ok {
+		return st.(*sql.Stmt).QueryRowContext(ctx, args...)
+	}
+	st, err := q.hot.db.PrepareContext(ctx, query)
+	if err != nil {
+		return q.db.QueryRowContext(ctx, query, args...)
+	}
+	if prev, loaded := q.hot.stmts.LoadOrStore(query, st); loaded {
+		st.Close()
+		st = prev.(*sql.Stmt)
+	}
+	return st.QueryRowContext(ctx, args...)
+}
+
+// close closes the prepared statements.
+func (h *hotStatements) close() error {
+	var errs []error
+	h.stmts.Range(func(_, st any) bool {
+		errs = append(errs, st.(*sql.Stmt).Close())
+		return true
+	})
+	return errors.Join(errs...)
+}
 
 // tx implements store.Tx.
 type tx struct{ queries }
@@ -76,7 +120,7 @@ func (t *tx) UpdateUser(ctx context.Context, u store.User) error {
 }
 
 func (q queries) Client(ctx context.Context, id string) (c store.Client, err error) {
-	err = q.db.QueryRowContext(ctx, `SELECT `+clientCols+` FROM clients WHERE id = ?`, id).
+	err = q.row(ctx, `SELECT `+clientCols+` FROM clients WHERE id = ?`, id).
 		Scan(&c.ID, &c.SecretHash, &c.Metadata, nt(&c.CreatedAt), &c.Trusted, &c.MetadataHash)
 	return c, wrap("client", err)
 }
@@ -195,7 +239,7 @@ func (q queries) DeviceGrant(ctx context.Context, id string) (store.DeviceGrant,
 }
 
 func (q queries) DeviceGrantByDeviceCode(ctx context.Context, hash []byte) (store.DeviceGrant, error) {
-	g, err := scanGrant(q.db.QueryRowContext(ctx, `SELECT `+grantCols+` FROM device_grants WHERE device_code_hash = ?`, hash))
+	g, err := scanGrant(q.row(ctx, `SELECT `+grantCols+` FROM device_grants WHERE device_code_hash = ?`, hash))
 	return g, wrap("device grant by device code", err)
 }
 
@@ -310,7 +354,7 @@ func (q queries) TokenPairByRefresh(ctx context.Context, hash []byte) (store.Tok
 
 func (q queries) AccessToken(ctx context.Context, hash []byte) (store.AccessToken, error) {
 	var a store.AccessToken
-	row := q.db.QueryRowContext(ctx, `SELECT p.id, p.session_id, p.access_hash, p.refresh_hash, p.created_at,
+	row := q.row(ctx, `SELECT p.id, p.session_id, p.access_hash, p.refresh_hash, p.created_at,
 		p.access_expires_at, p.used_at, p.rotated_at, p.successor_id, p.revoked_at,
 		s.id, s.user_id, s.client_id, s.device_id, s.scope, s.created_at, s.last_active_at, s.last_ip, s.ended_at, s.end_reason, s.device_name,
 		u.id, u.username, u.password_hash, u.display_name, u.created_at, u.deactivated_at
@@ -580,9 +624,11 @@ func (q queries) authCodes(ctx context.Context, what, where string, args ...any)
 	return out, wrap(what, rows.Err())
 }
 
+const tokenEpochQuery = `SELECT n FROM token_epoch WHERE id = 1`
+
 func (q queries) TokenEpoch(ctx context.Context) (int64, error) {
 	var n int64
-	err := q.db.QueryRowContext(ctx, `SELECT n FROM token_epoch WHERE id = 1`).Scan(&n)
+	err := q.row(ctx, tokenEpochQuery).Scan(&n)
 	return n, wrap("token epoch", err)
 }
 

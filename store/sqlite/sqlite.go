@@ -82,7 +82,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		reader.Close()
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
 	}
-	s := &Store{queries: queries{db: reader}, writer: writer, reader: reader,
+	s := &Store{queries: queries{db: reader, hot: &hotStatements{db: reader}}, writer: writer, reader: reader,
 		writes: make(chan *write), stop: make(chan struct{}), done: make(chan struct{})}
 	go s.writeLoop()
 	return s, nil
@@ -292,7 +292,7 @@ func (s *Store) begin(ctx context.Context) (*sql.Tx, error) {
 func (s *Store) Close() error {
 	s.once.Do(func() { close(s.stop) })
 	<-s.done
-	return errors.Join(s.reader.Close(), s.writer.Close())
+	return errors.Join(s.hot.close(), s.reader.Close(), s.writer.Close())
 }
 
 func isBusy(err error) bool {
