@@ -290,7 +290,7 @@ func Parse(body []byte) (*Metadata, error) {
 // returned is only what this server does. Duplicates are kept for Validate
 // to refuse.
 func known(list []string, supported ...string) []string {
-	out := list[:0:0]
+	var out []string // nil when nothing is kept, as for an empty list
 	for _, v := range list {
 		if slices.Contains(supported, v) {
 			out = append(out, v)
