@@ -1,7 +1,6 @@
 package devicegrant_test
 
 import (
-	"encoding/json"
 	"net/http"
 	"testing"
 
@@ -25,16 +24,10 @@ func TestIssuerWithAPath(t *testing.T) {
 		"auth/.well-known/oauth-authorization-server",
 		".well-known/oauth-authorization-server/auth",
 	} {
-		resp, err := http.Get(e.URL + path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var m map[string]any
-		err = json.NewDecoder(resp.Body).Decode(&m)
-		resp.Body.Close()
-		if err != nil || resp.StatusCode != http.StatusOK || m["issuer"] != issuer || m["token_endpoint"] != issuer+"oauth2/token" {
-			t.Errorf("GET /%s: %d %v, issuer %v, token_endpoint %v; want the metadata of %s",
-				path, resp.StatusCode, err, m["issuer"], m["token_endpoint"], issuer)
+		status, m := e.Get(path)
+		if status != http.StatusOK || m["issuer"] != issuer || m["token_endpoint"] != issuer+"oauth2/token" {
+			t.Errorf("GET /%s: %d, issuer %v, token_endpoint %v; want the metadata of %s",
+				path, status, m["issuer"], m["token_endpoint"], issuer)
 		}
 	}
 }
