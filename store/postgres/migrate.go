@@ -1,0 +1,94 @@
+package postgres
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io/fs"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// migrate applies, in order and each in its own transaction, the embedded
+// migrations newer than the schema's version. Files are named
+// NNNN_what.sql, numbered as the SQLite backend's so that one number means
+// one schema on both; schema_version holds the last one applied.
+//
+// Several instances may start at once: a session advisory lock, keyed on
+// the schema, lets one migrate while the others wait and then find
+// nothing left to do. The lock goes with the connection, which is closed
+// at the end whatever happens.
+func migrate(ctx context.Context, cfg *pgx.ConnConfig) error {
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("postgres: connect: %w", err)
+	}
+	defer conn.Close(context.Background())
+
+	var schema string
+	if err := conn.QueryRow(ctx, `SELECT current_schema()`).Scan(&schema); err != nil {
+		return fmt.Errorf("postgres: read current schema: %w", err)
+	}
+	h := fnv.New64a()
+	h.Write([]byte("devicegrant migrations " + schema))
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, int64(h.Sum64())); err != nil {
+		return fmt.Errorf("postgres: lock for migrations: %w", err)
+	}
+
+	if _, err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_version (
+		id integer PRIMARY KEY CHECK (id = 1), version integer NOT NULL)`); err != nil {
+		return fmt.Errorf("postgres: create schema_version: %w", err)
+	}
+	var current int
+	err = conn.QueryRow(ctx, `SELECT version FROM schema_version WHERE id = 1`).Scan(&current)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return fmt.Errorf("postgres: read schema version: %w", err)
+	}
+
+	names, err := fs.Glob(migrations, "migrations/*.sql")
+	if err != nil {
+		return fmt.Errorf("postgres: list migrations: %w", err)
+	}
+	sort.Strings(names)
+	latest := 0
+	for _, name := range names {
+		base := strings.TrimPrefix(name, "migrations/")
+		version, err := strconv.Atoi(strings.SplitN(base, "_", 2)[0])
+		if err != nil {
+			return fmt.Errorf("postgres: migration %s: bad version prefix: %w", base, err)
+		}
+		latest = version
+		if version <= current {
+			continue
+		}
+		body, err := migrations.ReadFile(name)
+		if err != nil {
+			return fmt.Errorf("postgres: read migration %s: %w", base, err)
+		}
+		err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			// No arguments: the simple protocol runs the file's
+			// statements as one batch.
+			if _, err := tx.Exec(ctx, string(body), pgx.QueryExecModeSimpleProtocol); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, `INSERT INTO schema_version (id, version) VALUES (1, $1)
+				ON CONFLICT (id) DO UPDATE SET version = excluded.version`, version)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("postgres: migration %s: %w", base, err)
+		}
+	}
+	if current > latest {
+		return fmt.Errorf("postgres: database schema version %d is newer than this program knows (%d); upgrade devicegrantd", current, latest)
+	}
+	return nil
+}

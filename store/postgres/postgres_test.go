@@ -1,0 +1,214 @@
+package postgres_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/devicegrant/devicegrant/store"
+	"github.com/devicegrant/devicegrant/store/postgres"
+	"github.com/devicegrant/devicegrant/store/storetest"
+)
+
+// freshSchema returns the URL of a new, empty schema in the database that
+// DEVICEGRANT_POSTGRES_URL names, dropped when the test ends. Without the
+// variable the test is skipped, unless DEVICEGRANT_POSTGRES_TESTS=1 (as
+// test.sh sets), when it fails: CI must not pass without PostgreSQL.
+func freshSchema(t *testing.T) string {
+	t.Helper()
+	base := os.Getenv("DEVICEGRANT_POSTGRES_URL")
+	if base == "" {
+		if os.Getenv("DEVICEGRANT_POSTGRES_TESTS") == "1" {
+			t.Fatal("DEVICEGRANT_POSTGRES_TESTS=1 but DEVICEGRANT_POSTGRES_URL is not set")
+		}
+		t.Skip("DEVICEGRANT_POSTGRES_URL not set; test.sh starts a PostgreSQL and sets it")
+	}
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, base)
+	if err != nil {
+		t.Fatalf("connect to DEVICEGRANT_POSTGRES_URL: %v", err)
+	}
+	defer conn.Close(ctx)
+	b := make([]byte, 6)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	schema := "dgtest_" + hex.EncodeToString(b)
+	if _, err := conn.Exec(ctx, `CREATE SCHEMA `+schema); err != nil {
+		t.Fatalf("create schema: %v", err)
+	}
+	t.Cleanup(func() {
+		conn, err := pgx.Connect(ctx, base)
+		if err != nil {
+			t.Errorf("connect to drop schema: %v", err)
+			return
+		}
+		defer conn.Close(ctx)
+		if _, err := conn.Exec(ctx, `DROP SCHEMA `+schema+` CASCADE`); err != nil {
+			t.Errorf("drop schema: %v", err)
+		}
+	})
+	u, err := url.Parse(base)
+	if err != nil {
+		t.Fatalf("DEVICEGRANT_POSTGRES_URL: %v", err)
+	}
+	q := u.Query()
+	q.Set("search_path", schema)
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+func open(t *testing.T, dsn string) *postgres.Store {
+	t.Helper()
+	s, err := postgres.Open(context.Background(), dsn)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	return s
+}
+
+func TestConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) store.Store { return open(t, freshSchema(t)) })
+}
+
+// TestMigrationsOnceWhenStartedTogether: instances that start at the same
+// time on an empty database all open it, the migrations having run once
+// under the advisory lock, and a later start finds nothing to do.
+func TestMigrationsOnceWhenStartedTogether(t *testing.T) {
+	dsn := freshSchema(t)
+	ctx := context.Background()
+	const n = 4
+	stores := make([]*postgres.Store, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			stores[i], errs[i] = postgres.Open(ctx, dsn)
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("Open %d: %v", i, err)
+		}
+		defer stores[i].Close()
+	}
+	// Each instance writes, and every other sees the write.
+	for i, s := range stores {
+		u := store.User{ID: "u" + string(rune('a'+i)), Username: "user" + string(rune('a'+i)), PasswordHash: "x", CreatedAt: time.Now().Truncate(time.Millisecond)}
+		if err := s.Update(ctx, func(tx store.Tx) error { return tx.CreateUser(ctx, u) }); err != nil {
+			t.Fatalf("instance %d: CreateUser: %v", i, err)
+		}
+	}
+	users, err := stores[0].Users(ctx)
+	if err != nil || len(users) != n {
+		t.Fatalf("Users = %d, %v; want %d", len(users), err, n)
+	}
+	again := open(t, dsn)
+	defer again.Close()
+	if _, err := again.User(ctx, "ua"); err != nil {
+		t.Errorf("after reopening: %v", err)
+	}
+}
+
+// TestUnreachableDatabase: a URL that does not reach a server fails Open
+// with an error that does not quote the password.
+func TestUnreachableDatabase(t *testing.T) {
+	_, err := postgres.Open(context.Background(), "postgres://dg:s3cr3tpw@127.0.0.1:1/none?connect_timeout=2")
+	if err == nil {
+		t.Fatal("Open of an unreachable database succeeded")
+	}
+	if msg := err.Error(); strings.Contains(msg, "s3cr3tpw") {
+		t.Errorf("error quotes the password: %s", msg)
+	}
+}
+
+// TestIsURL: only postgres:// and postgresql:// URLs select this backend;
+// anything else is a SQLite path.
+func TestIsURL(t *testing.T) {
+	for in, want := range map[string]bool{
+		"postgres://u@h/db":       true,
+		"postgresql:///db?host=/": true,
+		"./devicegrantd.db":       false,
+		"/var/lib/dg/postgres.db": false,
+		"postgres.db":             false,
+	} {
+		if got := postgres.IsURL(in); got != want {
+			t.Errorf("IsURL(%q) = %v, want %v", in, got, want)
+		}
+	}
+}
+
+// TestUpdateRetriesSerializationFailure: two transactions that each read
+// what the other writes (write skew) cannot both commit under SERIALIZABLE;
+// PostgreSQL aborts one with 40001 and Update runs its function again, so
+// both callers succeed and the second run sees the first's write.
+func TestUpdateRetriesSerializationFailure(t *testing.T) {
+	s := open(t, freshSchema(t))
+	defer s.Close()
+	ctx := context.Background()
+	for _, name := range []string{"a", "b"} {
+		if err := s.Update(ctx, func(tx store.Tx) error {
+			return tx.CreateUser(ctx, store.User{ID: name, Username: name, PasswordHash: "x", CreatedAt: time.Now()})
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var (
+		mu   sync.Mutex
+		runs = map[string]int{}
+		read sync.WaitGroup // both first runs have read before either writes
+		wg   sync.WaitGroup
+	)
+	read.Add(2)
+	skew := func(readID, writeID string) error {
+		return s.Update(ctx, func(tx store.Tx) error {
+			mu.Lock()
+			runs[writeID]++
+			first := runs[writeID] == 1
+			mu.Unlock()
+			other, err := tx.User(ctx, readID)
+			if err != nil {
+				return err
+			}
+			if first {
+				read.Done()
+				read.Wait()
+			}
+			me, err := tx.User(ctx, writeID)
+			if err != nil {
+				return err
+			}
+			me.DisplayName = "saw " + other.DisplayName
+			return tx.UpdateUser(ctx, me)
+		})
+	}
+	errs := make([]error, 2)
+	wg.Add(2)
+	go func() { defer wg.Done(); errs[0] = skew("a", "b") }()
+	go func() { defer wg.Done(); errs[1] = skew("b", "a") }()
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatalf("Update: %v", err)
+	}
+	if total := runs["a"] + runs["b"]; total < 3 {
+		t.Errorf("the functions ran %d times in all; want a retry (3 or more)", total)
+	}
+	a, _ := s.User(ctx, "a")
+	b, _ := s.User(ctx, "b")
+	// Serial order: one saw the other's empty name, the other saw that write.
+	if !(a.DisplayName == "saw " && b.DisplayName == "saw saw ") && !(b.DisplayName == "saw " && a.DisplayName == "saw saw ") {
+		t.Errorf("display names %q and %q are not those of a serial order", a.DisplayName, b.DisplayName)
+	}
+}
