@@ -98,6 +98,7 @@ fi
   trap '' INT TERM
   while kill -0 $$ 2>/dev/null; do sleep 2; done
   "${as_pg[@]}" "$pgbin/pg_ctl" -D "$pgdir/data" -m immediate stop
+  rm -rf "$pgdir"
 ) >/dev/null 2>&1 </dev/null &
 "${as_pg[@]}" "$pgbin/createdb" -h "$pgdir" -U postgres devicegrant
 export DEVICEGRANT_POSTGRES_URL="postgres:///devicegrant?host=$pgdir&user=postgres&sslmode=disable"
