@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 //go:embed migrations/*.sql
@@ -89,6 +90,42 @@ func migrate(ctx context.Context, cfg *pgx.ConnConfig) error {
 	}
 	if current > latest {
 		return fmt.Errorf("postgres: database schema version %d is newer than this program knows (%d); upgrade devicegrantd", current, latest)
+	}
+	return nil
+}
+
+// Check connects to the database at url and tells whether its schema is
+// the one this program's migrations make, without changing anything (the
+// doctor runs it; serve and the admin commands migrate).
+func Check(ctx context.Context, url string) error {
+	cfg, err := pgx.ParseConfig(url)
+	if err != nil {
+		return errors.New("postgres: the database URL does not parse")
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("postgres: connect: %w", err)
+	}
+	defer conn.Close(context.Background())
+	names, err := fs.Glob(migrations, "migrations/*.sql")
+	if err != nil || len(names) == 0 {
+		return fmt.Errorf("postgres: list migrations: %w", err)
+	}
+	sort.Strings(names)
+	latest, err := strconv.Atoi(strings.SplitN(strings.TrimPrefix(names[len(names)-1], "migrations/"), "_", 2)[0])
+	if err != nil {
+		return fmt.Errorf("postgres: migration %s: bad version prefix: %w", names[len(names)-1], err)
+	}
+	var current int
+	err = conn.QueryRow(ctx, `SELECT version FROM schema_version WHERE id = 1`).Scan(&current)
+	var pe *pgconn.PgError
+	switch {
+	case errors.As(err, &pe) && pe.Code == "42P01", errors.Is(err, pgx.ErrNoRows): // undefined_table
+		return errors.New("postgres: the database has no devicegrant schema yet; the daemon creates it when it first starts")
+	case err != nil:
+		return fmt.Errorf("postgres: read schema version: %w", err)
+	case current != latest:
+		return fmt.Errorf("postgres: the schema is at version %d, this program's at %d; the daemon migrates when it starts", current, latest)
 	}
 	return nil
 }

@@ -2,70 +2,19 @@ package postgres_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
-	"net/url"
-	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/devicegrant/devicegrant/store"
 	"github.com/devicegrant/devicegrant/store/postgres"
+	"github.com/devicegrant/devicegrant/store/postgres/pgtest"
 	"github.com/devicegrant/devicegrant/store/storetest"
 )
 
-// freshSchema returns the URL of a new, empty schema in the database that
-// DEVICEGRANT_POSTGRES_URL names, dropped when the test ends. Without the
-// variable the test is skipped, unless DEVICEGRANT_POSTGRES_TESTS=1 (as
-// test.sh sets), when it fails: CI must not pass without PostgreSQL.
-func freshSchema(t *testing.T) string {
-	t.Helper()
-	base := os.Getenv("DEVICEGRANT_POSTGRES_URL")
-	if base == "" {
-		if os.Getenv("DEVICEGRANT_POSTGRES_TESTS") == "1" {
-			t.Fatal("DEVICEGRANT_POSTGRES_TESTS=1 but DEVICEGRANT_POSTGRES_URL is not set")
-		}
-		t.Skip("DEVICEGRANT_POSTGRES_URL not set; test.sh starts a PostgreSQL and sets it")
-	}
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, base)
-	if err != nil {
-		t.Fatalf("connect to DEVICEGRANT_POSTGRES_URL: %v", err)
-	}
-	defer conn.Close(ctx)
-	b := make([]byte, 6)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	schema := "dgtest_" + hex.EncodeToString(b)
-	if _, err := conn.Exec(ctx, `CREATE SCHEMA `+schema); err != nil {
-		t.Fatalf("create schema: %v", err)
-	}
-	t.Cleanup(func() {
-		conn, err := pgx.Connect(ctx, base)
-		if err != nil {
-			t.Errorf("connect to drop schema: %v", err)
-			return
-		}
-		defer conn.Close(ctx)
-		if _, err := conn.Exec(ctx, `DROP SCHEMA `+schema+` CASCADE`); err != nil {
-			t.Errorf("drop schema: %v", err)
-		}
-	})
-	u, err := url.Parse(base)
-	if err != nil {
-		t.Fatalf("DEVICEGRANT_POSTGRES_URL: %v", err)
-	}
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
-	return u.String()
-}
+func freshSchema(t *testing.T) string { return pgtest.URL(t) }
 
 func open(t *testing.T, dsn string) *postgres.Store {
 	t.Helper()
@@ -210,5 +159,19 @@ func TestUpdateRetriesSerializationFailure(t *testing.T) {
 	// Serial order: one saw the other's empty name, the other saw that write.
 	if !(a.DisplayName == "saw " && b.DisplayName == "saw saw ") && !(b.DisplayName == "saw " && a.DisplayName == "saw saw ") {
 		t.Errorf("display names %q and %q are not those of a serial order", a.DisplayName, b.DisplayName)
+	}
+}
+
+// TestCheck: the doctor's check fails on a database without the schema
+// and passes once a store has opened (and so migrated) it.
+func TestCheck(t *testing.T) {
+	dsn := freshSchema(t)
+	ctx := context.Background()
+	if err := postgres.Check(ctx, dsn); err == nil || !strings.Contains(err.Error(), "no devicegrant schema") {
+		t.Errorf("Check of an empty schema = %v, want the schema missing", err)
+	}
+	open(t, dsn).Close()
+	if err := postgres.Check(ctx, dsn); err != nil {
+		t.Errorf("Check after Open: %v", err)
 	}
 }
