@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -173,5 +174,77 @@ func TestCheck(t *testing.T) {
 	open(t, dsn).Close()
 	if err := postgres.Check(ctx, dsn); err != nil {
 		t.Errorf("Check after Open: %v", err)
+	}
+}
+
+// TestNULKeysFindNothing: PostgreSQL text cannot hold NUL, and asking for
+// it is an error that would abort the transaction; a lookup by a key
+// holding one finds nothing, as on SQLite, and the transaction goes on
+// (a legacy login with a NUL in the username got a 500 before).
+func TestNULKeysFindNothing(t *testing.T) {
+	s := open(t, freshSchema(t))
+	defer s.Close()
+	ctx := context.Background()
+	bad := "ali\x00ce"
+	check := func(r store.Reader) error {
+		var errs []error
+		for what, err := range map[string]error{
+			"User":                  func() error { _, err := r.User(ctx, bad); return err }(),
+			"UserByUsername":        func() error { _, err := r.UserByUsername(ctx, bad); return err }(),
+			"Client":                func() error { _, err := r.Client(ctx, bad); return err }(),
+			"DeviceGrant":           func() error { _, err := r.DeviceGrant(ctx, bad); return err }(),
+			"DeviceGrantByUserCode": func() error { _, err := r.DeviceGrantByUserCode(ctx, bad); return err }(),
+			"Session":               func() error { _, err := r.Session(ctx, bad); return err }(),
+			"TokenPair":             func() error { _, err := r.TokenPair(ctx, bad); return err }(),
+			"AuthCode":              func() error { _, err := r.AuthCode(ctx, bad); return err }(),
+		} {
+			if !errors.Is(err, store.ErrNotFound) {
+				errs = append(errs, fmt.Errorf("%s: %v, want ErrNotFound", what, err))
+			}
+		}
+		if l, err := r.SessionsByUser(ctx, bad, true); err != nil || len(l) != 0 {
+			errs = append(errs, fmt.Errorf("SessionsByUser: %v %v", l, err))
+		}
+		return errors.Join(errs...)
+	}
+	if err := check(s); err != nil {
+		t.Error(err)
+	}
+	err := s.Update(ctx, func(tx store.Tx) error {
+		if err := check(tx); err != nil {
+			return err
+		}
+		return tx.CreateUser(ctx, store.User{ID: "u1", Username: "alice", PasswordHash: "x", CreatedAt: time.Now()})
+	})
+	if err != nil {
+		t.Fatalf("Update: %v", err)
+	}
+	if _, err := s.UserByUsername(ctx, "alice"); err != nil {
+		t.Errorf("the transaction did not go on after the lookups: %v", err)
+	}
+}
+
+// TestDuplicateLeavesTheTransactionUsable: a unique key already taken is
+// ErrAlreadyExists, and, as on SQLite, the transaction may go on and
+// commit (a failed statement would abort a PostgreSQL transaction).
+func TestDuplicateLeavesTheTransactionUsable(t *testing.T) {
+	s := open(t, freshSchema(t))
+	defer s.Close()
+	ctx := context.Background()
+	err := s.Update(ctx, func(tx store.Tx) error {
+		if err := tx.CreateUser(ctx, store.User{ID: "u1", Username: "alice", PasswordHash: "x", CreatedAt: time.Now()}); err != nil {
+			return err
+		}
+		err := tx.CreateUser(ctx, store.User{ID: "u2", Username: "alice", PasswordHash: "x", CreatedAt: time.Now()})
+		if !errors.Is(err, store.ErrAlreadyExists) {
+			return fmt.Errorf("second alice: %v, want ErrAlreadyExists", err)
+		}
+		return tx.CreateUser(ctx, store.User{ID: "u3", Username: "bob", PasswordHash: "x", CreatedAt: time.Now()})
+	})
+	if err != nil {
+		t.Fatalf("Update: %v", err)
+	}
+	if users, err := s.Users(ctx); err != nil || len(users) != 2 {
+		t.Errorf("Users = %v, %v; want alice and bob", users, err)
 	}
 }

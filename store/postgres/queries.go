@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -44,11 +45,17 @@ func scanUser(s scanner) (u store.User, err error) {
 }
 
 func (q queries) User(ctx context.Context, id string) (store.User, error) {
+	if hasNUL(id) {
+		return store.User{}, notFound("user")
+	}
 	u, err := scanUser(q.db.QueryRow(ctx, `SELECT `+userCols+` FROM users WHERE id = $1`, id))
 	return u, wrap("user", err)
 }
 
 func (q queries) UserByUsername(ctx context.Context, username string) (store.User, error) {
+	if hasNUL(username) {
+		return store.User{}, notFound("user by username")
+	}
 	u, err := scanUser(q.db.QueryRow(ctx, `SELECT `+userCols+` FROM users WHERE username = $1`, username))
 	return u, wrap("user by username", err)
 }
@@ -76,6 +83,9 @@ func scanClient(s scanner) (c store.Client, err error) {
 }
 
 func (q queries) Client(ctx context.Context, id string) (store.Client, error) {
+	if hasNUL(id) {
+		return store.Client{}, notFound("client")
+	}
 	c, err := scanClient(q.db.QueryRow(ctx, `SELECT `+clientCols+` FROM clients WHERE id = $1`, id))
 	return c, wrap("client", err)
 }
@@ -116,6 +126,9 @@ func scanAuthCode(s scanner) (a store.AuthCode, err error) {
 }
 
 func (q queries) AuthCode(ctx context.Context, id string) (store.AuthCode, error) {
+	if hasNUL(id) {
+		return store.AuthCode{}, notFound("auth code")
+	}
 	a, err := scanAuthCode(q.db.QueryRow(ctx, `SELECT `+authCodeCols+` FROM auth_codes WHERE id = $1`, id))
 	return a, wrap("auth code", err)
 }
@@ -170,6 +183,9 @@ func scanGrant(s scanner) (g store.DeviceGrant, err error) {
 }
 
 func (q queries) DeviceGrant(ctx context.Context, id string) (store.DeviceGrant, error) {
+	if hasNUL(id) {
+		return store.DeviceGrant{}, notFound("device grant")
+	}
 	g, err := scanGrant(q.db.QueryRow(ctx, `SELECT `+grantCols+` FROM device_grants WHERE id = $1`, id))
 	return g, wrap("device grant", err)
 }
@@ -180,6 +196,9 @@ func (q queries) DeviceGrantByDeviceCode(ctx context.Context, hash []byte) (stor
 }
 
 func (q queries) DeviceGrantByUserCode(ctx context.Context, userCode string) (store.DeviceGrant, error) {
+	if hasNUL(userCode) {
+		return store.DeviceGrant{}, notFound("device grant by user code")
+	}
 	g, err := scanGrant(q.db.QueryRow(ctx, `SELECT `+grantCols+` FROM device_grants WHERE user_code = $1`, userCode))
 	return g, wrap("device grant by user code", err)
 }
@@ -219,16 +238,25 @@ func scanSession(s scanner) (x store.Session, err error) {
 }
 
 func (q queries) Session(ctx context.Context, id string) (store.Session, error) {
+	if hasNUL(id) {
+		return store.Session{}, notFound("session")
+	}
 	s, err := scanSession(q.db.QueryRow(ctx, `SELECT `+sessionCols+` FROM sessions WHERE id = $1`, id))
 	return s, wrap("session", err)
 }
 
 func (q queries) SessionsByDevice(ctx context.Context, userID, deviceID string) ([]store.Session, error) {
+	if hasNUL(userID, deviceID) {
+		return nil, nil
+	}
 	return list(ctx, q, "sessions by device", scanSession, `SELECT `+sessionCols+` FROM sessions
 		WHERE user_id = $1 AND device_id = $2 AND ended_at IS NULL ORDER BY created_at`, userID, deviceID)
 }
 
 func (q queries) SessionsByUser(ctx context.Context, userID string, includeEnded bool) ([]store.Session, error) {
+	if hasNUL(userID) {
+		return nil, nil
+	}
 	query := `SELECT ` + sessionCols + ` FROM sessions WHERE user_id = $1`
 	if !includeEnded {
 		query += ` AND ended_at IS NULL`
@@ -262,6 +290,9 @@ func scanPair(s scanner, extra ...any) (p store.TokenPair, err error) {
 }
 
 func (q queries) TokenPair(ctx context.Context, id string) (store.TokenPair, error) {
+	if hasNUL(id) {
+		return store.TokenPair{}, notFound("token pair")
+	}
 	p, err := scanPair(q.db.QueryRow(ctx, `SELECT `+pairCols+` FROM token_pairs WHERE id = $1`, id))
 	return p, wrap("token pair", err)
 }
@@ -393,6 +424,9 @@ func (t *tx) DeleteOutbox(ctx context.Context, id int64) error {
 }
 
 func (q queries) GrantsOfUser(ctx context.Context, userID string, states []store.GrantState, now time.Time) ([]store.DeviceGrant, error) {
+	if hasNUL(userID) {
+		return nil, nil
+	}
 	return list(ctx, q, "grants of user", scanGrant, `SELECT `+grantCols+` FROM device_grants
 		WHERE user_id = $1 AND state = ANY($2) AND expires_at > $3 ORDER BY created_at`, userID, texts(states), ms(now))
 }
@@ -403,6 +437,9 @@ func (q queries) GrantsLapsed(ctx context.Context, states []store.GrantState, af
 }
 
 func (q queries) AuthCodesOfUser(ctx context.Context, userID string, statuses []store.AuthCodeStatus, now time.Time) ([]store.AuthCode, error) {
+	if hasNUL(userID) {
+		return nil, nil
+	}
 	return list(ctx, q, "auth codes of user", scanAuthCode, `SELECT `+authCodeCols+` FROM auth_codes
 		WHERE user_id = $1 AND status = ANY($2) AND expires_at > $3 ORDER BY created_at`, userID, texts(statuses), ms(now))
 }
@@ -488,6 +525,21 @@ func (t *tx) execN(ctx context.Context, what, query string, args ...any) (int64,
 	}
 	return tag.RowsAffected(), nil
 }
+
+// hasNUL tells whether a lookup key holds a NUL character. PostgreSQL text
+// cannot hold one, so no row matches such a key; asking would be an error
+// that aborts the transaction, where SQLite simply finds nothing. Keys
+// come from requests (a username at the legacy login, an id in a form).
+func hasNUL(keys ...string) bool {
+	for _, k := range keys {
+		if strings.IndexByte(k, 0) >= 0 {
+			return true
+		}
+	}
+	return false
+}
+
+func notFound(what string) error { return fmt.Errorf("postgres: %s: %w", what, store.ErrNotFound) }
 
 func wrap(what string, err error) error {
 	if err == nil {
