@@ -185,6 +185,13 @@ done
 step "go test -race"
 go test -race -count=1 -timeout 15m ./...
 
+# >>> the protocol core on PostgreSQL (issue 15) >>>
+# Every test of package devicegrant that builds its server with newEnv runs
+# again with the core on the throwaway PostgreSQL started above.
+step "go test -race ./devicegrant/ on PostgreSQL"
+DEVICEGRANT_CORE_STORE=postgres go test -race -count=1 -timeout 10m ./devicegrant/
+# <<< the protocol core on PostgreSQL <<<
+
 step "benchmark harness smoke run (no thresholds; README \"Performance\")"
 go run ./cmd/devicegrant-bench --smoke
 
