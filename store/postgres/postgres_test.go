@@ -248,3 +248,84 @@ func TestDuplicateLeavesTheTransactionUsable(t *testing.T) {
 		t.Errorf("Users = %v, %v; want alice and bob", users, err)
 	}
 }
+
+// TestOutboxIDsCommitInOrderPerUser: concurrent transactions enqueue calls
+// for one user; whenever a reader sees an entry, it sees every entry with
+// a lower id that ever commits, so the deliverer, which takes each user's
+// lowest id (P-HS-3: in order per user), cannot skip one that commits
+// late.
+func TestOutboxIDsCommitInOrderPerUser(t *testing.T) {
+	s := open(t, freshSchema(t))
+	defer s.Close()
+	ctx := context.Background()
+	var (
+		wg       sync.WaitGroup
+		done     = make(chan struct{})
+		snapshot [][]int64
+	)
+	observer := make(chan struct{})
+	go func() {
+		defer close(observer)
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			entries, err := s.Outbox(ctx, 1000)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			ids := make([]int64, len(entries))
+			for i, e := range entries {
+				ids[i] = e.ID
+			}
+			snapshot = append(snapshot, ids)
+		}
+	}()
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 5 {
+				err := s.Update(ctx, func(tx store.Tx) error {
+					if _, err := tx.Enqueue(ctx, store.OutboxEntry{UserKey: "alice", Call: "upsert_device", Body: []byte("{}"),
+						CreatedAt: time.Now(), NextAttemptAt: time.Now()}); err != nil {
+						return err
+					}
+					// Hold the transaction open, so that commits and ids
+					// would interleave.
+					time.Sleep(time.Duration((w*5+i)%4) * time.Millisecond)
+					return nil
+				})
+				if err != nil {
+					t.Error(err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(done)
+	<-observer
+	final, err := s.Outbox(ctx, 1000)
+	if err != nil || len(final) != 40 {
+		t.Fatalf("Outbox = %d entries, %v; want 40", len(final), err)
+	}
+	for _, ids := range snapshot {
+		if len(ids) == 0 {
+			continue
+		}
+		last := ids[len(ids)-1]
+		var want []int64
+		for _, e := range final {
+			if e.ID <= last {
+				want = append(want, e.ID)
+			}
+		}
+		if fmt.Sprint(ids) != fmt.Sprint(want) {
+			t.Fatalf("a reader saw ids %v; committed up to %d are %v: a lower id committed later", ids, last, want)
+		}
+	}
+	t.Logf("%d snapshots checked", len(snapshot))
+}

@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"fmt"
+	"hash/fnv"
 	"strings"
 	"time"
 
@@ -404,7 +405,18 @@ func (q queries) OutboxEntry(ctx context.Context, id int64) (store.OutboxEntry, 
 	return e, wrap("outbox entry", err)
 }
 
+// Enqueue first takes a lock on the entry's user key until the
+// transaction ends. Identity values are handed out in order but may commit
+// out of order; under the lock, an entry for a user commits before the
+// next one for that user gets its id, so the deliverer, which takes each
+// user's lowest id, never sees a later call while an earlier one is still
+// to commit.
 func (t *tx) Enqueue(ctx context.Context, e store.OutboxEntry) (int64, error) {
+	h := fnv.New64a()
+	h.Write([]byte("devicegrant outbox " + e.UserKey))
+	if _, err := t.db.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(h.Sum64())); err != nil {
+		return 0, wrap("enqueue", err)
+	}
 	var id int64
 	err := t.db.QueryRow(ctx, `INSERT INTO outbox (user_key, call, body, grant_id, created_at, attempts,
 		next_attempt_at, lease_until, last_error, parked_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id`,
