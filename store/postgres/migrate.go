@@ -13,6 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 //go:embed migrations/*.sql
@@ -98,11 +99,13 @@ func migrate(ctx context.Context, cfg *pgx.ConnConfig) error {
 // the one this program's migrations make, without changing anything (the
 // doctor runs it; serve and the admin commands migrate).
 func Check(ctx context.Context, url string) error {
-	cfg, err := pgx.ParseConfig(url)
+	// The pool's parser: it knows pool_max_conns and the like, which the
+	// server would refuse as unknown settings.
+	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return errors.New("postgres: the database URL does not parse")
 	}
-	conn, err := pgx.ConnectConfig(ctx, cfg)
+	conn, err := pgx.ConnectConfig(ctx, cfg.ConnConfig)
 	if err != nil {
 		return fmt.Errorf("postgres: connect: %w", err)
 	}

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // URL returns a postgres:// URL whose search_path is a new, empty schema,
@@ -32,7 +33,11 @@ func URL(t testing.TB) string {
 		t.Fatal("DEVICEGRANT_POSTGRES_URL does not parse as a URL")
 	}
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, base)
+	cfg, err := pgxpool.ParseConfig(base) // it knows pool_max_conns and the like
+	if err != nil {
+		t.Fatal("DEVICEGRANT_POSTGRES_URL does not parse")
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg.ConnConfig)
 	if err != nil {
 		t.Fatalf("connect to DEVICEGRANT_POSTGRES_URL: %v", err)
 	}
@@ -46,7 +51,7 @@ func URL(t testing.TB) string {
 		t.Fatalf("create schema: %v", err)
 	}
 	t.Cleanup(func() {
-		conn, err := pgx.Connect(ctx, base)
+		conn, err := pgx.ConnectConfig(ctx, cfg.ConnConfig)
 		if err != nil {
 			t.Errorf("connect to drop schema %s: %v", schema, err)
 			return
