@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -29,7 +30,8 @@ import (
 // Store is a store.Store on a PostgreSQL database. Open it with Open.
 type Store struct {
 	queries
-	pool *pgxpool.Pool
+	pool    *pgxpool.Pool
+	retries atomic.Uint64 // transactions run again after a serialization failure or deadlock
 }
 
 var _ store.Store = (*Store)(nil)
@@ -93,8 +95,14 @@ func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) error {
 			return err
 		}
 		pause = min(2*pause, 100*time.Millisecond)
+		s.retries.Add(1)
 	}
 }
+
+// Retries returns how many times Update ran a function again because
+// PostgreSQL aborted its transaction: a measure of contention, for
+// metrics and tests.
+func (s *Store) Retries() uint64 { return s.retries.Load() }
 
 // updateOnce runs fn in one transaction.
 func (s *Store) updateOnce(ctx context.Context, fn func(store.Tx) error) error {

@@ -15,7 +15,7 @@ import (
 	"github.com/devicegrant/devicegrant/store/storetest"
 )
 
-func freshSchema(t *testing.T) string { return pgtest.URL(t) }
+func freshSchema(t testing.TB) string { return pgtest.URL(t) }
 
 func open(t *testing.T, dsn string) *postgres.Store {
 	t.Helper()
@@ -152,8 +152,8 @@ func TestUpdateRetriesSerializationFailure(t *testing.T) {
 	if err := errors.Join(errs...); err != nil {
 		t.Fatalf("Update: %v", err)
 	}
-	if total := runs["a"] + runs["b"]; total < 3 {
-		t.Errorf("the functions ran %d times in all; want a retry (3 or more)", total)
+	if total := runs["a"] + runs["b"]; total < 3 || s.Retries() < 1 {
+		t.Errorf("the functions ran %d times in all, Retries = %d; want a retry (3 or more runs)", total, s.Retries())
 	}
 	a, _ := s.User(ctx, "a")
 	b, _ := s.User(ctx, "b")
@@ -174,6 +174,11 @@ func TestCheck(t *testing.T) {
 	open(t, dsn).Close()
 	if err := postgres.Check(ctx, dsn); err != nil {
 		t.Errorf("Check after Open: %v", err)
+	}
+	// An operator's URL may carry the pool's settings; the server knows
+	// them not.
+	if err := postgres.Check(ctx, dsn+"&pool_max_conns=8"); err != nil {
+		t.Errorf("Check with pool_max_conns: %v", err)
 	}
 }
 

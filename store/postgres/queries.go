@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"hash/fnv"
+	"math/rand/v2"
 	"strings"
 	"time"
 
@@ -463,16 +464,20 @@ func (q queries) AuthCodesLapsed(ctx context.Context, statuses []store.AuthCodeS
 
 func (q queries) TokenEpoch(ctx context.Context) (int64, error) {
 	var n int64
-	err := q.db.QueryRow(ctx, `SELECT n FROM token_epoch WHERE id = 1`).Scan(&n)
+	err := q.db.QueryRow(ctx, `SELECT sum(n)::bigint FROM token_epoch`).Scan(&n)
 	return n, wrap("token epoch", err)
 }
 
-// BumpTokenEpoch updates the one row, so that the new number is seen only
-// once this transaction commits. Every transaction that bumps it conflicts
-// with every other that does at the same time; Update retries the loser.
+// BumpTokenEpoch adds one to a random stripe of the epoch (see migration
+// 0006), seen only once this transaction commits. Two transactions that
+// pick the same stripe at once conflict, and Update runs the loser again,
+// which then most likely picks another.
 func (t *tx) BumpTokenEpoch(ctx context.Context) error {
-	return t.exec1(ctx, "bump token epoch", `UPDATE token_epoch SET n = n + 1 WHERE id = 1`)
+	return t.exec1(ctx, "bump token epoch", `UPDATE token_epoch SET n = n + 1 WHERE stripe = $1`, rand.IntN(epochStripes))
 }
+
+// epochStripes is how many rows migration 0006 made.
+const epochStripes = 64
 
 // texts turns a list of states into the text[] that = ANY compares with;
 // an empty list matches nothing.
