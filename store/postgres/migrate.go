@@ -13,6 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -35,12 +36,15 @@ func migrate(ctx context.Context, cfg *pgx.ConnConfig) error {
 	}
 	defer conn.Close(context.Background())
 
-	var schema string
+	var schema pgtype.Text
 	if err := conn.QueryRow(ctx, `SELECT current_schema()`).Scan(&schema); err != nil {
 		return fmt.Errorf("postgres: read current schema: %w", err)
 	}
+	if !schema.Valid {
+		return errors.New("postgres: no schema on the search_path exists; create it, or fix search_path in the URL")
+	}
 	h := fnv.New64a()
-	h.Write([]byte("devicegrant migrations " + schema))
+	h.Write([]byte("devicegrant migrations " + schema.String))
 	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, int64(h.Sum64())); err != nil {
 		return fmt.Errorf("postgres: lock for migrations: %w", err)
 	}

@@ -84,6 +84,17 @@ func TestUnreachableDatabase(t *testing.T) {
 	}
 }
 
+// TestMissingSchema: a search_path naming no existing schema fails Open
+// with an error that says so, rather than creating tables elsewhere.
+func TestMissingSchema(t *testing.T) {
+	dsn := freshSchema(t)
+	dsn = strings.Replace(dsn, "search_path=dgtest_", "search_path=nosuch_", 1)
+	_, err := postgres.Open(context.Background(), dsn)
+	if err == nil || !strings.Contains(err.Error(), "search_path") {
+		t.Errorf("Open with a missing schema = %v; want an error naming search_path", err)
+	}
+}
+
 // TestIsURL: only postgres:// and postgresql:// URLs select this backend;
 // anything else is a SQLite path.
 func TestIsURL(t *testing.T) {
