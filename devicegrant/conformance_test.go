@@ -167,7 +167,7 @@ func TestIntrospectionNeedsADevice(t *testing.T) {
 	control := e.signIn(clientID, "CONTROLDEV")
 	// The row is changed behind the server's back, before the token is
 	// ever introspected (and cached), as an older version would have left it.
-	db, err := sql.Open("sqlite3", e.DBPath)
+	db, err := sql.Open("sqlite3", e.sqliteFile())
 	if err != nil {
 		t.Fatal(err)
 	}

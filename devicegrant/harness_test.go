@@ -1,15 +1,19 @@
 package devicegrant_test
 
 import (
+	"context"
 	"encoding/base64"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"testing"
 
 	"golang.org/x/oauth2"
 
 	"github.com/devicegrant/devicegrant/internal/devtest"
+	"github.com/devicegrant/devicegrant/store/postgres"
+	"github.com/devicegrant/devicegrant/store/postgres/pgtest"
 )
 
 const (
@@ -32,7 +36,23 @@ type env struct {
 func newEnv(t *testing.T, opts ...devtest.Option) *env {
 	t.Helper()
 	opts = append([]devtest.Option{devtest.WithRerunUpdates(nil)}, opts...)
+	if os.Getenv("DEVICEGRANT_CORE_STORE") == "postgres" {
+		opts = append(opts, withPostgres(t))
+	}
 	return &env{Server: devtest.Start(t, opts...), t: t}
+}
+
+// withPostgres runs the core on PostgreSQL, in a schema of its own
+// (issue 15). DEVICEGRANT_CORE_STORE=postgres runs every test of this
+// package that uses newEnv so; the tests that read the SQLite file
+// (e.DBPath) directly do not apply there.
+func withPostgres(t *testing.T) devtest.Option {
+	t.Helper()
+	st, err := postgres.Open(context.Background(), pgtest.URL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return devtest.WithStore(st)
 }
 
 func withClock() devtest.Option { return devtest.WithClock() }
@@ -71,3 +91,13 @@ func basicAuth(id, secret string) string {
 
 // do sends a request and decodes its JSON answer.
 func do(t *testing.T, req *http.Request) (int, map[string]any) { return devtest.Do(t, req) }
+
+// sqliteFile is the path of the core's SQLite file, for the tests that
+// read it directly; they skip when the core runs on another store.
+func (e *env) sqliteFile() string {
+	e.t.Helper()
+	if e.DBPath == "" {
+		e.t.Skip("reads the SQLite file; the core runs on another store here")
+	}
+	return e.DBPath
+}

@@ -215,7 +215,7 @@ func passwordLogin(extra string) string {
 // countRows counts the rows of a table in the server's database.
 func (e *env) countRows(table string) int {
 	e.t.Helper()
-	db, err := sql.Open("sqlite3", "file:"+e.DBPath+"?mode=ro")
+	db, err := sql.Open("sqlite3", "file:"+e.sqliteFile()+"?mode=ro")
 	if err != nil {
 		e.t.Fatal(err)
 	}

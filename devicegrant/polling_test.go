@@ -275,7 +275,7 @@ func TestSlowDownIsCapped(t *testing.T) {
 	// At the cap a fast poll costs a lookup, not a write: the database
 	// file does not change (PRAGMA data_version counts other
 	// connections' commits that changed it).
-	db, err := sql.Open("sqlite3", "file:"+e.DBPath+"?mode=ro")
+	db, err := sql.Open("sqlite3", "file:"+e.sqliteFile()+"?mode=ro")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -98,7 +98,7 @@ func TestSecretsAreStoredHashed(t *testing.T) {
 	// checkpoint: read both files.
 	var db []byte
 	for _, suffix := range []string{"", "-wal"} {
-		b, err := os.ReadFile(e.DBPath + suffix)
+		b, err := os.ReadFile(e.sqliteFile() + suffix)
 		if err != nil && !os.IsNotExist(err) {
 			t.Fatal(err)
 		}

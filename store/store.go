@@ -1,6 +1,7 @@
 // Package store defines how devicegrant persists its state, independent of
-// any database. Backends (SQLite in store/sqlite, Postgres later) implement
-// Store and must pass the conformance suite in store/storetest.
+// any database. Backends (SQLite in store/sqlite, PostgreSQL in
+// store/postgres) implement Store and must pass the conformance suite in
+// store/storetest.
 //
 // The store holds data, not rules: every protocol decision (is this grant
 // approved, is this refresh token reused) is made by package devicegrant,

@@ -9,7 +9,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/devicegrant/devicegrant/devicegrant"
-	"github.com/devicegrant/devicegrant/store/sqlite"
+	"github.com/devicegrant/devicegrant/store"
 )
 
 const clientUsage = `Usage:
@@ -30,7 +30,7 @@ const keysUsage = `Usage:
 // admin is what an administrative command works with.
 type admin struct {
 	cfg  *config
-	st   *sqlite.Store
+	st   store.Store
 	srv  *devicegrant.Server
 	args []string // positional arguments
 }
@@ -44,7 +44,7 @@ func runAdmin(ctx context.Context, name, usage string, args []string, stderr io.
 	if err != nil {
 		return err
 	}
-	if a.st, err = sqlite.Open(ctx, a.cfg.Database); err != nil {
+	if a.st, err = openStore(ctx, a.cfg.Database); err != nil {
 		return err
 	}
 	defer a.st.Close()

@@ -8,7 +8,7 @@ import (
 	"os"
 
 	"github.com/devicegrant/devicegrant/store"
-	"github.com/devicegrant/devicegrant/store/sqlite"
+	"github.com/devicegrant/devicegrant/store/postgres"
 )
 
 const backupUsage = `Usage: devicegrantd backup FILE [--config FILE]
@@ -22,6 +22,9 @@ reports success.
 To restore: stop the daemon, put the copy in place of the database file
 (removing any -wal and -shm files beside the old one), keep it owned by the
 daemon's user with mode 0600, and start the daemon again.
+
+For a PostgreSQL database (database: postgres://...) use PostgreSQL's own
+tools instead: pg_dump, or continuous archiving.
 `
 
 func backupCmd(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
@@ -33,17 +36,20 @@ func backupCmd(ctx context.Context, args []string, stdout, stderr io.Writer, get
 		fmt.Fprint(stderr, backupUsage)
 		return errUsage
 	}
+	if postgres.IsURL(a.cfg.Database) {
+		// Connecting is pointless: PostgreSQL's own tools back it up.
+		return errors.New("the database is PostgreSQL: back it up with its own tools (pg_dump, or continuous archiving), not this command")
+	}
 	// Opening would create an empty database; a backup of that helps no one.
 	if _, err := os.Stat(a.cfg.Database); err != nil {
 		return fmt.Errorf("database: %w", err)
 	}
-	st, err := sqlite.Open(ctx, a.cfg.Database)
+	st, err := openStore(ctx, a.cfg.Database)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	var s store.Store = st
-	b, ok := s.(store.Backuper)
+	b, ok := st.(store.Backuper)
 	if !ok {
 		return errors.New("this database has no online backup here; use its own tools (pg_dump for PostgreSQL)")
 	}

@@ -114,7 +114,7 @@ func settings() []setting {
 	return []setting{
 		{"listen", "DEVICEGRANTD_LISTEN", "host:port to listen on", "127.0.0.1:8080", func(c *config) any { return &c.Listen }},
 		{"issuer", "DEVICEGRANTD_ISSUER", "public base URL; https unless loopback", "http://<listen>/", func(c *config) any { return &c.Issuer }},
-		{"database", "DEVICEGRANTD_DATABASE", "SQLite database file (created mode 0600)", "./devicegrantd.db", func(c *config) any { return &c.Database }},
+		{"database", "DEVICEGRANTD_DATABASE", "SQLite database file (created mode 0600), or a postgres:// URL for PostgreSQL", "./devicegrantd.db", func(c *config) any { return &c.Database }},
 		{"server_name", "DEVICEGRANTD_SERVER_NAME", "Matrix server name, as in @alice:<server_name>", "the issuer's host", func(c *config) any { return &c.ServerName }},
 		{"homeserver.endpoint", "DEVICEGRANTD_HOMESERVER_ENDPOINT", "homeserver base URL for /_synapse/mas provisioning (Synapse's matrix_authentication_service mode)", "standalone", func(c *config) any { return &c.Homeserver.Endpoint }},
 		{"homeserver.secret", "DEVICEGRANTD_HOMESERVER_SECRET", "shared secret: the homeserver presents it at introspection, devicegrantd at /_synapse/mas", "none", func(c *config) any { return &c.Homeserver.Secret }},

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/devicegrant/devicegrant/store/postgres"
 	"github.com/devicegrant/devicegrant/store/sqlite"
 )
 
@@ -29,7 +30,8 @@ meaningless. It changes nothing. Exit status 0 when every check passes,
   configuration  the file and environment parse
   issuer         https, or http on a loopback address
   database       exists, is mode 0600 (with its -wal and -shm files) and
-                 passes PRAGMA integrity_check
+                 passes PRAGMA integrity_check; a postgres:// URL: the
+                 server answers and the schema is up to date
   listener       the daemon answers at the issuer's URL with its own issuer
   homeserver     (with homeserver.endpoint) it answers, accepts the shared
                  secret on /_synapse/mas/*, serves our issuer at
@@ -174,6 +176,14 @@ func isLoopback(host string) bool {
 }
 
 func (d *doctor) checkDatabase(ctx context.Context, path string) {
+	if postgres.IsURL(path) {
+		if err := postgres.Check(ctx, path); err != nil {
+			d.fail("database", err.Error(), "check the database URL, that PostgreSQL is reachable from here, and the daemon's log")
+			return
+		}
+		d.ok("database", "%s is reachable and its schema up to date", shownDatabase(path))
+		return
+	}
 	fi, err := os.Stat(path)
 	if err != nil {
 		fix := "check database in the configuration; the daemon creates the file when it first starts"

@@ -19,7 +19,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/devicegrant/devicegrant/devicegrant"
-	"github.com/devicegrant/devicegrant/store/sqlite"
 )
 
 func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(string) string) error {
@@ -47,7 +46,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 		return err
 	}
 
-	st, err := sqlite.Open(ctx, cfg.Database)
+	st, err := openStore(ctx, cfg.Database)
 	if err != nil {
 		return err
 	}
@@ -115,7 +114,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 		return err
 	}
 	welcome(stderr, cfg, srv.Issuer(), len(users), ln.Addr().String())
-	log.Info("listening", "addr", ln.Addr().String(), "issuer", srv.Issuer(), "database", cfg.Database,
+	log.Info("listening", "addr", ln.Addr().String(), "issuer", srv.Issuer(), "database", shownDatabase(cfg.Database),
 		"homeserver_secret", cfg.Homeserver.Secret != "", "homeserver", cfg.Homeserver.Endpoint,
 		"legacy_login", cfg.LegacyLogin.Enabled, "legacy_password_login", cfg.LegacyLogin.Enabled && cfg.LegacyLogin.Password)
 
@@ -176,7 +175,7 @@ devicegrantd is running.
   discovery      %s.well-known/openid-configuration
   approval page  %sdevice   (open it on a phone, or scan a device's QR code)
   database       %s
-`, addr, issuer, issuer, issuer, cfg.Database)
+`, addr, issuer, issuer, issuer, shownDatabase(cfg.Database))
 	if cfg.Homeserver.Secret == "" {
 		fmt.Fprintln(w, "  introspection  trusted confidential clients only (set DEVICEGRANTD_HOMESERVER_SECRET for a homeserver)")
 	}

@@ -1,6 +1,7 @@
 // Package devtest runs a real devicegrantd core for tests of other
-// packages: loopback HTTP, a real SQLite file, one account, and a phone
-// that walks the approval pages as a person's browser would.
+// packages: loopback HTTP, a real SQLite file (or a store given WithStore),
+// one account, and a phone that walks the approval pages as a person's
+// browser would.
 package devtest
 
 import (
@@ -56,9 +57,9 @@ func (c *Clock) Advance(d time.Duration) {
 type Server struct {
 	URL    string // the issuer, with its trailing slash
 	Server *devicegrant.Server
-	Store  *sqlite.Store
-	DBPath string
-	Clock  *Clock // nil unless WithClock was given
+	Store  store.Store // without the WithRerunUpdates wrapper
+	DBPath string      // the SQLite file; empty WithStore
+	Clock  *Clock      // nil unless WithClock was given
 
 	noRun            bool
 	rerun            bool
@@ -93,6 +94,12 @@ func WithRerunUpdates(between storetest.Between) Option {
 	return func(_ *devicegrant.Config, s *Server) { s.rerun, s.between = true, between }
 }
 
+// WithStore runs the core on st (say, a PostgreSQL store) instead of a
+// new SQLite file; Start closes it when the test ends.
+func WithStore(st store.Store) Option {
+	return func(_ *devicegrant.Config, s *Server) { s.Store = st }
+}
+
 // WithConfig lets a test change any setting.
 func WithConfig(f func(*devicegrant.Config)) Option {
 	return func(c *devicegrant.Config, _ *Server) { f(c) }
@@ -106,13 +113,7 @@ func Start(t testing.TB, opts ...Option) *Server {
 	t.Helper()
 	gin.SetMode(gin.ReleaseMode)
 	ctx := context.Background()
-	s := &Server{DBPath: filepath.Join(t.TempDir(), "devicegrantd.db"), t: t}
-	st, err := sqlite.Open(ctx, s.DBPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	s.Store = st
+	s := &Server{t: t}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -130,7 +131,15 @@ func Start(t testing.TB, opts ...Option) *Server {
 		o(&cfg, s)
 	}
 	s.homeserverSecret = cfg.HomeserverSecret
-	var core store.Store = st
+	if s.Store == nil {
+		s.DBPath = filepath.Join(t.TempDir(), "devicegrantd.db")
+		if s.Store, err = sqlite.Open(ctx, s.DBPath); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := s.Store
+	t.Cleanup(func() { st.Close() })
+	core := st
 	if s.rerun {
 		core = storetest.Rerun(st, s.between)
 	}

@@ -97,7 +97,7 @@ func hasPrefixPath(path string, paths ...string) bool {
 
 // isTestHelper reports whether path is a package that exists for tests.
 func isTestHelper(path string) bool {
-	for _, h := range []string{"internal/devtest", "internal/fakesynapse", "internal/nodetest", "internal/pairtest", "internal/qrtest", "store/storetest"} {
+	for _, h := range []string{"internal/devtest", "internal/fakesynapse", "internal/nodetest", "internal/pairtest", "internal/qrtest", "store/storetest", "store/postgres/pgtest"} {
 		if under(path, h) {
 			return true
 		}
@@ -111,6 +111,7 @@ var serverThirdParty = []string{
 	"github.com/go-jose/go-jose/v4",
 	"golang.org/x/oauth2",
 	"github.com/mattn/go-sqlite3",
+	"github.com/jackc/pgx/v5",
 	"github.com/prometheus/client_golang",
 }
 
@@ -340,8 +341,9 @@ func depsOf(own map[string]*pkg, path string) []string {
 // holds and hands on, the errors it reports, opening and checking a file.
 // Records (store.User, …) and transactions (store.Tx) are not among them.
 var devicegrantdMayName = map[string][]string{
-	module + "/store":        {"Store", "Backuper", "ErrNotFound"},
-	module + "/store/sqlite": {"Open", "Check", "Store"},
+	module + "/store":          {"Store", "Backuper", "ErrNotFound"},
+	module + "/store/sqlite":   {"Open", "Check", "Store"},
+	module + "/store/postgres": {"Open", "Check", "IsURL"},
 }
 
 // TestDevicegrantdWritesThroughDevicegrant: cmd/devicegrantd may read the

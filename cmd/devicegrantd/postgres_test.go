@@ -1,0 +1,55 @@
+package main
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/devicegrant/devicegrant/internal/devtest"
+	"github.com/devicegrant/devicegrant/store/postgres/pgtest"
+)
+
+// TestServeOnPostgres: with database set to a postgres:// URL the daemon
+// and the admin commands share that database (issue 15): an account added
+// on the command line signs a device in through a complete device flow
+// (P-DEV-1..6) with golang.org/x/oauth2, the token is active at
+// introspection, "session end" revokes it for the very next
+// introspection, and "backup" points at pg_dump instead of copying.
+func TestServeOnPostgres(t *testing.T) {
+	vars := opsVars(t, t.TempDir(), nil)
+	vars["DEVICEGRANTD_DATABASE"] = pgtest.URL(t)
+	addAlice(t, vars)
+	d := startDaemonCtl(t, vars)
+	if !strings.Contains(d.log.String(), "postgres") {
+		t.Errorf("the welcome does not name the database:\n%s", d.log.String())
+	}
+	phone := devtest.NewPhone(t)
+	token := signInDevice(t, d.base, "PGKIOSK001", phone)
+	if !introspect(t, d.base, token) {
+		t.Fatal("a fresh token is inactive")
+	}
+	if out, err := cli(t, vars, "", "session", "end", "--device", "PGKIOSK001", "--user", devtest.Username); err != nil {
+		t.Fatalf("session end: %v %s", err, out)
+	}
+	if introspect(t, d.base, token) {
+		t.Error("the token of an ended session is still active")
+	}
+	out, err := cli(t, vars, "", "backup", t.TempDir()+"/b.db")
+	if err == nil || !strings.Contains(err.Error()+out, "pg_dump") {
+		t.Errorf("backup of a PostgreSQL database = %v %s; want a pointer to pg_dump", err, out)
+	}
+	if out, err := cli(t, vars, "", "doctor"); !strings.Contains(out, "reachable and its schema up to date") {
+		t.Errorf("doctor: %v\n%s", err, out)
+	}
+}
+
+// TestWelcomeMasksThePassword: the database URL is shown without its
+// password.
+func TestWelcomeMasksThePassword(t *testing.T) {
+	got := shownDatabase("postgres://dg:s3cr3t@db.example.org/dg?sslmode=require")
+	if strings.Contains(got, "s3cr3t") || !strings.Contains(got, "db.example.org") {
+		t.Errorf("shownDatabase = %q", got)
+	}
+	if got := shownDatabase("./devicegrantd.db"); got != "./devicegrantd.db" {
+		t.Errorf("shownDatabase of a path = %q", got)
+	}
+}

@@ -1,0 +1,181 @@
+// Package postgres is the PostgreSQL backend of store, on pgx: a pool of
+// connections to one database that several devicegrantd instances may
+// share, with embedded, versioned migrations.
+//
+// Update runs its function in a SERIALIZABLE transaction, so that the
+// read-check-write transactions package devicegrant relies on (a device
+// code redeemed once, a refresh token rotated once) stay correct when
+// they race on different connections or instances. PostgreSQL answers
+// such a race with a serialization failure; Update then runs the function
+// again, which the store.Store contract allows.
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/devicegrant/devicegrant/store"
+)
+
+// Store is a store.Store on a PostgreSQL database. Open it with Open.
+type Store struct {
+	queries
+	pool    *pgxpool.Pool
+	retries atomic.Uint64 // transactions run again after a serialization failure or deadlock
+}
+
+var _ store.Store = (*Store)(nil)
+
+// IsURL tells whether a database setting names a PostgreSQL database
+// (a postgres:// or postgresql:// URL) rather than a SQLite file.
+func IsURL(database string) bool {
+	return strings.HasPrefix(database, "postgres://") || strings.HasPrefix(database, "postgresql://")
+}
+
+// Open connects to the database at url (postgres://user:pass@host/db?…,
+// with pgx's parameters such as sslmode, search_path or pool_max_conns)
+// and brings its schema up to date. Several processes may open the same
+// database at once: migrations run under an advisory lock.
+func Open(ctx context.Context, url string) (*Store, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		// The error may quote the URL, password included.
+		return nil, errors.New("postgres: the database URL does not parse")
+	}
+	if err := migrate(ctx, cfg.ConnConfig); err != nil {
+		return nil, err
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: connect: %w", err)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("postgres: connect: %w", err)
+	}
+	return &Store{queries: queries{db: pool}, pool: pool}, nil
+}
+
+// maxAttempts bounds how many times Update runs a function whose
+// transaction keeps losing races. Each round of a race commits at least
+// one transaction, so with the pool bounding how many run at once this is
+// ample; a client sees an error only under pathological contention.
+const maxAttempts = 12
+
+// Update runs fn in a SERIALIZABLE transaction and commits it when fn
+// returns nil. When PostgreSQL aborts the transaction to keep it
+// serializable (SQLSTATE 40001) or to break a deadlock (40P01), fn runs
+// again in a new transaction, after a short random pause, up to
+// maxAttempts times in all. fn runs on the caller's goroutine, so a panic
+// in it reaches the caller (the transaction is rolled back).
+func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) error {
+	pause := 2 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := s.updateOnce(ctx, fn)
+		if err == nil || !retryable(err) || attempt == maxAttempts || ctx.Err() != nil {
+			return err
+		}
+		// Jitter keeps the transactions that collided from colliding again
+		// in lockstep.
+		t := time.NewTimer(pause/2 + rand.N(pause/2+1))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		}
+		pause = min(2*pause, 100*time.Millisecond)
+		s.retries.Add(1)
+	}
+}
+
+// Retries returns how many times Update ran a function again because
+// PostgreSQL aborted its transaction: a measure of contention, for
+// metrics and tests.
+func (s *Store) Retries() uint64 { return s.retries.Load() }
+
+// updateOnce runs fn in one transaction.
+func (s *Store) updateOnce(ctx context.Context, fn func(store.Tx) error) error {
+	pgTx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.Serializable})
+	if err != nil {
+		return fmt.Errorf("postgres: begin: %w", err)
+	}
+	// After a commit this does nothing; after an error or a panic in fn it
+	// rolls back. It must not depend on ctx, which may be what ended fn.
+	defer pgTx.Rollback(context.Background())
+	if err := fn(&tx{queries{db: pgTx}}); err != nil {
+		return err
+	}
+	if err := pgTx.Commit(ctx); err != nil {
+		return fmt.Errorf("postgres: commit: %w", err)
+	}
+	return nil
+}
+
+// retryable tells whether err is PostgreSQL aborting a transaction that
+// would succeed if run again.
+func retryable(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && (pe.Code == "40001" || pe.Code == "40P01")
+}
+
+// Close closes every connection of the pool.
+func (s *Store) Close() error {
+	s.pool.Close()
+	return nil
+}
+
+// mapErr turns driver errors into the store's sentinel errors.
+func mapErr(err error) error {
+	if errors.Is(err, pgx.ErrNoRows) {
+		return store.ErrNotFound
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && pe.Code == "23505" { // unique_violation
+		return fmt.Errorf("%w: %w", store.ErrAlreadyExists, err)
+	}
+	return err
+}
+
+// ms encodes a time as Unix milliseconds, and the zero time as NULL, as
+// the SQLite backend does.
+func ms(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t.UnixMilli()
+}
+
+// nullTime decodes what ms encoded.
+type nullTime struct{ t *time.Time }
+
+// ScanInt64 implements pgtype.Int8Scanner.
+func (n nullTime) ScanInt64(v pgtype.Int8) error {
+	if !v.Valid {
+		*n.t = time.Time{}
+	} else {
+		*n.t = time.UnixMilli(v.Int64)
+	}
+	return nil
+}
+
+func nt(t *time.Time) *nullTime { return &nullTime{t} }
+
+// nullString encodes the empty string as NULL, for the optional
+// references.
+func nullString(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
