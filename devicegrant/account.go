@@ -335,7 +335,6 @@ func (s *Server) profileSubmit(c *gin.Context) {
 		if err := tx.UpdateUser(ctx, u); err != nil {
 			return err
 		}
-		*user = u
 		body := map[string]any{"localpart": u.Username}
 		if name == "" {
 			body["unset_displayname"] = true
@@ -388,7 +387,6 @@ func (s *Server) passwordSubmit(c *gin.Context) {
 				return err
 			}
 			u.PasswordHash = hash
-			*user = u
 			if err := tx.UpdateUser(ctx, u); err != nil {
 				return err
 			}
