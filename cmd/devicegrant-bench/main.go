@@ -43,6 +43,7 @@ func main() {
 	flag.StringVar(&o.Secret, "secret", "", "with --target: the homeserver secret, for introspection")
 	flag.StringVar(&o.Username, "username", "", "with --target: an account that approves the benchmark's devices")
 	flag.StringVar(&o.Password, "password", "", "with --target: its password")
+	flag.StringVar(&o.Database, "database", "", "the started daemon's database: a postgres:// `URL` of an empty database (default: a fresh SQLite file)")
 	flag.StringVar(&o.Binary, "binary", "", "a devicegrantd binary to start (default: go build ./cmd/devicegrantd)")
 	flag.StringVar(&o.WorkDir, "workdir", "", "keep the database and logs in this directory (default: a temporary one)")
 	flag.Parse()

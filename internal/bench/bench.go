@@ -10,6 +10,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/json"
@@ -43,6 +44,10 @@ type Options struct {
 	Target, Secret, Username, Password string
 	// Binary is a devicegrantd binary to start; empty builds one.
 	Binary string
+	// Database is the database of the daemon the harness starts: empty
+	// for a fresh SQLite file, or a postgres:// URL naming an empty
+	// database (or schema, with search_path) for the PostgreSQL backend.
+	Database string
 	// Bare is the command that serves the bare handler: the harness's own
 	// executable and its arguments, the address appended. Required.
 	Bare []string
@@ -301,11 +306,16 @@ func (h *harness) startDaemon(ctx context.Context, dir string, rep *Report) erro
 	h.secret = "bench-" + rand.Text()
 	env := []string{
 		"DEVICEGRANTD_LISTEN=" + addr,
-		"DEVICEGRANTD_DATABASE=" + filepath.Join(dir, "devicegrantd.db"),
+		"DEVICEGRANTD_DATABASE=" + cmp.Or(h.o.Database, filepath.Join(dir, "devicegrantd.db")),
 		"DEVICEGRANTD_HOMESERVER_SECRET=" + h.secret,
 		"DEVICEGRANTD_ACCESS_TOKEN_TTL=1h",
 		"DEVICEGRANTD_POLL_INTERVAL=1s",
+		// Limits are raised, not measured: sixteen phones of one account
+		// approving at once would spend its user-code budget, which takes
+		// a try before each lookup and gives it back after.
 		"DEVICEGRANTD_DEVICE_AUTHORIZATIONS=1000000000/1ms",
+		"DEVICEGRANTD_USER_CODE_FAILURES=1000000000/1ms",
+		"DEVICEGRANTD_USER_CODE_FAILURES_SIGNED_IN=1000000000/1ms",
 		"DEVICEGRANTD_LOG_LEVEL=warn",
 	}
 	add := execCommand(ctx, bin, []string{"user", "add", benchUser, "--password-stdin"}, env, benchPass+"\n")
