@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"strings"
 	"testing"
 
@@ -51,5 +52,48 @@ func TestWelcomeMasksThePassword(t *testing.T) {
 	}
 	if got := shownDatabase("./devicegrantd.db"); got != "./devicegrantd.db" {
 		t.Errorf("shownDatabase of a path = %q", got)
+	}
+}
+
+// TestMigrateData: "migrate-data" moves the database of a daemon that ran
+// on SQLite into PostgreSQL (issue 15); a daemon started on PostgreSQL
+// then knows the account and the device's token is active at
+// introspection (P-INT-1). A second move into the same database is
+// refused as not empty, and missing flags are a usage error.
+func TestMigrateData(t *testing.T) {
+	dir := t.TempDir()
+	vars := opsVars(t, dir, nil)
+	addAlice(t, vars)
+	d := startDaemonCtl(t, vars)
+	token := signInDevice(t, d.base, "MOVEKIOSK1", devtest.NewPhone(t))
+	d.stop()
+
+	pgURL := pgtest.URL(t)
+	out, err := cli(t, vars, "", "migrate-data", "--from", vars["DEVICEGRANTD_DATABASE"], "--to", pgURL)
+	if err != nil {
+		t.Fatalf("migrate-data: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "every row verified") || !strings.Contains(out, "users 1") || !strings.Contains(out, "token_pairs 1") {
+		t.Errorf("migrate-data does not say what it moved:\n%s", out)
+	}
+	out, err = cli(t, vars, "", "migrate-data", "--from", vars["DEVICEGRANTD_DATABASE"], "--to", pgURL)
+	if err == nil || !strings.Contains(err.Error(), "not empty") {
+		t.Errorf("a second move into the same database: %v\n%s", err, out)
+	}
+	if _, err := cli(t, vars, "", "migrate-data", "--from", vars["DEVICEGRANTD_DATABASE"]); !errors.Is(err, errUsage) {
+		t.Errorf("migrate-data without --to: %v, want a usage error", err)
+	}
+	if out, err := cli(t, vars, "", "migrate-data", "--help"); err != nil || !strings.Contains(out, "every row") {
+		t.Errorf("migrate-data --help: %v\n%s", err, out)
+	}
+
+	pgVars := opsVars(t, dir, nil)
+	pgVars["DEVICEGRANTD_DATABASE"] = pgURL
+	if out, err := cli(t, pgVars, "", "user", "list"); err != nil || !strings.Contains(out, "@"+devtest.Username+":") {
+		t.Errorf("user list on PostgreSQL after the move: %v\n%s", err, out)
+	}
+	pg := startDaemonCtl(t, pgVars)
+	if !introspect(t, pg.base, token) {
+		t.Error("a token issued on SQLite is inactive on PostgreSQL after the move")
 	}
 }

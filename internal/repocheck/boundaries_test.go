@@ -343,7 +343,7 @@ func depsOf(own map[string]*pkg, path string) []string {
 var devicegrantdMayName = map[string][]string{
 	module + "/store":          {"Store", "Backuper", "ErrNotFound"},
 	module + "/store/sqlite":   {"Open", "Check", "Store"},
-	module + "/store/postgres": {"Open", "Check", "IsURL"},
+	module + "/store/postgres": {"Open", "Check", "IsURL", "CopyFromSQLite"},
 }
 
 // TestDevicegrantdWritesThroughDevicegrant: cmd/devicegrantd may read the
