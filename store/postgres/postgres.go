@@ -171,6 +171,21 @@ func (n nullTime) ScanInt64(v pgtype.Int8) error {
 
 func nt(t *time.Time) *nullTime { return &nullTime{t} }
 
+// optionalText decodes an optional text column: NULL is "".
+type optionalText struct{ s *string }
+
+// ScanText implements pgtype.TextScanner.
+func (o *optionalText) ScanText(v pgtype.Text) error {
+	*o.s = v.String // "" when not Valid
+	return nil
+}
+
+// nulls is how rowscan scans nullable columns through pgx.
+type nulls struct{}
+
+func (nulls) Time(t *time.Time) any { return nt(t) }
+func (nulls) String(s *string) any  { return &optionalText{s} }
+
 // nullString encodes the empty string as NULL, for the optional
 // references.
 func nullString(s string) any {

@@ -10,9 +10,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/devicegrant/devicegrant/store"
+	"github.com/devicegrant/devicegrant/store/internal/rowscan"
 )
 
 // querier is what the pool and a transaction have in common.
@@ -35,16 +35,30 @@ var _ store.Tx = (*tx)(nil)
 
 type scanner interface{ Scan(dest ...any) error }
 
+// The rows, as every SQL backend reads them (store/internal/rowscan).
+const (
+	userCols     = rowscan.UserCols
+	clientCols   = rowscan.ClientCols
+	authCodeCols = rowscan.AuthCodeCols
+	grantCols    = rowscan.GrantCols
+	sessionCols  = rowscan.SessionCols
+	pairCols     = rowscan.PairCols
+	outboxCols   = rowscan.OutboxCols
+)
+
+func scanUser(s scanner) (store.User, error)             { return rowscan.User(s, nulls{}) }
+func scanClient(s scanner) (store.Client, error)         { return rowscan.Client(s, nulls{}) }
+func scanAuthCode(s scanner) (store.AuthCode, error)     { return rowscan.AuthCode(s, nulls{}) }
+func scanSigningKey(s scanner) (store.SigningKey, error) { return rowscan.SigningKey(s, nulls{}) }
+func scanGrant(s scanner) (store.DeviceGrant, error)     { return rowscan.Grant(s, nulls{}) }
+func scanSession(s scanner) (store.Session, error)       { return rowscan.Session(s, nulls{}) }
+func scanOutbox(s scanner) (store.OutboxEntry, error)    { return rowscan.Outbox(s, nulls{}) }
+func scanPair(s scanner, extra ...any) (store.TokenPair, error) {
+	return rowscan.Pair(s, nulls{}, extra...)
+}
+
 // Text is compared byte by byte (COLLATE "C") wherever it orders rows, as
 // SQLite does, whatever collation the database was created with.
-
-const userCols = `id, username, password_hash, display_name, created_at, deactivated_at, terms_url, terms_accepted_at`
-
-func scanUser(s scanner) (u store.User, err error) {
-	err = s.Scan(&u.ID, &u.Username, &u.PasswordHash, &u.DisplayName, nt(&u.CreatedAt), nt(&u.DeactivatedAt),
-		&u.TermsURL, nt(&u.TermsAcceptedAt))
-	return u, err
-}
 
 func (q queries) User(ctx context.Context, id string) (store.User, error) {
 	if hasNUL(id) {
@@ -75,13 +89,6 @@ func (t *tx) UpdateUser(ctx context.Context, u store.User) error {
 	return t.exec1(ctx, "update user", `UPDATE users SET username = $1, password_hash = $2, display_name = $3, deactivated_at = $4,
 		terms_url = $5, terms_accepted_at = $6 WHERE id = $7`,
 		u.Username, u.PasswordHash, u.DisplayName, ms(u.DeactivatedAt), u.TermsURL, ms(u.TermsAcceptedAt), u.ID)
-}
-
-const clientCols = `id, secret_hash, metadata, created_at, trusted, metadata_hash`
-
-func scanClient(s scanner) (c store.Client, err error) {
-	err = s.Scan(&c.ID, &c.SecretHash, &c.Metadata, nt(&c.CreatedAt), &c.Trusted, &c.MetadataHash)
-	return c, err
 }
 
 func (q queries) Client(ctx context.Context, id string) (store.Client, error) {
@@ -116,17 +123,6 @@ func (t *tx) DeleteUnusedClients(ctx context.Context, before time.Time) (int64, 
 		AND id NOT IN (SELECT client_id FROM auth_codes)`, ms(before))
 }
 
-const authCodeCols = `id, code_hash, client_id, redirect_uri, code_challenge, scope, nonce, state_param, response_mode,
-	user_id, auth_time, created_at, expires_at, status, session_id`
-
-func scanAuthCode(s scanner) (a store.AuthCode, err error) {
-	var session pgtype.Text
-	err = s.Scan(&a.ID, &a.CodeHash, &a.ClientID, &a.RedirectURI, &a.CodeChallenge, &a.Scope, &a.Nonce, &a.State,
-		&a.ResponseMode, &a.UserID, nt(&a.AuthTime), nt(&a.CreatedAt), nt(&a.ExpiresAt), &a.Status, &session)
-	a.SessionID = session.String
-	return a, err
-}
-
 func (q queries) AuthCode(ctx context.Context, id string) (store.AuthCode, error) {
 	if hasNUL(id) {
 		return store.AuthCode{}, notFound("auth code")
@@ -152,13 +148,8 @@ func (t *tx) UpdateAuthCode(ctx context.Context, a store.AuthCode) error {
 		WHERE id = $5`, a.CodeHash, ms(a.ExpiresAt), string(a.Status), nullString(a.SessionID), a.ID)
 }
 
-func scanSigningKey(s scanner) (k store.SigningKey, err error) {
-	err = s.Scan(&k.ID, &k.Alg, &k.PrivatePEM, nt(&k.CreatedAt), nt(&k.RetiredAt))
-	return k, err
-}
-
 func (q queries) SigningKeys(ctx context.Context) ([]store.SigningKey, error) {
-	return list(ctx, q, "signing keys", scanSigningKey, `SELECT id, alg, private_pem, created_at, retired_at FROM signing_keys
+	return list(ctx, q, "signing keys", scanSigningKey, `SELECT `+rowscan.SigningKeyCols+` FROM signing_keys
 		ORDER BY created_at DESC, id COLLATE "C" DESC`)
 }
 
@@ -169,19 +160,6 @@ func (t *tx) CreateSigningKey(ctx context.Context, k store.SigningKey) error {
 
 func (t *tx) UpdateSigningKey(ctx context.Context, k store.SigningKey) error {
 	return t.exec1(ctx, "update signing key", `UPDATE signing_keys SET retired_at = $1 WHERE id = $2`, ms(k.RetiredAt), k.ID)
-}
-
-const grantCols = `id, device_code_hash, user_code, client_id, scope, requester_ip, requester_agent,
-	created_at, expires_at, last_polled_at, interval_ms, state, user_id, decided_at, session_id`
-
-func scanGrant(s scanner) (g store.DeviceGrant, err error) {
-	var intervalMS int64
-	var userID, sessionID pgtype.Text
-	err = s.Scan(&g.ID, &g.DeviceCodeHash, &g.UserCode, &g.ClientID, &g.Scope, &g.RequesterIP, &g.RequesterAgent,
-		nt(&g.CreatedAt), nt(&g.ExpiresAt), nt(&g.LastPolledAt), &intervalMS, &g.State, &userID, nt(&g.DecidedAt), &sessionID)
-	g.Interval = time.Duration(intervalMS) * time.Millisecond
-	g.UserID, g.SessionID = userID.String, sessionID.String
-	return g, err
 }
 
 func (q queries) DeviceGrant(ctx context.Context, id string) (store.DeviceGrant, error) {
@@ -231,14 +209,6 @@ func (t *tx) UpdateDeviceGrant(ctx context.Context, g store.DeviceGrant) error {
 		nullString(g.SessionID), ms(g.ExpiresAt), g.ID)
 }
 
-const sessionCols = `id, user_id, client_id, device_id, scope, created_at, last_active_at, last_ip, ended_at, end_reason, device_name`
-
-func scanSession(s scanner) (x store.Session, err error) {
-	err = s.Scan(&x.ID, &x.UserID, &x.ClientID, &x.DeviceID, &x.Scope, nt(&x.CreatedAt), nt(&x.LastActiveAt),
-		&x.LastIP, nt(&x.EndedAt), &x.EndReason, &x.DeviceName)
-	return x, err
-}
-
 func (q queries) Session(ctx context.Context, id string) (store.Session, error) {
 	if hasNUL(id) {
 		return store.Session{}, notFound("session")
@@ -277,18 +247,6 @@ func (t *tx) UpdateSession(ctx context.Context, s store.Session) error {
 	return t.exec1(ctx, "update session", `UPDATE sessions SET scope = $1, last_active_at = $2, last_ip = $3,
 		ended_at = $4, end_reason = $5, device_name = $6 WHERE id = $7`,
 		s.Scope, ms(s.LastActiveAt), s.LastIP, ms(s.EndedAt), s.EndReason, s.DeviceName, s.ID)
-}
-
-const pairCols = `id, session_id, access_hash, refresh_hash, created_at, access_expires_at, used_at,
-	rotated_at, successor_id, revoked_at`
-
-func scanPair(s scanner, extra ...any) (p store.TokenPair, err error) {
-	var successor pgtype.Text
-	dest := append([]any{&p.ID, &p.SessionID, &p.AccessHash, &p.RefreshHash, nt(&p.CreatedAt),
-		nt(&p.AccessExpiresAt), nt(&p.UsedAt), nt(&p.RotatedAt), &successor, nt(&p.RevokedAt)}, extra...)
-	err = s.Scan(dest...)
-	p.SuccessorID = successor.String
-	return p, err
 }
 
 func (q queries) TokenPair(ctx context.Context, id string) (store.TokenPair, error) {
@@ -376,18 +334,6 @@ func (t *tx) DeleteExpired(ctx context.Context, before time.Time) (int64, error)
 		total += n
 	}
 	return total, nil
-}
-
-const outboxCols = `id, user_key, call, body, grant_id, created_at, attempts, next_attempt_at, lease_until, last_error, parked_at`
-
-func scanOutbox(s scanner) (e store.OutboxEntry, err error) {
-	// The column keeps the SQLite backend's name, grant_id; it holds
-	// authorization request ids as well.
-	var approval pgtype.Text
-	err = s.Scan(&e.ID, &e.UserKey, &e.Call, &e.Body, &approval, nt(&e.CreatedAt), &e.Attempts, nt(&e.NextAttemptAt),
-		nt(&e.LeaseUntil), &e.LastError, nt(&e.ParkedAt))
-	e.ApprovalID = approval.String
-	return e, err
 }
 
 func (q queries) OutboxDue(ctx context.Context, now time.Time, limit int) ([]store.OutboxEntry, error) {

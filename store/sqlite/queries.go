@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/devicegrant/devicegrant/store"
+	"github.com/devicegrant/devicegrant/store/internal/rowscan"
 )
 
 // querier is what *sql.DB and *sql.Tx have in common.
@@ -72,12 +73,26 @@ var _ store.Tx = (*tx)(nil)
 
 type scanner interface{ Scan(dest ...any) error }
 
-const userCols = `id, username, password_hash, display_name, created_at, deactivated_at, terms_url, terms_accepted_at`
+// The rows, as every SQL backend reads them (store/internal/rowscan).
+const (
+	userCols     = rowscan.UserCols
+	clientCols   = rowscan.ClientCols
+	authCodeCols = rowscan.AuthCodeCols
+	grantCols    = rowscan.GrantCols
+	sessionCols  = rowscan.SessionCols
+	pairCols     = rowscan.PairCols
+	outboxCols   = rowscan.OutboxCols
+)
 
-func scanUser(s scanner) (u store.User, err error) {
-	err = s.Scan(&u.ID, &u.Username, &u.PasswordHash, &u.DisplayName, nt(&u.CreatedAt), nt(&u.DeactivatedAt),
-		&u.TermsURL, nt(&u.TermsAcceptedAt))
-	return u, err
+func scanUser(s scanner) (store.User, error)             { return rowscan.User(s, nulls{}) }
+func scanClient(s scanner) (store.Client, error)         { return rowscan.Client(s, nulls{}) }
+func scanAuthCode(s scanner) (store.AuthCode, error)     { return rowscan.AuthCode(s, nulls{}) }
+func scanSigningKey(s scanner) (store.SigningKey, error) { return rowscan.SigningKey(s, nulls{}) }
+func scanGrant(s scanner) (store.DeviceGrant, error)     { return rowscan.Grant(s, nulls{}) }
+func scanSession(s scanner) (store.Session, error)       { return rowscan.Session(s, nulls{}) }
+func scanOutbox(s scanner) (store.OutboxEntry, error)    { return rowscan.Outbox(s, nulls{}) }
+func scanPair(s scanner, extra ...any) (store.TokenPair, error) {
+	return rowscan.Pair(s, nulls{}, extra...)
 }
 
 func (q queries) User(ctx context.Context, id string) (store.User, error) {
@@ -119,18 +134,14 @@ func (t *tx) UpdateUser(ctx context.Context, u store.User) error {
 		u.Username, u.PasswordHash, u.DisplayName, ms(u.DeactivatedAt), u.TermsURL, ms(u.TermsAcceptedAt), u.ID)
 }
 
-func (q queries) Client(ctx context.Context, id string) (c store.Client, err error) {
-	err = q.row(ctx, `SELECT `+clientCols+` FROM clients WHERE id = ?`, id).
-		Scan(&c.ID, &c.SecretHash, &c.Metadata, nt(&c.CreatedAt), &c.Trusted, &c.MetadataHash)
+func (q queries) Client(ctx context.Context, id string) (store.Client, error) {
+	c, err := scanClient(q.row(ctx, `SELECT `+clientCols+` FROM clients WHERE id = ?`, id))
 	return c, wrap("client", err)
 }
 
-const clientCols = `id, secret_hash, metadata, created_at, trusted, metadata_hash`
-
-func (q queries) ClientByMetadataHash(ctx context.Context, hash []byte) (c store.Client, err error) {
-	err = q.db.QueryRowContext(ctx, `SELECT `+clientCols+` FROM clients WHERE metadata_hash = ?
-		ORDER BY created_at, id LIMIT 1`, hash).
-		Scan(&c.ID, &c.SecretHash, &c.Metadata, nt(&c.CreatedAt), &c.Trusted, &c.MetadataHash)
+func (q queries) ClientByMetadataHash(ctx context.Context, hash []byte) (store.Client, error) {
+	c, err := scanClient(q.db.QueryRowContext(ctx, `SELECT `+clientCols+` FROM clients WHERE metadata_hash = ?
+		ORDER BY created_at, id LIMIT 1`, hash))
 	return c, wrap("client by metadata hash", err)
 }
 
@@ -159,17 +170,6 @@ func (t *tx) DeleteUnusedClients(ctx context.Context, before time.Time) (int64, 
 	return n, nil
 }
 
-const authCodeCols = `id, code_hash, client_id, redirect_uri, code_challenge, scope, nonce, state_param, response_mode,
-	user_id, auth_time, created_at, expires_at, status, session_id`
-
-func scanAuthCode(s scanner) (a store.AuthCode, err error) {
-	var session sql.NullString
-	err = s.Scan(&a.ID, &a.CodeHash, &a.ClientID, &a.RedirectURI, &a.CodeChallenge, &a.Scope, &a.Nonce, &a.State,
-		&a.ResponseMode, &a.UserID, nt(&a.AuthTime), nt(&a.CreatedAt), nt(&a.ExpiresAt), &a.Status, &session)
-	a.SessionID = session.String
-	return a, err
-}
-
 func (q queries) AuthCode(ctx context.Context, id string) (store.AuthCode, error) {
 	a, err := scanAuthCode(q.db.QueryRowContext(ctx, `SELECT `+authCodeCols+` FROM auth_codes WHERE id = ?`, id))
 	return a, wrap("auth code", err)
@@ -193,7 +193,7 @@ func (t *tx) UpdateAuthCode(ctx context.Context, a store.AuthCode) error {
 }
 
 func (q queries) SigningKeys(ctx context.Context) ([]store.SigningKey, error) {
-	rows, err := q.db.QueryContext(ctx, `SELECT id, alg, private_pem, created_at, retired_at FROM signing_keys
+	rows, err := q.db.QueryContext(ctx, `SELECT `+rowscan.SigningKeyCols+` FROM signing_keys
 		ORDER BY created_at DESC, id DESC`)
 	if err != nil {
 		return nil, wrap("signing keys", err)
@@ -201,8 +201,8 @@ func (q queries) SigningKeys(ctx context.Context) ([]store.SigningKey, error) {
 	defer rows.Close()
 	var out []store.SigningKey
 	for rows.Next() {
-		var k store.SigningKey
-		if err := rows.Scan(&k.ID, &k.Alg, &k.PrivatePEM, nt(&k.CreatedAt), nt(&k.RetiredAt)); err != nil {
+		k, err := scanSigningKey(rows)
+		if err != nil {
 			return nil, wrap("signing keys", err)
 		}
 		out = append(out, k)
@@ -218,19 +218,6 @@ func (t *tx) CreateSigningKey(ctx context.Context, k store.SigningKey) error {
 
 func (t *tx) UpdateSigningKey(ctx context.Context, k store.SigningKey) error {
 	return t.exec1(ctx, "update signing key", `UPDATE signing_keys SET retired_at = ? WHERE id = ?`, ms(k.RetiredAt), k.ID)
-}
-
-const grantCols = `id, device_code_hash, user_code, client_id, scope, requester_ip, requester_agent,
-	created_at, expires_at, last_polled_at, interval_ms, state, user_id, decided_at, session_id`
-
-func scanGrant(s scanner) (g store.DeviceGrant, err error) {
-	var intervalMS int64
-	var userID, sessionID sql.NullString
-	err = s.Scan(&g.ID, &g.DeviceCodeHash, &g.UserCode, &g.ClientID, &g.Scope, &g.RequesterIP, &g.RequesterAgent,
-		nt(&g.CreatedAt), nt(&g.ExpiresAt), nt(&g.LastPolledAt), &intervalMS, &g.State, &userID, nt(&g.DecidedAt), &sessionID)
-	g.Interval = time.Duration(intervalMS) * time.Millisecond
-	g.UserID, g.SessionID = userID.String, sessionID.String
-	return g, err
 }
 
 func (q queries) DeviceGrant(ctx context.Context, id string) (store.DeviceGrant, error) {
@@ -286,14 +273,6 @@ func (t *tx) UpdateDeviceGrant(ctx context.Context, g store.DeviceGrant) error {
 		nullString(g.SessionID), ms(g.ExpiresAt), g.ID)
 }
 
-const sessionCols = `id, user_id, client_id, device_id, scope, created_at, last_active_at, last_ip, ended_at, end_reason, device_name`
-
-func scanSession(s scanner) (x store.Session, err error) {
-	err = s.Scan(&x.ID, &x.UserID, &x.ClientID, &x.DeviceID, &x.Scope, nt(&x.CreatedAt), nt(&x.LastActiveAt),
-		&x.LastIP, nt(&x.EndedAt), &x.EndReason, &x.DeviceName)
-	return x, err
-}
-
 func (q queries) Session(ctx context.Context, id string) (store.Session, error) {
 	s, err := scanSession(q.db.QueryRowContext(ctx, `SELECT `+sessionCols+` FROM sessions WHERE id = ?`, id))
 	return s, wrap("session", err)
@@ -328,18 +307,6 @@ func (t *tx) UpdateSession(ctx context.Context, s store.Session) error {
 	return t.exec1(ctx, "update session", `UPDATE sessions SET scope = ?, last_active_at = ?, last_ip = ?,
 		ended_at = ?, end_reason = ?, device_name = ? WHERE id = ?`,
 		s.Scope, ms(s.LastActiveAt), s.LastIP, ms(s.EndedAt), s.EndReason, s.DeviceName, s.ID)
-}
-
-const pairCols = `id, session_id, access_hash, refresh_hash, created_at, access_expires_at, used_at,
-	rotated_at, successor_id, revoked_at`
-
-func scanPair(s scanner, extra ...any) (p store.TokenPair, err error) {
-	var successor sql.NullString
-	dest := append([]any{&p.ID, &p.SessionID, &p.AccessHash, &p.RefreshHash, nt(&p.CreatedAt),
-		nt(&p.AccessExpiresAt), nt(&p.UsedAt), nt(&p.RotatedAt), &successor, nt(&p.RevokedAt)}, extra...)
-	err = s.Scan(dest...)
-	p.SuccessorID = successor.String
-	return p, err
 }
 
 func (q queries) TokenPair(ctx context.Context, id string) (store.TokenPair, error) {
@@ -463,18 +430,6 @@ func (q queries) SessionsByUser(ctx context.Context, userID string, includeEnded
 		out = append(out, s)
 	}
 	return out, wrap("sessions by user", rows.Err())
-}
-
-const outboxCols = `id, user_key, call, body, grant_id, created_at, attempts, next_attempt_at, lease_until, last_error, parked_at`
-
-func scanOutbox(s scanner) (e store.OutboxEntry, err error) {
-	// The column keeps its first name, grant_id; it holds authorization
-	// request ids as well.
-	var approval sql.NullString
-	err = s.Scan(&e.ID, &e.UserKey, &e.Call, &e.Body, &approval, nt(&e.CreatedAt), &e.Attempts, nt(&e.NextAttemptAt),
-		nt(&e.LeaseUntil), &e.LastError, nt(&e.ParkedAt))
-	e.ApprovalID = approval.String
-	return e, err
 }
 
 func (q queries) outboxList(ctx context.Context, what, query string, args ...any) ([]store.OutboxEntry, error) {

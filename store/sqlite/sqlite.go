@@ -337,3 +337,26 @@ func (n nullTime) Scan(v any) error {
 }
 
 func nt(t *time.Time) nullTime { return nullTime{t} }
+
+// optionalText decodes an optional text column: NULL is "".
+type optionalText struct{ s *string }
+
+func (n optionalText) Scan(v any) error {
+	switch v := v.(type) {
+	case nil:
+		*n.s = ""
+	case string:
+		*n.s = v
+	case []byte:
+		*n.s = string(v)
+	default:
+		return fmt.Errorf("sqlite: text column holds %T", v)
+	}
+	return nil
+}
+
+// nulls is how rowscan scans nullable columns through database/sql.
+type nulls struct{}
+
+func (nulls) Time(t *time.Time) any { return nt(t) }
+func (nulls) String(s *string) any  { return optionalText{s} }
