@@ -35,16 +35,8 @@ var _ store.Tx = (*tx)(nil)
 
 type scanner interface{ Scan(dest ...any) error }
 
-// The rows, as every SQL backend reads them (store/internal/rowscan).
-const (
-	userCols     = rowscan.UserCols
-	clientCols   = rowscan.ClientCols
-	authCodeCols = rowscan.AuthCodeCols
-	grantCols    = rowscan.GrantCols
-	sessionCols  = rowscan.SessionCols
-	pairCols     = rowscan.PairCols
-	outboxCols   = rowscan.OutboxCols
-)
+// The rows are read as every SQL backend reads them (store/internal/rowscan);
+// this backend supplies how its driver scans a NULL (nulls).
 
 func scanUser(s scanner) (store.User, error)             { return rowscan.User(s, nulls{}) }
 func scanClient(s scanner) (store.Client, error)         { return rowscan.Client(s, nulls{}) }
@@ -64,7 +56,7 @@ func (q queries) User(ctx context.Context, id string) (store.User, error) {
 	if hasNUL(id) {
 		return store.User{}, notFound("user")
 	}
-	u, err := scanUser(q.db.QueryRow(ctx, `SELECT `+userCols+` FROM users WHERE id = $1`, id))
+	u, err := scanUser(q.db.QueryRow(ctx, `SELECT `+rowscan.UserCols+` FROM users WHERE id = $1`, id))
 	return u, wrap("user", err)
 }
 
@@ -72,16 +64,16 @@ func (q queries) UserByUsername(ctx context.Context, username string) (store.Use
 	if hasNUL(username) {
 		return store.User{}, notFound("user by username")
 	}
-	u, err := scanUser(q.db.QueryRow(ctx, `SELECT `+userCols+` FROM users WHERE username = $1`, username))
+	u, err := scanUser(q.db.QueryRow(ctx, `SELECT `+rowscan.UserCols+` FROM users WHERE username = $1`, username))
 	return u, wrap("user by username", err)
 }
 
 func (q queries) Users(ctx context.Context) ([]store.User, error) {
-	return list(ctx, q, "users", scanUser, `SELECT `+userCols+` FROM users ORDER BY username COLLATE "C"`)
+	return list(ctx, q, "users", scanUser, `SELECT `+rowscan.UserCols+` FROM users ORDER BY username COLLATE "C"`)
 }
 
 func (t *tx) CreateUser(ctx context.Context, u store.User) error {
-	return t.insert(ctx, "create user", `INSERT INTO users (`+userCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+	return t.insert(ctx, "create user", `INSERT INTO users (`+rowscan.UserCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
 		u.ID, u.Username, u.PasswordHash, u.DisplayName, ms(u.CreatedAt), ms(u.DeactivatedAt), u.TermsURL, ms(u.TermsAcceptedAt))
 }
 
@@ -95,18 +87,18 @@ func (q queries) Client(ctx context.Context, id string) (store.Client, error) {
 	if hasNUL(id) {
 		return store.Client{}, notFound("client")
 	}
-	c, err := scanClient(q.db.QueryRow(ctx, `SELECT `+clientCols+` FROM clients WHERE id = $1`, id))
+	c, err := scanClient(q.db.QueryRow(ctx, `SELECT `+rowscan.ClientCols+` FROM clients WHERE id = $1`, id))
 	return c, wrap("client", err)
 }
 
 func (q queries) ClientByMetadataHash(ctx context.Context, hash []byte) (store.Client, error) {
-	c, err := scanClient(q.db.QueryRow(ctx, `SELECT `+clientCols+` FROM clients WHERE metadata_hash = $1
+	c, err := scanClient(q.db.QueryRow(ctx, `SELECT `+rowscan.ClientCols+` FROM clients WHERE metadata_hash = $1
 		ORDER BY created_at, id COLLATE "C" LIMIT 1`, hash))
 	return c, wrap("client by metadata hash", err)
 }
 
 func (t *tx) CreateClient(ctx context.Context, c store.Client) error {
-	return t.insert(ctx, "create client", `INSERT INTO clients (`+clientCols+`) VALUES ($1, $2, $3, $4, $5, $6)`,
+	return t.insert(ctx, "create client", `INSERT INTO clients (`+rowscan.ClientCols+`) VALUES ($1, $2, $3, $4, $5, $6)`,
 		c.ID, c.SecretHash, c.Metadata, ms(c.CreatedAt), c.Trusted, c.MetadataHash)
 }
 
@@ -127,17 +119,17 @@ func (q queries) AuthCode(ctx context.Context, id string) (store.AuthCode, error
 	if hasNUL(id) {
 		return store.AuthCode{}, notFound("auth code")
 	}
-	a, err := scanAuthCode(q.db.QueryRow(ctx, `SELECT `+authCodeCols+` FROM auth_codes WHERE id = $1`, id))
+	a, err := scanAuthCode(q.db.QueryRow(ctx, `SELECT `+rowscan.AuthCodeCols+` FROM auth_codes WHERE id = $1`, id))
 	return a, wrap("auth code", err)
 }
 
 func (q queries) AuthCodeByCode(ctx context.Context, hash []byte) (store.AuthCode, error) {
-	a, err := scanAuthCode(q.db.QueryRow(ctx, `SELECT `+authCodeCols+` FROM auth_codes WHERE code_hash = $1`, hash))
+	a, err := scanAuthCode(q.db.QueryRow(ctx, `SELECT `+rowscan.AuthCodeCols+` FROM auth_codes WHERE code_hash = $1`, hash))
 	return a, wrap("auth code by code", err)
 }
 
 func (t *tx) CreateAuthCode(ctx context.Context, a store.AuthCode) error {
-	return t.insert(ctx, "create auth code", `INSERT INTO auth_codes (`+authCodeCols+`)
+	return t.insert(ctx, "create auth code", `INSERT INTO auth_codes (`+rowscan.AuthCodeCols+`)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
 		a.ID, a.CodeHash, a.ClientID, a.RedirectURI, a.CodeChallenge, a.Scope, a.Nonce, a.State, a.ResponseMode,
 		a.UserID, ms(a.AuthTime), ms(a.CreatedAt), ms(a.ExpiresAt), string(a.Status), nullString(a.SessionID))
@@ -166,12 +158,12 @@ func (q queries) DeviceGrant(ctx context.Context, id string) (store.DeviceGrant,
 	if hasNUL(id) {
 		return store.DeviceGrant{}, notFound("device grant")
 	}
-	g, err := scanGrant(q.db.QueryRow(ctx, `SELECT `+grantCols+` FROM device_grants WHERE id = $1`, id))
+	g, err := scanGrant(q.db.QueryRow(ctx, `SELECT `+rowscan.GrantCols+` FROM device_grants WHERE id = $1`, id))
 	return g, wrap("device grant", err)
 }
 
 func (q queries) DeviceGrantByDeviceCode(ctx context.Context, hash []byte) (store.DeviceGrant, error) {
-	g, err := scanGrant(q.db.QueryRow(ctx, `SELECT `+grantCols+` FROM device_grants WHERE device_code_hash = $1`, hash))
+	g, err := scanGrant(q.db.QueryRow(ctx, `SELECT `+rowscan.GrantCols+` FROM device_grants WHERE device_code_hash = $1`, hash))
 	return g, wrap("device grant by device code", err)
 }
 
@@ -179,12 +171,12 @@ func (q queries) DeviceGrantByUserCode(ctx context.Context, userCode string) (st
 	if hasNUL(userCode) {
 		return store.DeviceGrant{}, notFound("device grant by user code")
 	}
-	g, err := scanGrant(q.db.QueryRow(ctx, `SELECT `+grantCols+` FROM device_grants WHERE user_code = $1`, userCode))
+	g, err := scanGrant(q.db.QueryRow(ctx, `SELECT `+rowscan.GrantCols+` FROM device_grants WHERE user_code = $1`, userCode))
 	return g, wrap("device grant by user code", err)
 }
 
 func (q queries) PendingDeviceGrants(ctx context.Context, now time.Time, limit int) ([]store.DeviceGrant, error) {
-	return list(ctx, q, "pending device grants", scanGrant, `SELECT `+grantCols+` FROM device_grants
+	return list(ctx, q, "pending device grants", scanGrant, `SELECT `+rowscan.GrantCols+` FROM device_grants
 		WHERE state = $1 AND expires_at > $2 ORDER BY created_at DESC, id COLLATE "C" LIMIT $3`,
 		string(store.GrantPending), ms(now), limit)
 }
@@ -195,7 +187,7 @@ func (t *tx) CreateDeviceGrant(ctx context.Context, g store.DeviceGrant) error {
 		g.UserCode, ms(g.CreatedAt)); err != nil {
 		return wrap("create device grant", err)
 	}
-	return t.insert(ctx, "create device grant", `INSERT INTO device_grants (`+grantCols+`)
+	return t.insert(ctx, "create device grant", `INSERT INTO device_grants (`+rowscan.GrantCols+`)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
 		g.ID, g.DeviceCodeHash, g.UserCode, g.ClientID, g.Scope, g.RequesterIP, g.RequesterAgent,
 		ms(g.CreatedAt), ms(g.ExpiresAt), ms(g.LastPolledAt), g.Interval.Milliseconds(), string(g.State),
@@ -213,7 +205,7 @@ func (q queries) Session(ctx context.Context, id string) (store.Session, error) 
 	if hasNUL(id) {
 		return store.Session{}, notFound("session")
 	}
-	s, err := scanSession(q.db.QueryRow(ctx, `SELECT `+sessionCols+` FROM sessions WHERE id = $1`, id))
+	s, err := scanSession(q.db.QueryRow(ctx, `SELECT `+rowscan.SessionCols+` FROM sessions WHERE id = $1`, id))
 	return s, wrap("session", err)
 }
 
@@ -221,7 +213,7 @@ func (q queries) SessionsByDevice(ctx context.Context, userID, deviceID string) 
 	if hasNUL(userID, deviceID) {
 		return nil, nil
 	}
-	return list(ctx, q, "sessions by device", scanSession, `SELECT `+sessionCols+` FROM sessions
+	return list(ctx, q, "sessions by device", scanSession, `SELECT `+rowscan.SessionCols+` FROM sessions
 		WHERE user_id = $1 AND device_id = $2 AND ended_at IS NULL ORDER BY created_at`, userID, deviceID)
 }
 
@@ -229,7 +221,7 @@ func (q queries) SessionsByUser(ctx context.Context, userID string, includeEnded
 	if hasNUL(userID) {
 		return nil, nil
 	}
-	query := `SELECT ` + sessionCols + ` FROM sessions WHERE user_id = $1`
+	query := `SELECT ` + rowscan.SessionCols + ` FROM sessions WHERE user_id = $1`
 	if !includeEnded {
 		query += ` AND ended_at IS NULL`
 	}
@@ -237,7 +229,7 @@ func (q queries) SessionsByUser(ctx context.Context, userID string, includeEnded
 }
 
 func (t *tx) CreateSession(ctx context.Context, s store.Session) error {
-	return t.insert(ctx, "create session", `INSERT INTO sessions (`+sessionCols+`)
+	return t.insert(ctx, "create session", `INSERT INTO sessions (`+rowscan.SessionCols+`)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
 		s.ID, s.UserID, s.ClientID, s.DeviceID, s.Scope, ms(s.CreatedAt), ms(s.LastActiveAt), s.LastIP,
 		ms(s.EndedAt), s.EndReason, s.DeviceName)
@@ -253,12 +245,12 @@ func (q queries) TokenPair(ctx context.Context, id string) (store.TokenPair, err
 	if hasNUL(id) {
 		return store.TokenPair{}, notFound("token pair")
 	}
-	p, err := scanPair(q.db.QueryRow(ctx, `SELECT `+pairCols+` FROM token_pairs WHERE id = $1`, id))
+	p, err := scanPair(q.db.QueryRow(ctx, `SELECT `+rowscan.PairCols+` FROM token_pairs WHERE id = $1`, id))
 	return p, wrap("token pair", err)
 }
 
 func (q queries) TokenPairByRefresh(ctx context.Context, hash []byte) (store.TokenPair, error) {
-	p, err := scanPair(q.db.QueryRow(ctx, `SELECT `+pairCols+` FROM token_pairs WHERE refresh_hash = $1`, hash))
+	p, err := scanPair(q.db.QueryRow(ctx, `SELECT `+rowscan.PairCols+` FROM token_pairs WHERE refresh_hash = $1`, hash))
 	return p, wrap("token pair by refresh token", err)
 }
 
@@ -279,7 +271,7 @@ func (q queries) AccessToken(ctx context.Context, hash []byte) (store.AccessToke
 }
 
 func (t *tx) CreateTokenPair(ctx context.Context, p store.TokenPair) error {
-	return t.insert(ctx, "create token pair", `INSERT INTO token_pairs (`+pairCols+`)
+	return t.insert(ctx, "create token pair", `INSERT INTO token_pairs (`+rowscan.PairCols+`)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
 		p.ID, p.SessionID, p.AccessHash, p.RefreshHash, ms(p.CreatedAt), ms(p.AccessExpiresAt), ms(p.UsedAt),
 		ms(p.RotatedAt), nullString(p.SuccessorID), ms(p.RevokedAt))
@@ -337,18 +329,18 @@ func (t *tx) DeleteExpired(ctx context.Context, before time.Time) (int64, error)
 }
 
 func (q queries) OutboxDue(ctx context.Context, now time.Time, limit int) ([]store.OutboxEntry, error) {
-	return list(ctx, q, "outbox due", scanOutbox, `SELECT `+outboxCols+` FROM outbox WHERE id IN (
+	return list(ctx, q, "outbox due", scanOutbox, `SELECT `+rowscan.OutboxCols+` FROM outbox WHERE id IN (
 			SELECT MIN(id) FROM outbox WHERE parked_at IS NULL GROUP BY user_key)
 		AND next_attempt_at <= $1 AND (lease_until IS NULL OR lease_until <= $1)
 		ORDER BY id LIMIT $2`, ms(now), limit)
 }
 
 func (q queries) Outbox(ctx context.Context, limit int) ([]store.OutboxEntry, error) {
-	return list(ctx, q, "outbox", scanOutbox, `SELECT `+outboxCols+` FROM outbox ORDER BY id LIMIT $1`, limit)
+	return list(ctx, q, "outbox", scanOutbox, `SELECT `+rowscan.OutboxCols+` FROM outbox ORDER BY id LIMIT $1`, limit)
 }
 
 func (q queries) OutboxEntry(ctx context.Context, id int64) (store.OutboxEntry, error) {
-	e, err := scanOutbox(q.db.QueryRow(ctx, `SELECT `+outboxCols+` FROM outbox WHERE id = $1`, id))
+	e, err := scanOutbox(q.db.QueryRow(ctx, `SELECT `+rowscan.OutboxCols+` FROM outbox WHERE id = $1`, id))
 	return e, wrap("outbox entry", err)
 }
 
@@ -386,12 +378,12 @@ func (q queries) GrantsOfUser(ctx context.Context, userID string, states []store
 	if hasNUL(userID) {
 		return nil, nil
 	}
-	return list(ctx, q, "grants of user", scanGrant, `SELECT `+grantCols+` FROM device_grants
+	return list(ctx, q, "grants of user", scanGrant, `SELECT `+rowscan.GrantCols+` FROM device_grants
 		WHERE user_id = $1 AND state = ANY($2) AND expires_at > $3 ORDER BY created_at`, userID, texts(states), ms(now))
 }
 
 func (q queries) GrantsLapsed(ctx context.Context, states []store.GrantState, after, before time.Time) ([]store.DeviceGrant, error) {
-	return list(ctx, q, "lapsed grants", scanGrant, `SELECT `+grantCols+` FROM device_grants
+	return list(ctx, q, "lapsed grants", scanGrant, `SELECT `+rowscan.GrantCols+` FROM device_grants
 		WHERE expires_at > $1 AND expires_at <= $2 AND state = ANY($3) ORDER BY expires_at`, ms(after), ms(before), texts(states))
 }
 
@@ -399,12 +391,12 @@ func (q queries) AuthCodesOfUser(ctx context.Context, userID string, statuses []
 	if hasNUL(userID) {
 		return nil, nil
 	}
-	return list(ctx, q, "auth codes of user", scanAuthCode, `SELECT `+authCodeCols+` FROM auth_codes
+	return list(ctx, q, "auth codes of user", scanAuthCode, `SELECT `+rowscan.AuthCodeCols+` FROM auth_codes
 		WHERE user_id = $1 AND status = ANY($2) AND expires_at > $3 ORDER BY created_at`, userID, texts(statuses), ms(now))
 }
 
 func (q queries) AuthCodesLapsed(ctx context.Context, statuses []store.AuthCodeStatus, after, before time.Time) ([]store.AuthCode, error) {
-	return list(ctx, q, "lapsed auth codes", scanAuthCode, `SELECT `+authCodeCols+` FROM auth_codes
+	return list(ctx, q, "lapsed auth codes", scanAuthCode, `SELECT `+rowscan.AuthCodeCols+` FROM auth_codes
 		WHERE expires_at > $1 AND expires_at <= $2 AND status = ANY($3) ORDER BY expires_at`, ms(after), ms(before), texts(statuses))
 }
 

@@ -73,16 +73,8 @@ var _ store.Tx = (*tx)(nil)
 
 type scanner interface{ Scan(dest ...any) error }
 
-// The rows, as every SQL backend reads them (store/internal/rowscan).
-const (
-	userCols     = rowscan.UserCols
-	clientCols   = rowscan.ClientCols
-	authCodeCols = rowscan.AuthCodeCols
-	grantCols    = rowscan.GrantCols
-	sessionCols  = rowscan.SessionCols
-	pairCols     = rowscan.PairCols
-	outboxCols   = rowscan.OutboxCols
-)
+// The rows are read as every SQL backend reads them (store/internal/rowscan);
+// this backend supplies how its driver scans a NULL (nulls).
 
 func scanUser(s scanner) (store.User, error)             { return rowscan.User(s, nulls{}) }
 func scanClient(s scanner) (store.Client, error)         { return rowscan.Client(s, nulls{}) }
@@ -96,17 +88,17 @@ func scanPair(s scanner, extra ...any) (store.TokenPair, error) {
 }
 
 func (q queries) User(ctx context.Context, id string) (store.User, error) {
-	u, err := scanUser(q.db.QueryRowContext(ctx, `SELECT `+userCols+` FROM users WHERE id = ?`, id))
+	u, err := scanUser(q.db.QueryRowContext(ctx, `SELECT `+rowscan.UserCols+` FROM users WHERE id = ?`, id))
 	return u, wrap("user", err)
 }
 
 func (q queries) UserByUsername(ctx context.Context, username string) (store.User, error) {
-	u, err := scanUser(q.db.QueryRowContext(ctx, `SELECT `+userCols+` FROM users WHERE username = ?`, username))
+	u, err := scanUser(q.db.QueryRowContext(ctx, `SELECT `+rowscan.UserCols+` FROM users WHERE username = ?`, username))
 	return u, wrap("user by username", err)
 }
 
 func (q queries) Users(ctx context.Context) ([]store.User, error) {
-	rows, err := q.db.QueryContext(ctx, `SELECT `+userCols+` FROM users ORDER BY username`)
+	rows, err := q.db.QueryContext(ctx, `SELECT `+rowscan.UserCols+` FROM users ORDER BY username`)
 	if err != nil {
 		return nil, wrap("users", err)
 	}
@@ -123,7 +115,7 @@ func (q queries) Users(ctx context.Context) ([]store.User, error) {
 }
 
 func (t *tx) CreateUser(ctx context.Context, u store.User) error {
-	_, err := t.db.ExecContext(ctx, `INSERT INTO users (`+userCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+	_, err := t.db.ExecContext(ctx, `INSERT INTO users (`+rowscan.UserCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
 		u.ID, u.Username, u.PasswordHash, u.DisplayName, ms(u.CreatedAt), ms(u.DeactivatedAt), u.TermsURL, ms(u.TermsAcceptedAt))
 	return wrap("create user", err)
 }
@@ -135,18 +127,18 @@ func (t *tx) UpdateUser(ctx context.Context, u store.User) error {
 }
 
 func (q queries) Client(ctx context.Context, id string) (store.Client, error) {
-	c, err := scanClient(q.row(ctx, `SELECT `+clientCols+` FROM clients WHERE id = ?`, id))
+	c, err := scanClient(q.row(ctx, `SELECT `+rowscan.ClientCols+` FROM clients WHERE id = ?`, id))
 	return c, wrap("client", err)
 }
 
 func (q queries) ClientByMetadataHash(ctx context.Context, hash []byte) (store.Client, error) {
-	c, err := scanClient(q.db.QueryRowContext(ctx, `SELECT `+clientCols+` FROM clients WHERE metadata_hash = ?
+	c, err := scanClient(q.db.QueryRowContext(ctx, `SELECT `+rowscan.ClientCols+` FROM clients WHERE metadata_hash = ?
 		ORDER BY created_at, id LIMIT 1`, hash))
 	return c, wrap("client by metadata hash", err)
 }
 
 func (t *tx) CreateClient(ctx context.Context, c store.Client) error {
-	_, err := t.db.ExecContext(ctx, `INSERT INTO clients (`+clientCols+`) VALUES (?, ?, ?, ?, ?, ?)`,
+	_, err := t.db.ExecContext(ctx, `INSERT INTO clients (`+rowscan.ClientCols+`) VALUES (?, ?, ?, ?, ?, ?)`,
 		c.ID, c.SecretHash, c.Metadata, ms(c.CreatedAt), c.Trusted, c.MetadataHash)
 	return wrap("create client", err)
 }
@@ -171,17 +163,17 @@ func (t *tx) DeleteUnusedClients(ctx context.Context, before time.Time) (int64, 
 }
 
 func (q queries) AuthCode(ctx context.Context, id string) (store.AuthCode, error) {
-	a, err := scanAuthCode(q.db.QueryRowContext(ctx, `SELECT `+authCodeCols+` FROM auth_codes WHERE id = ?`, id))
+	a, err := scanAuthCode(q.db.QueryRowContext(ctx, `SELECT `+rowscan.AuthCodeCols+` FROM auth_codes WHERE id = ?`, id))
 	return a, wrap("auth code", err)
 }
 
 func (q queries) AuthCodeByCode(ctx context.Context, hash []byte) (store.AuthCode, error) {
-	a, err := scanAuthCode(q.db.QueryRowContext(ctx, `SELECT `+authCodeCols+` FROM auth_codes WHERE code_hash = ?`, hash))
+	a, err := scanAuthCode(q.db.QueryRowContext(ctx, `SELECT `+rowscan.AuthCodeCols+` FROM auth_codes WHERE code_hash = ?`, hash))
 	return a, wrap("auth code by code", err)
 }
 
 func (t *tx) CreateAuthCode(ctx context.Context, a store.AuthCode) error {
-	_, err := t.db.ExecContext(ctx, `INSERT INTO auth_codes (`+authCodeCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	_, err := t.db.ExecContext(ctx, `INSERT INTO auth_codes (`+rowscan.AuthCodeCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		a.ID, a.CodeHash, a.ClientID, a.RedirectURI, a.CodeChallenge, a.Scope, a.Nonce, a.State, a.ResponseMode,
 		a.UserID, ms(a.AuthTime), ms(a.CreatedAt), ms(a.ExpiresAt), a.Status, nullString(a.SessionID))
 	return wrap("create auth code", err)
@@ -221,22 +213,22 @@ func (t *tx) UpdateSigningKey(ctx context.Context, k store.SigningKey) error {
 }
 
 func (q queries) DeviceGrant(ctx context.Context, id string) (store.DeviceGrant, error) {
-	g, err := scanGrant(q.db.QueryRowContext(ctx, `SELECT `+grantCols+` FROM device_grants WHERE id = ?`, id))
+	g, err := scanGrant(q.db.QueryRowContext(ctx, `SELECT `+rowscan.GrantCols+` FROM device_grants WHERE id = ?`, id))
 	return g, wrap("device grant", err)
 }
 
 func (q queries) DeviceGrantByDeviceCode(ctx context.Context, hash []byte) (store.DeviceGrant, error) {
-	g, err := scanGrant(q.row(ctx, `SELECT `+grantCols+` FROM device_grants WHERE device_code_hash = ?`, hash))
+	g, err := scanGrant(q.row(ctx, `SELECT `+rowscan.GrantCols+` FROM device_grants WHERE device_code_hash = ?`, hash))
 	return g, wrap("device grant by device code", err)
 }
 
 func (q queries) DeviceGrantByUserCode(ctx context.Context, userCode string) (store.DeviceGrant, error) {
-	g, err := scanGrant(q.db.QueryRowContext(ctx, `SELECT `+grantCols+` FROM device_grants WHERE user_code = ?`, userCode))
+	g, err := scanGrant(q.db.QueryRowContext(ctx, `SELECT `+rowscan.GrantCols+` FROM device_grants WHERE user_code = ?`, userCode))
 	return g, wrap("device grant by user code", err)
 }
 
 func (q queries) PendingDeviceGrants(ctx context.Context, now time.Time, limit int) ([]store.DeviceGrant, error) {
-	rows, err := q.db.QueryContext(ctx, `SELECT `+grantCols+` FROM device_grants
+	rows, err := q.db.QueryContext(ctx, `SELECT `+rowscan.GrantCols+` FROM device_grants
 		WHERE state = ? AND expires_at > ? ORDER BY created_at DESC, id LIMIT ?`, store.GrantPending, ms(now), limit)
 	if err != nil {
 		return nil, wrap("pending device grants", err)
@@ -259,7 +251,7 @@ func (t *tx) CreateDeviceGrant(ctx context.Context, g store.DeviceGrant) error {
 		g.UserCode, ms(g.CreatedAt)); err != nil {
 		return wrap("create device grant", err)
 	}
-	_, err := t.db.ExecContext(ctx, `INSERT INTO device_grants (`+grantCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	_, err := t.db.ExecContext(ctx, `INSERT INTO device_grants (`+rowscan.GrantCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		g.ID, g.DeviceCodeHash, g.UserCode, g.ClientID, g.Scope, g.RequesterIP, g.RequesterAgent,
 		ms(g.CreatedAt), ms(g.ExpiresAt), ms(g.LastPolledAt), g.Interval.Milliseconds(), g.State,
 		nullString(g.UserID), ms(g.DecidedAt), nullString(g.SessionID))
@@ -274,12 +266,12 @@ func (t *tx) UpdateDeviceGrant(ctx context.Context, g store.DeviceGrant) error {
 }
 
 func (q queries) Session(ctx context.Context, id string) (store.Session, error) {
-	s, err := scanSession(q.db.QueryRowContext(ctx, `SELECT `+sessionCols+` FROM sessions WHERE id = ?`, id))
+	s, err := scanSession(q.db.QueryRowContext(ctx, `SELECT `+rowscan.SessionCols+` FROM sessions WHERE id = ?`, id))
 	return s, wrap("session", err)
 }
 
 func (q queries) SessionsByDevice(ctx context.Context, userID, deviceID string) ([]store.Session, error) {
-	rows, err := q.db.QueryContext(ctx, `SELECT `+sessionCols+` FROM sessions
+	rows, err := q.db.QueryContext(ctx, `SELECT `+rowscan.SessionCols+` FROM sessions
 		WHERE user_id = ? AND device_id = ? AND ended_at IS NULL ORDER BY created_at`, userID, deviceID)
 	if err != nil {
 		return nil, wrap("sessions by device", err)
@@ -297,7 +289,7 @@ func (q queries) SessionsByDevice(ctx context.Context, userID, deviceID string) 
 }
 
 func (t *tx) CreateSession(ctx context.Context, s store.Session) error {
-	_, err := t.db.ExecContext(ctx, `INSERT INTO sessions (`+sessionCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	_, err := t.db.ExecContext(ctx, `INSERT INTO sessions (`+rowscan.SessionCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		s.ID, s.UserID, s.ClientID, s.DeviceID, s.Scope, ms(s.CreatedAt), ms(s.LastActiveAt), s.LastIP,
 		ms(s.EndedAt), s.EndReason, s.DeviceName)
 	return wrap("create session", err)
@@ -310,12 +302,12 @@ func (t *tx) UpdateSession(ctx context.Context, s store.Session) error {
 }
 
 func (q queries) TokenPair(ctx context.Context, id string) (store.TokenPair, error) {
-	p, err := scanPair(q.db.QueryRowContext(ctx, `SELECT `+pairCols+` FROM token_pairs WHERE id = ?`, id))
+	p, err := scanPair(q.db.QueryRowContext(ctx, `SELECT `+rowscan.PairCols+` FROM token_pairs WHERE id = ?`, id))
 	return p, wrap("token pair", err)
 }
 
 func (q queries) TokenPairByRefresh(ctx context.Context, hash []byte) (store.TokenPair, error) {
-	p, err := scanPair(q.db.QueryRowContext(ctx, `SELECT `+pairCols+` FROM token_pairs WHERE refresh_hash = ?`, hash))
+	p, err := scanPair(q.db.QueryRowContext(ctx, `SELECT `+rowscan.PairCols+` FROM token_pairs WHERE refresh_hash = ?`, hash))
 	return p, wrap("token pair by refresh token", err)
 }
 
@@ -336,7 +328,7 @@ func (q queries) AccessToken(ctx context.Context, hash []byte) (store.AccessToke
 }
 
 func (t *tx) CreateTokenPair(ctx context.Context, p store.TokenPair) error {
-	_, err := t.db.ExecContext(ctx, `INSERT INTO token_pairs (`+pairCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	_, err := t.db.ExecContext(ctx, `INSERT INTO token_pairs (`+rowscan.PairCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		p.ID, p.SessionID, p.AccessHash, p.RefreshHash, ms(p.CreatedAt), ms(p.AccessExpiresAt), ms(p.UsedAt),
 		ms(p.RotatedAt), nullString(p.SuccessorID), ms(p.RevokedAt))
 	return wrap("create token pair", err)
@@ -412,7 +404,7 @@ func nullString(s string) any {
 }
 
 func (q queries) SessionsByUser(ctx context.Context, userID string, includeEnded bool) ([]store.Session, error) {
-	query := `SELECT ` + sessionCols + ` FROM sessions WHERE user_id = ?`
+	query := `SELECT ` + rowscan.SessionCols + ` FROM sessions WHERE user_id = ?`
 	if !includeEnded {
 		query += ` AND ended_at IS NULL`
 	}
@@ -450,18 +442,18 @@ func (q queries) outboxList(ctx context.Context, what, query string, args ...any
 }
 
 func (q queries) OutboxDue(ctx context.Context, now time.Time, limit int) ([]store.OutboxEntry, error) {
-	return q.outboxList(ctx, "outbox due", `SELECT `+outboxCols+` FROM outbox WHERE id IN (
+	return q.outboxList(ctx, "outbox due", `SELECT `+rowscan.OutboxCols+` FROM outbox WHERE id IN (
 			SELECT MIN(id) FROM outbox WHERE parked_at IS NULL GROUP BY user_key)
 		AND next_attempt_at <= ? AND (lease_until IS NULL OR lease_until <= ?)
 		ORDER BY id LIMIT ?`, ms(now), ms(now), limit)
 }
 
 func (q queries) Outbox(ctx context.Context, limit int) ([]store.OutboxEntry, error) {
-	return q.outboxList(ctx, "outbox", `SELECT `+outboxCols+` FROM outbox ORDER BY id LIMIT ?`, limit)
+	return q.outboxList(ctx, "outbox", `SELECT `+rowscan.OutboxCols+` FROM outbox ORDER BY id LIMIT ?`, limit)
 }
 
 func (q queries) OutboxEntry(ctx context.Context, id int64) (store.OutboxEntry, error) {
-	e, err := scanOutbox(q.db.QueryRowContext(ctx, `SELECT `+outboxCols+` FROM outbox WHERE id = ?`, id))
+	e, err := scanOutbox(q.db.QueryRowContext(ctx, `SELECT `+rowscan.OutboxCols+` FROM outbox WHERE id = ?`, id))
 	return e, wrap("outbox entry", err)
 }
 
@@ -545,7 +537,7 @@ func inList[T ~string](vals []T) (string, []any) {
 
 // grants lists the device grants matching where.
 func (q queries) grants(ctx context.Context, what, where string, args ...any) ([]store.DeviceGrant, error) {
-	rows, err := q.db.QueryContext(ctx, `SELECT `+grantCols+` FROM device_grants WHERE `+where, args...)
+	rows, err := q.db.QueryContext(ctx, `SELECT `+rowscan.GrantCols+` FROM device_grants WHERE `+where, args...)
 	if err != nil {
 		return nil, wrap(what, err)
 	}
@@ -563,7 +555,7 @@ func (q queries) grants(ctx context.Context, what, where string, args ...any) ([
 
 // authCodes lists the authorization requests matching where.
 func (q queries) authCodes(ctx context.Context, what, where string, args ...any) ([]store.AuthCode, error) {
-	rows, err := q.db.QueryContext(ctx, `SELECT `+authCodeCols+` FROM auth_codes WHERE `+where, args...)
+	rows, err := q.db.QueryContext(ctx, `SELECT `+rowscan.AuthCodeCols+` FROM auth_codes WHERE `+where, args...)
 	if err != nil {
 		return nil, wrap(what, err)
 	}
