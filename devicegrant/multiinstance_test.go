@@ -37,6 +37,14 @@ type cluster struct {
 // of them; everything stops when the test ends.
 func newCluster(t *testing.T, n int) *cluster {
 	t.Helper()
+	return newClusterWith(t, n, nil)
+}
+
+// newClusterWith is newCluster with a hook that adjusts each core's
+// configuration (instance i of n) before it starts: a test that needs a
+// homeserver, shorter limits or its own clock sets them here.
+func newClusterWith(t *testing.T, n int, configure func(i int, cfg *devicegrant.Config)) *cluster {
+	t.Helper()
 	gin.SetMode(gin.ReleaseMode)
 	dsn := pgtest.URL(t)
 	c := &cluster{t: t, hits: make([]atomic.Int64, n)}
@@ -58,14 +66,18 @@ func newCluster(t *testing.T, n int) *cluster {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { st.Close() })
-		srv, err := devicegrant.New(devicegrant.Config{
+		cfg := devicegrant.Config{
 			Issuer:           c.issuer,
 			ServerName:       "example.org",
 			HomeserverSecret: devtest.HomeserverSecret,
 			PollInterval:     time.Second,
 			OutboxBackoff:    devicegrant.Backoff{Min: 20 * time.Millisecond, Max: 200 * time.Millisecond},
 			Logger:           slog.New(slog.NewTextHandler(io.Discard, nil)),
-		}, st)
+		}
+		if configure != nil {
+			configure(i, &cfg)
+		}
+		srv, err := devicegrant.New(cfg, st)
 		if err != nil {
 			t.Fatal(err)
 		}
