@@ -308,3 +308,48 @@ func TestMultiInstance(t *testing.T) {
 		}
 	}
 }
+
+// TestMultiInstanceFirstSigningKey: instances that start on one empty
+// database and are all asked for their keys at once agree on one signing
+// key, instead of each retiring the key another one just made
+// (P-OIDC-1): every instance publishes the same single key.
+func TestMultiInstanceFirstSigningKey(t *testing.T) {
+	const n = 3
+	c := newCluster(t, n)
+	var wg sync.WaitGroup
+	sets := make([]string, n*4)
+	for j := range sets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := http.Get(c.instances[j%n] + "oauth2/keys.json")
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != http.StatusOK {
+				t.Errorf("jwks at instance %d: %d %s", j%n, resp.StatusCode, b)
+			}
+		}()
+	}
+	wg.Wait()
+	for j := range sets {
+		resp, err := http.Get(c.instances[j%n] + "oauth2/keys.json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		sets[j] = string(b)
+	}
+	if got := strings.Count(sets[0], `"kid"`); got != 1 {
+		t.Errorf("the JWKS publishes %d keys after a concurrent start, want 1", got)
+	}
+	for j := range sets {
+		if sets[j] != sets[0] {
+			t.Errorf("instance %d publishes another key set than instance 0", j%n)
+		}
+	}
+}
