@@ -257,7 +257,9 @@ type Reader interface {
 	// TokenEpoch returns a number that BumpTokenEpoch increases: caches of
 	// token validity compare it to tell, with one tiny read, whether any
 	// transaction in any process changed who may use a token since they
-	// read.
+	// read. The value reflects every transaction committed before the
+	// call; a backend may share one read among concurrent calls only if
+	// that read began after each of them.
 	TokenEpoch(ctx context.Context) (int64, error)
 
 	// SigningKeys lists the OpenID signing keys, newest first.

@@ -32,6 +32,7 @@ type Store struct {
 	queries
 	pool    *pgxpool.Pool
 	retries atomic.Uint64 // transactions run again after a serialization failure or deadlock
+	epochs  *epochReader  // TokenEpoch's shared reads
 }
 
 var _ store.Store = (*Store)(nil)
@@ -63,8 +64,17 @@ func Open(ctx context.Context, url string) (*Store, error) {
 		pool.Close()
 		return nil, fmt.Errorf("postgres: connect: %w", err)
 	}
-	return &Store{queries: queries{db: pool}, pool: pool}, nil
+	s := &Store{queries: queries{db: pool}, pool: pool}
+	s.epochs = newEpochReader(s.queries.TokenEpoch)
+	return s, nil
 }
+
+// TokenEpoch reads the token epoch (store.Reader): always a read that
+// began after the call, so it reflects every transaction committed before
+// the call, but one shared by the calls that arrived while the previous
+// read was under way (epoch.go). Introspection reads it on every request,
+// and here each read is a round trip.
+func (s *Store) TokenEpoch(ctx context.Context) (int64, error) { return s.epochs.get(ctx) }
 
 // maxAttempts bounds how many times Update runs a function whose
 // transaction keeps losing races. Each round of a race commits at least
