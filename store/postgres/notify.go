@@ -166,7 +166,8 @@ func (n notifier) pack(announced []announcement) ([]string, error) {
 }
 
 // Watch implements store.Watcher, on a connection of its own that it
-// opens, and opens again whenever it is lost.
+// opens, and opens again whenever it is lost. Only ctx ends it: Close
+// closes the pool, not this connection.
 func (s *Store) Watch(ctx context.Context, fn func(store.Notice)) error {
 	var lost error
 	pause := minPause
