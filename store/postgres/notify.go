@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
@@ -97,7 +98,9 @@ func (t *tx) Announce(topic, key string) {
 
 // send notifies, in tx, what a transaction announced: one payload per
 // topic, or more when the keys do not fit in one; a key too long for any
-// payload turns into every key of its topic.
+// payload, or not valid UTF-8 (JSON would change it, and the change would
+// make a listener forget the wrong key), turns into every key of its
+// topic.
 func (n notifier) send(ctx context.Context, tx pgx.Tx, announced []announcement) error {
 	if len(announced) == 0 {
 		return nil
@@ -118,6 +121,12 @@ func (n notifier) pack(announced []announcement) ([]string, error) {
 	keys := map[string][]string{}
 	seen := map[announcement]bool{}
 	for _, a := range announced {
+		if !utf8.ValidString(a.topic) {
+			return nil, fmt.Errorf("postgres: topic %q is not UTF-8", a.topic)
+		}
+		if !utf8.ValidString(a.key) {
+			a.key = ""
+		}
 		if _, ok := keys[a.topic]; !ok {
 			topics = append(topics, a.topic)
 		}

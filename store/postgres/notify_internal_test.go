@@ -70,10 +70,11 @@ func announce(t *testing.T, st *Store, topic string, keys ...string) {
 // after the commit, in commit order; a transaction that rolls back, and a
 // run of Update that is rolled back to run again, announce nothing; a
 // Store does not hear itself; keys too many for one notification all
-// arrive, and a key too long for any turns into the whole topic; a
-// listener that waits long without a notice checks its connection and
-// keeps it; and a listener whose connection is killed reconnects and
-// reports a resync first, since what was sent meanwhile is lost (issue 15).
+// arrive, and a key too long for any (or not UTF-8) turns into the whole
+// topic; a listener that waits long without a notice checks its
+// connection and keeps it; and a listener whose connection is killed
+// reconnects and reports a resync first, since what was sent meanwhile is
+// lost (issue 15).
 func TestWatch(t *testing.T) {
 	dsn := pgtest.URL(t)
 	ctx := context.Background()
@@ -149,9 +150,12 @@ func TestWatch(t *testing.T) {
 			t.Fatalf("key %d of many: got %+v", i, n)
 		}
 	}
-	// A key longer than a payload may be: the whole topic.
+	// A key longer than a payload may be, or one JSON would alter: the
+	// whole topic.
 	announce(t, a, "huge", strings.Repeat("k", 9000))
 	expect(t, notes, "a huge key", store.Notice{Topic: "huge", Key: ""})
+	announce(t, a, "binary", "ok", "\xff\xfe")
+	expect(t, notes, "a key that is not UTF-8", store.Notice{Topic: "binary", Key: ""})
 
 	// Quiet for several idle periods: the listener pings and stays.
 	time.Sleep(time.Second)
