@@ -178,7 +178,7 @@ type Server struct {
 
 	// Caches of the hot paths (cache.go), kept correct by committing.
 	tokens *memo[string, cachedToken] // introspection, by access-token hash
-	polls  *memo[string, pollView]    // polling, by device-code hash
+	polls  *memo[string, pollView]    // polling, by pollKey
 	pacing *pacer                     // when each device polled, for slow_down
 	// parsedMeta remembers parsed client metadata by its stored bytes.
 	parsedMeta *memo[string, *clientmeta.Metadata]
@@ -282,12 +282,22 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.S
 func (s *Server) Issuer() string { return s.issuer }
 
 // Run does the server's background work until ctx is done: deleting
-// long-expired rows, delivering homeserver calls, and reconciling devices
-// with the homeserver (at start, and every SyncInterval). Serving HTTP
-// does not need it, but nothing reaches the homeserver without it.
+// long-expired rows, delivering homeserver calls, reconciling devices
+// with the homeserver (at start, and every SyncInterval), and, on a store
+// that announces changes (store.Watcher), hearing of other instances'
+// changes to grants. Serving HTTP does not need it, but nothing reaches
+// the homeserver without it, and without it another instance's approval
+// reaches a device's poll here only after pollCacheTTL.
 func (s *Server) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	if w, ok := s.store.(committing).Store.(store.Watcher); ok {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.watchOthers(ctx, w)
+		}()
+	}
 	if s.provisioning() {
 		wg.Add(1)
 		go func() {

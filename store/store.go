@@ -359,3 +359,54 @@ type Backuper interface {
 	// integrity before returning.
 	Backup(ctx context.Context, path string) error
 }
+
+// Announcer is implemented by the Tx of a backend that several processes
+// share and that can tell the others what a transaction changed, so that
+// what they keep in memory is forgotten at once rather than when it ages
+// out (see Watcher). A caller checks for it with a type assertion; without
+// it there is nobody to tell.
+type Announcer interface {
+	// Announce tells every Watch on the same database, but those of this
+	// Store value, that key of topic changed, once this transaction has
+	// committed; an empty key means every key of topic. If the transaction
+	// rolls back (including a run that Update rolls back to run again),
+	// nothing is told.
+	//
+	// Announcements are not secret: on PostgreSQL any session of the
+	// database may listen to them. A key must therefore be neither a
+	// secret nor a hash of one, but a row id or a digest that reveals
+	// nothing the listener does not know already.
+	Announce(topic, key string)
+}
+
+// Watcher is implemented by a backend that several processes share and
+// that delivers what their transactions announce (see Announcer).
+type Watcher interface {
+	// Watch calls fn with each announcement other processes' transactions
+	// make, after they commit and in commit order, until ctx is done; then
+	// it returns ctx's error. fn runs on Watch's goroutine, one call at a
+	// time, and should not block.
+	//
+	// Delivery is asynchronous: a change is heard of shortly after its
+	// commit, not at it, so a decision that must be exact the moment a
+	// change's response is sent cannot rest on Watch alone. Whenever
+	// announcements may have been missed (when the watch starts, and again
+	// after the backend lost and regained its way of hearing them), fn gets
+	// a Notice with Resync set before any other.
+	Watch(ctx context.Context, fn func(Notice)) error
+}
+
+// A Notice is one thing a Watch heard. The zero Notice says nothing.
+//
+// A notice can only make a cache forget; anything that may connect to the
+// database may be able to send one, so a cache must never take a notice as
+// a reason to believe something.
+type Notice struct {
+	Topic string
+	Key   string // empty: every key of Topic
+	// Resync means that announcements may have been missed: forget
+	// everything learned before it. Err is what interrupted the watch, nil
+	// on the first.
+	Resync bool
+	Err    error
+}
