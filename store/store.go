@@ -346,6 +346,9 @@ type Tx interface {
 	// Heartbeat records that the instance id is alive at time at, so
 	// that LiveInstances counts it.
 	Heartbeat(ctx context.Context, id string, at time.Time) error
+	// DeleteInstance removes the instance id, which is stopping, so that
+	// LiveInstances no longer counts it; an unknown id is no error.
+	DeleteInstance(ctx context.Context, id string) error
 	// DeleteInstances removes the instances whose last heartbeat was
 	// before the given time, and returns how many went.
 	DeleteInstances(ctx context.Context, before time.Time) (int64, error)

@@ -28,6 +28,14 @@ func (t *tx) Heartbeat(ctx context.Context, id string, at time.Time) error {
 	return err
 }
 
+func (t *tx) DeleteInstance(ctx context.Context, id string) error {
+	if hasNUL(id) {
+		return nil // there is no such row
+	}
+	_, err := t.execN(ctx, "delete instance", `DELETE FROM instances WHERE id = $1`, id)
+	return err
+}
+
 func (t *tx) DeleteInstances(ctx context.Context, before time.Time) (int64, error) {
 	return t.execN(ctx, "delete instances", `DELETE FROM instances WHERE seen_at < $1`, before.UnixMilli())
 }

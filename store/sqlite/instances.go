@@ -21,6 +21,11 @@ func (t *tx) Heartbeat(ctx context.Context, id string, at time.Time) error {
 	return wrap("heartbeat", err)
 }
 
+func (t *tx) DeleteInstance(ctx context.Context, id string) error {
+	_, err := t.db.ExecContext(ctx, `DELETE FROM instances WHERE id = ?`, id)
+	return wrap("delete instance", err)
+}
+
 func (t *tx) DeleteInstances(ctx context.Context, before time.Time) (int64, error) {
 	res, err := t.db.ExecContext(ctx, `DELETE FROM instances WHERE seen_at < ?`, before.UnixMilli())
 	if err != nil {

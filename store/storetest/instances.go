@@ -12,8 +12,8 @@ import (
 )
 
 // testInstances: heartbeats are one row per instance, LiveInstances
-// counts those seen since a time, DeleteInstances removes the long gone,
-// and instances beating at the same moment all get through (on a backend
+// counts those seen since a time, DeleteInstances removes the long gone
+// and DeleteInstance one that stops, and instances beating at the same moment all get through (on a backend
 // that retries conflicts, by retrying). A heartbeat in an Update that runs
 // twice (Rerun) still counts once.
 func testInstances(t *testing.T, s store.Store) {
@@ -49,6 +49,9 @@ func testInstances(t *testing.T, s store.Store) {
 	})
 	mustEqual(t, "instances deleted", gone, int64(1))
 	live(t0.Add(-time.Hour), 1)
+	update(t, s, func(tx store.Tx) error { return tx.DeleteInstance(ctx, "a") }) // a stops
+	live(t0.Add(-time.Hour), 0)
+	update(t, s, func(tx store.Tx) error { return tx.DeleteInstance(ctx, "a") }) // gone already
 
 	// Many instances beating at once, several times each.
 	const n, beats = 8, 5
