@@ -41,7 +41,11 @@ func (s *Server) limiters() []*limiter {
 // then every HeartbeatInterval until ctx is done, and divides the rate
 // limits among the instances alive. When the database cannot be reached
 // the last division stays: an instance on its own does not take the whole
-// budget for itself because it lost sight of the others.
+// budget for itself because it lost sight of the others. When ctx is done
+// it deletes its row, so that the others (or this server restarted) count
+// it no longer; an instance that dies without doing so is counted until
+// its heartbeats are liveWindow intervals old, which only makes the
+// others stricter meanwhile.
 func (s *Server) heartbeat(ctx context.Context) {
 	tick := time.NewTicker(s.cfg.HeartbeatInterval)
 	defer tick.Stop()
@@ -51,9 +55,21 @@ func (s *Server) heartbeat(ctx context.Context) {
 		}
 		select {
 		case <-ctx.Done():
+			s.leave(context.WithoutCancel(ctx))
 			return
 		case <-tick.C:
 		}
+	}
+}
+
+// leave deletes this instance's heartbeat row.
+func (s *Server) leave(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := s.store.Update(ctx, func(tx store.Tx) error {
+		return tx.DeleteInstance(ctx, s.instanceID)
+	}); err != nil {
+		s.log.WarnContext(ctx, "heartbeat: leaving the instances", "err", err)
 	}
 }
 
