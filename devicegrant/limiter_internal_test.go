@@ -1,9 +1,17 @@
 package devicegrant
 
 import (
+	"context"
 	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"reflect"
+	"slices"
 	"testing"
 	"time"
+
+	"github.com/devicegrant/devicegrant/store/sqlite"
 )
 
 // TestRateLimitShare: each of n instances gets the rate divided by n and
@@ -115,5 +123,35 @@ func TestDivideAdjustsExistingBuckets(t *testing.T) {
 	}
 	if got := count(t0.Add(time.Hour)); got != 9 {
 		t.Errorf("an hour later: %d tries allowed at once, want the whole burst, 9", got)
+	}
+}
+
+// TestEveryLimiterIsDivided: the heartbeat divides every limiter the
+// server has, so a limiter added later cannot be left holding the whole
+// budget on each instance.
+func TestEveryLimiterIsDivided(t *testing.T) {
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "devicegrantd.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	s, err := New(Config{Issuer: "http://127.0.0.1/", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	divided := s.limiters()
+	v := reflect.ValueOf(s).Elem()
+	fields := 0
+	for i := range v.NumField() {
+		if v.Field(i).Type() != reflect.TypeFor[*limiter]() {
+			continue
+		}
+		fields++
+		if l := (*limiter)(v.Field(i).UnsafePointer()); !slices.Contains(divided, l) {
+			t.Errorf("Server.%s is not among the limiters the heartbeat divides", v.Type().Field(i).Name)
+		}
+	}
+	if fields != len(divided) || fields == 0 {
+		t.Errorf("%d limiter fields, %d limiters divided", fields, len(divided))
 	}
 }
