@@ -2,6 +2,7 @@ package devicegrant_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -22,18 +23,17 @@ import (
 	"github.com/devicegrant/devicegrant/store/storetest"
 )
 
-// limitedCluster is a cluster of n cores (newClusterWith) whose budgets for
-// wrong passwords are small, that believe the proxy about client
-// addresses, and that have each counted all n instances: every core
-// enforces its share of each budget (README, "Rate limits").
-func limitedCluster(t *testing.T, n int, perAccount, perAddress devicegrant.RateLimit) *cluster {
+// limitedCluster is a cluster of n cores (newClusterWith) with the budgets
+// limits sets, that believe the proxy about client addresses, and that
+// have each counted all n instances: every core enforces its share of each
+// budget (README, "Rate limits across instances").
+func limitedCluster(t *testing.T, n int, limits func(cfg *devicegrant.Config)) *cluster {
 	t.Helper()
 	regs := make([]*prometheus.Registry, n)
 	c := newClusterWith(t, n, func(i int, cfg *devicegrant.Config) {
 		regs[i] = prometheus.NewRegistry()
 		cfg.Metrics = regs[i]
-		cfg.AccountLoginFailures = perAccount
-		cfg.LoginFailures = perAddress
+		limits(cfg)
 		cfg.TrustedProxies = []string{"127.0.0.1"}
 		cfg.HeartbeatInterval = time.Second
 	})
@@ -108,35 +108,84 @@ func guess(t *testing.T, c *cluster, username string, tries int, from func(i int
 	return checked, refused
 }
 
-// TestMultiInstancePasswordBudgets: wrong passwords spread by a
-// round-robin balancer over three cores are checked no more often, in
-// all, than one server would check them (issue 15): for one account from
-// many addresses, and from one address for many usernames. Each core
-// enforces a third of each budget; without the division the three would
-// check three times the budget.
-func TestMultiInstancePasswordBudgets(t *testing.T) {
+// TestMultiInstanceBudgets: requests spread by a round-robin balancer
+// over three cores are let through no more often, in all, than one server
+// would let them (issue 15): wrong passwords for one account from many
+// addresses, and from one address for many usernames; wrong user codes
+// from many addresses against the global budget (P-DEV-4); device
+// authorizations from one address. Each core enforces a third of each
+// budget; without the division the three would allow three times it.
+func TestMultiInstanceBudgets(t *testing.T) {
 	const n, budget = 3, 6
-	c := limitedCluster(t, n, devicegrant.RateLimit{Burst: budget, Every: time.Hour},
-		devicegrant.RateLimit{Burst: budget, Every: time.Hour})
+	limit := devicegrant.RateLimit{Burst: budget, Every: time.Hour}
+	c := limitedCluster(t, n, func(cfg *devicegrant.Config) {
+		cfg.AccountLoginFailures, cfg.LoginFailures = limit, limit
+		cfg.UserCodeFailuresGlobal, cfg.DeviceAuthorizations = limit, limit
+	})
+	check := func(what string, allowed, refused int) {
+		t.Helper()
+		t.Logf("%s through %d cores: %d let through, %d refused", what, n, allowed, refused)
+		if allowed != budget {
+			t.Errorf("%s through %d cores: %d let through, want the budget, %d", what, n, allowed, budget)
+		}
+	}
 
 	// Each try is a page and a sign-in, so the sign-ins go to every core
 	// in turn: 8 to each.
 	const tries = 8 * n
 	checked, refused := guess(t, c, testUser, tries, func(i int) string { return fmt.Sprintf("127.0.1.%d", 10+i) })
-	t.Logf("%d wrong passwords for one account from %d addresses through %d cores: %d checked, %d refused", tries, tries, n, checked, refused)
-	if checked != budget {
-		t.Errorf("wrong passwords for one account checked %d times through %d cores, want the account's budget, %d", checked, n, budget)
-	}
+	check(fmt.Sprintf("%d wrong passwords for one account from as many addresses", tries), checked, refused)
 
 	checked, refused = 0, 0
 	for i := range tries {
 		ch, re := guess(t, c, fmt.Sprintf("nobody%02d", i), 1, func(int) string { return "127.0.2.1" })
 		checked, refused = checked+ch, refused+re
 	}
-	t.Logf("%d wrong passwords from one address for %d usernames through %d cores: %d checked, %d refused", tries, tries, n, checked, refused)
-	if checked != budget {
-		t.Errorf("wrong passwords from one address checked %d times through %d cores, want the address's budget, %d", checked, n, budget)
+	check(fmt.Sprintf("%d wrong passwords from one address for as many usernames", tries), checked, refused)
+
+	checked, refused = 0, 0
+	for i := range tries {
+		switch got := phoneFrom(t, fmt.Sprintf("127.0.5.%d", 10+i)).Get(c.issuer + "D/BBBBBBBB"); got.Status {
+		case http.StatusBadRequest:
+			checked++
+		case http.StatusTooManyRequests:
+			refused++
+		default:
+			t.Fatalf("wrong user code %d: %d %s", i, got.Status, got.Text())
+		}
 	}
+	check(fmt.Sprintf("%d wrong user codes from as many addresses", tries), checked, refused)
+
+	resp, err := http.Post(c.issuer+"oauth2/registration", "application/json", strings.NewReader(deviceClientJSON))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var registered struct {
+		ClientID string `json:"client_id"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&registered)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusCreated {
+		t.Fatalf("register a device client: %d %v", resp.StatusCode, err)
+	}
+	device := phoneFrom(t, "127.0.6.1").Client
+	allowed, refused := 0, 0
+	for i := range tries {
+		resp, err := device.PostForm(c.issuer+"oauth2/device", url.Values{"client_id": {registered.ClientID}, "scope": {apiScope + " urn:matrix:client:device:BUDGETDEV" + fmt.Sprint(i)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		switch resp.StatusCode {
+		case http.StatusOK:
+			allowed++
+		case http.StatusTooManyRequests:
+			refused++
+		default:
+			t.Fatalf("device authorization %d: %d", i, resp.StatusCode)
+		}
+	}
+	check(fmt.Sprintf("%d device authorizations from one address", tries), allowed, refused)
 }
 
 // TestMultiInstanceOwnerNotLockedOut: the owner signed in through one
@@ -147,8 +196,10 @@ func TestMultiInstancePasswordBudgets(t *testing.T) {
 // every core, not just to the one that saw the sign-in (issue 15).
 func TestMultiInstanceOwnerNotLockedOut(t *testing.T) {
 	const n, budget = 3, 6
-	c := limitedCluster(t, n, devicegrant.RateLimit{Burst: budget, Every: time.Hour},
-		devicegrant.RateLimit{Burst: 100, Every: time.Hour})
+	c := limitedCluster(t, n, func(cfg *devicegrant.Config) {
+		cfg.AccountLoginFailures = devicegrant.RateLimit{Burst: budget, Every: time.Hour}
+		cfg.LoginFailures = devicegrant.RateLimit{Burst: 100, Every: time.Hour}
+	})
 	const home = "127.0.3.7"
 	if got := signInAt(t, phoneFrom(t, home), c.instances[0], testUser, testPassword); got.Status != http.StatusOK || !strings.Contains(got.Text(), "Your account") {
 		t.Fatalf("the owner's sign-in at core 0: %d %s", got.Status, got.Text())
