@@ -106,8 +106,8 @@ type Config struct {
 	// instance is alive. Every rate limit above is a budget for the whole
 	// server: with several instances on one database, each enforces its
 	// share, dividing the rates and bursts by the number of instances
-	// heard from within three intervals (see README, "Rate limits").
-	// Default 10 seconds.
+	// heard from within three intervals (README, "Rate limits across
+	// instances"). Default 10 seconds.
 	HeartbeatInterval time.Duration
 
 	// TrustedProxies lists the addresses or CIDR ranges of reverse proxies
