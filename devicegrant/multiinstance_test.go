@@ -56,6 +56,10 @@ func newClusterWith(t *testing.T, n int, configure func(i int, cfg *devicegrant.
 			c.hits[i].Add(1)
 			r.SetURL(targets[i])
 			r.Out.Host = r.In.Host // the issuer's host, as a load balancer keeps it
+			// Who the client is, as a load balancer says: cores that
+			// trust 127.0.0.1 (TrustedProxies) see each client's own
+			// loopback address.
+			r.SetXForwarded()
 		},
 	})
 	c.issuer = "http://" + proxy.Listener.Addr().String() + "/"

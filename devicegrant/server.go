@@ -102,6 +102,14 @@ type Config struct {
 	// addresses together. Default: a burst of 20 then one a minute.
 	AccountLoginFailures RateLimit
 
+	// HeartbeatInterval is how often Run tells the database that this
+	// instance is alive. Every rate limit above is a budget for the whole
+	// server: with several instances on one database, each enforces its
+	// share, dividing the rates and bursts by the number of instances
+	// heard from within three intervals (README, "Rate limits across
+	// instances"). Default 10 seconds.
+	HeartbeatInterval time.Duration
+
 	// TrustedProxies lists the addresses or CIDR ranges of reverse proxies
 	// whose X-Forwarded-For header is believed. Default: none.
 	TrustedProxies []string
@@ -162,7 +170,10 @@ type Server struct {
 	newClients   *limiter      // new client rows, one key for everybody
 	deviceLimit  *limiter      // device authorizations per address
 	hashSlots    chan struct{} // bounds argon2 work in flight
-	places       *knownPlaces  // where each account signed in from lately
+
+	// instanceID names this process in the instances table, whose
+	// heartbeats divide the limiters' budgets (heartbeat).
+	instanceID string
 
 	dummyOnce sync.Once
 	dummy     string // see dummyHash
@@ -225,6 +236,7 @@ func New(cfg Config, st store.Store) (*Server, error) {
 	cfg.OutboxBackoff.Min = orDuration(cfg.OutboxBackoff.Min, time.Second)
 	cfg.OutboxBackoff.Max = max(orDuration(cfg.OutboxBackoff.Max, 5*time.Minute), cfg.OutboxBackoff.Min)
 	cfg.SyncInterval = orDuration(cfg.SyncInterval, time.Hour)
+	cfg.HeartbeatInterval = orDuration(cfg.HeartbeatInterval, 10*time.Second)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -253,7 +265,7 @@ func New(cfg Config, st store.Store) (*Server, error) {
 		newClients:   newLimiter(cfg.NewClients, nil),
 		deviceLimit:  newLimiter(cfg.DeviceAuthorizations, nil),
 		hashSlots:    make(chan struct{}, max(2, runtime.NumCPU())),
-		places:       newKnownPlaces(30 * 24 * time.Hour),
+		instanceID:   randomString(16),
 		outboxKick:   make(chan struct{}, 1),
 		keyCache:     map[string]crypto.Signer{},
 		httpClient:   &http.Client{Timeout: 20 * time.Second},
@@ -281,16 +293,22 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.S
 // Issuer returns the issuer URL, with its trailing slash.
 func (s *Server) Issuer() string { return s.issuer }
 
-// Run does the server's background work until ctx is done: deleting
-// long-expired rows, delivering homeserver calls, reconciling devices
-// with the homeserver (at start, and every SyncInterval), and, on a store
-// that announces changes (store.Watcher), hearing of other instances'
-// changes to grants. Serving HTTP does not need it, but nothing reaches
-// the homeserver without it, and without it another instance's approval
-// reaches a device's poll here only after pollCacheTTL.
+// Run does the server's background work until ctx is done: the heartbeat
+// that divides the rate limits among the instances sharing the database,
+// deleting long-expired rows, delivering homeserver calls, reconciling
+// devices with the homeserver (at start, and every SyncInterval), and, on
+// a store that announces changes (store.Watcher), hearing of other
+// instances' changes to grants. Serving HTTP does not need it, but nothing
+// reaches the homeserver without it, and without it another instance's
+// approval reaches a device's poll here only after pollCacheTTL.
 func (s *Server) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.heartbeat(ctx)
+	}()
 	if w, ok := s.store.(committing).Store.(store.Watcher); ok {
 		wg.Add(1)
 		go func() {
@@ -333,8 +351,10 @@ func (s *Server) Run(ctx context.Context) error {
 // Cleanup deletes device grants, authorization codes and browser sessions
 // that expired more than a day ago (a day of grace lets a late poll still
 // get expired_token rather than invalid_grant), token pairs spent more
-// than a week ago, and clients registered more than unusedClientTTL ago
-// that never got a session. Run calls it every ten minutes.
+// than a week ago, clients registered more than unusedClientTTL ago
+// that never got a session, the places accounts have not signed in from
+// for knownPlaceTTL, and the heartbeats of instances long gone. Run calls
+// it every ten minutes.
 func (s *Server) Cleanup(ctx context.Context) (int64, error) {
 	var n int64
 	err := s.store.Update(ctx, func(tx store.Tx) error {
@@ -351,7 +371,15 @@ func (s *Server) Cleanup(ctx context.Context) (int64, error) {
 		// Registration is open to anyone, so a client nobody signed in
 		// with must not stay forever (issue 10.9).
 		unused, err := tx.DeleteUnusedClients(ctx, s.now().Add(-unusedClientTTL))
-		n = expired + spent + unused
+		if err != nil {
+			return err
+		}
+		places, err := tx.ForgetPlaces(ctx, s.now().Add(-knownPlaceTTL))
+		if err != nil {
+			return err
+		}
+		gone, err := tx.DeleteInstances(ctx, s.now().Add(-staleInstance))
+		n = expired + spent + unused + places + gone
 		return err
 	})
 	if err != nil {

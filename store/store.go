@@ -273,6 +273,13 @@ type Reader interface {
 	OutboxEntry(ctx context.Context, id int64) (OutboxEntry, error)
 	// Outbox lists entries in ID order, at most limit.
 	Outbox(ctx context.Context, limit int) ([]OutboxEntry, error)
+
+	// LiveInstances counts the instances (servers sharing this database)
+	// whose last Heartbeat was at or after since.
+	LiveInstances(ctx context.Context, since time.Time) (int, error)
+	// KnownPlace returns when the user last signed in successfully from
+	// place (see RememberPlace), or ErrNotFound.
+	KnownPlace(ctx context.Context, userID, place string) (time.Time, error)
 }
 
 // Tx is one write transaction. Everything written through it becomes visible
@@ -337,6 +344,25 @@ type Tx interface {
 	// A transaction that ends a session, revokes a pair, deactivates a
 	// user or deletes pairs calls it.
 	BumpTokenEpoch(ctx context.Context) error
+
+	// Heartbeat records that the instance id is alive at time at, so
+	// that LiveInstances counts it.
+	Heartbeat(ctx context.Context, id string, at time.Time) error
+	// DeleteInstance removes the instance id, which is stopping, so that
+	// LiveInstances no longer counts it; an unknown id is no error.
+	DeleteInstance(ctx context.Context, id string) error
+	// DeleteInstances removes the instances whose last heartbeat was
+	// before the given time, and returns how many went.
+	DeleteInstances(ctx context.Context, before time.Time) (int64, error)
+	// RememberPlace records that the user signed in successfully from
+	// place (an opaque key: a client address, an IPv6 /64) at time at.
+	// There is one row per user and place, whose time never moves back;
+	// of the user's places only the keep last seen stay (ties broken by
+	// place), so that a user cannot make the store grow without bound.
+	RememberPlace(ctx context.Context, userID, place string, at time.Time, keep int) error
+	// ForgetPlaces removes the places last seen before the given time,
+	// and returns how many went.
+	ForgetPlaces(ctx context.Context, before time.Time) (int64, error)
 }
 
 // Store is a backend.
