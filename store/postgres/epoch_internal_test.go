@@ -57,9 +57,11 @@ func TestEpochReaderCancelAndErrors(t *testing.T) {
 	release := make(chan struct{})
 	fail := errors.New("database gone")
 	var calls atomic.Int64
+	leading := make(chan error, 1) // what the first read itself saw
 	e := newEpochReader(func(ctx context.Context) (int64, error) {
 		if calls.Add(1) == 1 {
 			<-release
+			leading <- ctx.Err()
 			if ctx.Err() != nil {
 				return 0, ctx.Err()
 			}
@@ -81,8 +83,11 @@ func TestEpochReaderCancelAndErrors(t *testing.T) {
 	go func() { _, err := e.get(waitCtx); second <- err }()
 	time.Sleep(5 * time.Millisecond)
 	cancel() // the first caller gives up; its read must still finish well
+	if err := <-first; !errors.Is(err, context.Canceled) {
+		t.Fatalf("the caller that gave up got %v, want its own context's error at once", err)
+	}
 	close(release)
-	if err := <-first; err != nil {
+	if err := <-leading; err != nil {
 		t.Fatalf("the leading read failed because its caller gave up: %v", err)
 	}
 	if err := <-second; !errors.Is(err, fail) {
@@ -107,4 +112,54 @@ func TestEpochReaderCancelAndErrors(t *testing.T) {
 		t.Fatalf("a waiter whose deadline passed got %v", err)
 	}
 	close(block)
+}
+
+// A read that hangs (a connection gone silent: PostgreSQL's host lost
+// without a word) neither holds the caller that started it beyond its own
+// context, nor every later caller until TCP gives up: the read has a
+// bound of its own, and the next read, on a working connection, answers
+// the callers that queued behind it. (P-INT-1: introspection reads the
+// epoch on every request.)
+func TestEpochReaderHungRead(t *testing.T) {
+	var calls atomic.Int64
+	e := newEpochReader(func(ctx context.Context) (int64, error) {
+		if calls.Add(1) == 1 {
+			<-ctx.Done() // as pgx does on a dead connection: only ctx ends it
+			return 0, ctx.Err()
+		}
+		return 42, nil
+	})
+	e.timeout = 200 * time.Millisecond
+	type answer struct {
+		epoch int64
+		err   error
+	}
+	ask := func(ctx context.Context) <-chan answer {
+		ch := make(chan answer, 1)
+		go func() { v, err := e.get(ctx); ch <- answer{v, err} }()
+		return ch
+	}
+	within := func(what string, ch <-chan answer, d time.Duration) answer {
+		t.Helper()
+		select {
+		case a := <-ch:
+			return a
+		case <-time.After(d):
+			t.Fatalf("%s: no answer after %v", what, d)
+			return answer{}
+		}
+	}
+	short, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if a := within("the caller whose read hangs", ask(short), 150*time.Millisecond); !errors.Is(a.err, context.DeadlineExceeded) {
+		t.Fatalf("the caller whose read hangs got %v, want its deadline", a)
+	}
+	// This one arrives while the hung read still runs, and has no deadline
+	// at all (an HTTP request whose client waits).
+	if a := within("a caller behind the hung read", ask(context.Background()), 2*time.Second); a.err != nil || a.epoch != 42 {
+		t.Fatalf("a caller behind the hung read got %v, want 42 from the next read", a)
+	}
+	if a := within("a later caller", ask(context.Background()), time.Second); a.err != nil || a.epoch != 42 {
+		t.Fatalf("a later caller got %v", a)
+	}
 }
