@@ -112,11 +112,14 @@ func (s *Server) pollState(ctx context.Context, hash []byte) (v pollView, ok boo
 		return v, true, nil
 	}
 	begun := s.polls.begin()
+	// The age counts from before the read: what it returns may be as old
+	// as its start, and a slow read must not stretch pollCacheTTL.
+	readAt := s.now()
 	g, err := s.store.DeviceGrantByDeviceCode(ctx, hash)
 	if err != nil {
 		return v, false, ignoreNotFound(err)
 	}
-	v = pollView{ID: g.ID, ClientID: g.ClientID, State: g.State, ExpiresAt: g.ExpiresAt, Interval: g.Interval, readAt: s.now()}
+	v = pollView{ID: g.ID, ClientID: g.ClientID, State: g.State, ExpiresAt: g.ExpiresAt, Interval: g.Interval, readAt: readAt}
 	s.polls.put(key, v, begun)
 	return v, true, nil
 }
