@@ -85,10 +85,13 @@ func (s *Server) passwordAttempt(c *gin.Context, username, userID, hash, passwor
 // try then counts as a stranger's, which may refuse the owner but never
 // lets a stranger through.
 func (s *Server) placeSeen(c *gin.Context, userID, addr string, now time.Time) time.Time {
+	// Read even for a name that is no account (userID ""), which finds
+	// nothing: the round trip is work a stranger could time, and unknown
+	// names must cost what accounts do (the dummy hash's reason).
+	seen, err := s.store.KnownPlace(c.Request.Context(), userID, addr)
 	if userID == "" {
 		return time.Time{}
 	}
-	seen, err := s.store.KnownPlace(c.Request.Context(), userID, addr)
 	if err != nil {
 		if !errors.Is(err, store.ErrNotFound) {
 			s.log.ErrorContext(c.Request.Context(), "password try: known place", "err", err)
