@@ -40,6 +40,7 @@ type notifier struct {
 	origin  string          // this Store's id in its payloads, so Watch skips its own
 	conn    *pgx.ConnConfig // for the listening connection
 	idle    time.Duration   // listenIdle, shorter in a test
+	wait    time.Duration   // pingTimeout, shorter in a test
 }
 
 // payload is one notification: keys of one topic, from one Store.
@@ -61,7 +62,9 @@ const (
 	// listenIdle is how long the listener waits for a notification before
 	// it checks its connection: a connection that died without a word (a
 	// host gone, a half-open TCP connection) is found this late at worst,
-	// plus pingTimeout.
+	// plus pingTimeout. pingTimeout also bounds connecting and LISTEN, so
+	// that a server that accepts and then says nothing cannot hold the
+	// listener until TCP gives up, minutes after the database is back.
 	listenIdle  = 30 * time.Second
 	pingTimeout = 10 * time.Second
 	// The pause before reconnecting doubles from minPause to maxPause, and
@@ -87,7 +90,7 @@ func newNotifier(ctx context.Context, pool *pgxpool.Pool) (notifier, error) {
 	// So that an operator sees in pg_stat_activity which session listens
 	// for which schema.
 	conn.RuntimeParams["application_name"] = "listen " + channel
-	return notifier{channel: channel, origin: hex.EncodeToString(b), conn: conn, idle: listenIdle}, nil
+	return notifier{channel: channel, origin: hex.EncodeToString(b), conn: conn, idle: listenIdle, wait: pingTimeout}, nil
 }
 
 // Announce implements store.Announcer: the announcement goes out with the
@@ -205,14 +208,17 @@ func (s *Store) Watch(ctx context.Context, fn func(store.Notice)) error {
 // previous connection) and then the notifications of other Stores, until
 // ctx is done or the connection fails.
 func (n notifier) listen(ctx context.Context, fn func(store.Notice), lost error) error {
-	conn, err := pgx.ConnectConfig(ctx, n.conn)
+	setup, cancel := context.WithTimeout(ctx, n.wait)
+	defer cancel()
+	conn, err := pgx.ConnectConfig(setup, n.conn)
 	if err != nil {
 		return fmt.Errorf("postgres: listener: connect: %w", err)
 	}
 	defer conn.Close(context.Background())
-	if _, err := conn.Exec(ctx, `LISTEN `+pgx.Identifier{n.channel}.Sanitize()); err != nil {
+	if _, err := conn.Exec(setup, `LISTEN `+pgx.Identifier{n.channel}.Sanitize()); err != nil {
 		return fmt.Errorf("postgres: listener: listen: %w", err)
 	}
+	cancel()
 	// Every commit from now on is heard of; anything cached before may
 	// have missed its notice.
 	fn(store.Notice{Resync: true, Err: lost})
@@ -224,7 +230,7 @@ func (n notifier) listen(ctx context.Context, fn func(store.Notice), lost error)
 		case ctx.Err() != nil:
 			return ctx.Err()
 		case errors.Is(err, context.DeadlineExceeded) && !conn.IsClosed():
-			ping, cancel := context.WithTimeout(ctx, pingTimeout)
+			ping, cancel := context.WithTimeout(ctx, n.wait)
 			err := conn.Ping(ping)
 			cancel()
 			if err != nil {

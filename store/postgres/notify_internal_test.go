@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/devicegrant/devicegrant/store"
@@ -181,5 +184,57 @@ func TestWatch(t *testing.T) {
 	case n := <-notes:
 		t.Fatalf("an extra notice: %+v", n)
 	case <-time.After(300 * time.Millisecond):
+	}
+}
+
+// TestListenerSilentServer: a listener whose database accepts the
+// connection and then says nothing (a server hung, a failover's old
+// address half there) gives up within its bound and tries again, instead
+// of waiting for TCP to give up, minutes after the database is back;
+// until it is back the polling cache's age bound covers what it misses
+// (issue 15).
+func TestListenerSilentServer(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var held []net.Conn
+	var mu sync.Mutex
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c) // read nothing, answer nothing
+			mu.Unlock()
+		}
+	}()
+	defer func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	cfg, err := pgx.ParseConfig("postgres://nobody@" + ln.Addr().String() + "/none?sslmode=disable")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := notifier{channel: "devicegrant silent", origin: "test", conn: cfg, idle: time.Second, wait: 200 * time.Millisecond}
+	done := make(chan error, 1)
+	go func() {
+		done <- n.listen(context.Background(), func(store.Notice) { t.Error("a notice from a server that said nothing") }, nil)
+	}()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("listen returned no error from a silent server")
+		}
+		t.Logf("gave up: %v", err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("the listener still waits for a server that said nothing, 5 s on")
 	}
 }
