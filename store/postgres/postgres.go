@@ -75,8 +75,40 @@ func Open(ctx context.Context, url string) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{queries: queries{db: pool}, pool: pool, notify: n}
-	s.epochs = newEpochReader(s.queries.TokenEpoch)
+	s.epochs = newEpochReader(s.readEpoch)
 	return s, nil
+}
+
+// readEpoch is the epoch reader's read. When the connection it ran on
+// turns out lost, as every pooled one is once PostgreSQL restarts, fails
+// over or ends the sessions, it resets the pool, so that the requests
+// after it do not each find another dead connection, and reads once more
+// on a new one: a read has no effect to repeat, and the second still
+// starts after every caller that waits for it. Introspection, which reads
+// the epoch first on every request, then answers through a database
+// restart instead of failing once per pooled connection.
+func (s *Store) readEpoch(ctx context.Context) (int64, error) {
+	v, err := s.queries.TokenEpoch(ctx)
+	if err != nil && ctx.Err() == nil && connectionLost(err) {
+		s.pool.Reset()
+		v, err = s.queries.TokenEpoch(ctx)
+	}
+	return v, err
+}
+
+// connectionLost tells whether err means that the session a statement
+// ran on is gone: the server ended it (admin_shutdown, crash_shutdown:
+// SQLSTATE class 57P, or connection_exception: 08), or the socket broke
+// (an error that PostgreSQL did not send at all).
+func connectionLost(err error) bool {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, pgx.ErrNoRows) {
+		return false
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return strings.HasPrefix(pe.Code, "57P") || strings.HasPrefix(pe.Code, "08")
+	}
+	return true
 }
 
 // TokenEpoch reads the token epoch (store.Reader): always a read that
