@@ -4,10 +4,12 @@ import (
 	"context"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/devicegrant/devicegrant/devicegrant"
 	"github.com/devicegrant/devicegrant/internal/devtest"
 	"github.com/devicegrant/devicegrant/store"
 	"github.com/devicegrant/devicegrant/store/sqlite"
@@ -47,5 +49,35 @@ func TestKnownPlaceNoTimingOracle(t *testing.T) {
 		if got := reads.Load() - before; got != 1 {
 			t.Errorf("a wrong password for %q read the known places %d times; every try must read them once, account or not", user, got)
 		}
+	}
+}
+
+// TestStrangerAtOneKnownPlace: the owner once signed in from a shared
+// address (a café, a carrier's NAT) as well as from home. A stranger behind
+// that shared address spends its budget, and the per-account budget of
+// strangers, but not the owner's budget at home: each known place has a
+// budget of its own, so the table of known places cannot be turned against
+// the owner everywhere by a guesser at one of them (issue 15 review; the
+// README's promise that "the owner at home ... still signs in").
+func TestStrangerAtOneKnownPlace(t *testing.T) {
+	e := newEnv(t, devtest.WithConfig(func(c *devicegrant.Config) {
+		c.AccountLoginFailures = devicegrant.RateLimit{Burst: 3, Every: time.Hour}
+		c.TrustedProxies = []string{"127.0.0.1"}
+	}))
+	const home, cafe = "198.51.100.7", "192.0.2.50"
+	for _, addr := range []string{home, cafe} {
+		if got := signIn(fromAddress(newPhone(t), addr), e, testPassword); got.Status != http.StatusOK || !strings.Contains(got.Text(), "Your account") {
+			t.Fatalf("the owner's sign-in from %s: %d %s", addr, got.Status, got.Text())
+		}
+	}
+	// A stranger at the café guesses until refused.
+	for i := 1; i <= 4; i++ {
+		got := signIn(fromAddress(newPhone(t), cafe), e, "guess")
+		if want := map[bool]int{true: http.StatusUnauthorized, false: http.StatusTooManyRequests}[i <= 3]; got.Status != want {
+			t.Errorf("stranger at the café, guess %d: %d, want %d", i, got.Status, want)
+		}
+	}
+	if got := signIn(fromAddress(newPhone(t), home), e, testPassword); got.Status != http.StatusOK || !strings.Contains(got.Text(), "Your account") {
+		t.Errorf("the owner at home after a stranger's guesses at the café: %d %s", got.Status, got.Text())
 	}
 }

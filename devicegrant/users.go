@@ -36,9 +36,9 @@ func checkNewPassword(password string) error {
 //
 // The per-account budget is split so that strangers cannot lock the owner
 // out: a try from a browser signed in to this account (the password
-// re-check of destructive actions) or from an address (IPv6: /64) this
-// account signed in from within knownPlaceTTL counts against a budget of
-// its own, which failures from elsewhere do not touch. The places are in
+// re-check of destructive actions), and one from each address (IPv6: /64)
+// this account signed in from within knownPlaceTTL, count against budgets
+// of their own, which failures from elsewhere do not touch. The places are in
 // the database, so this holds whichever instance the owner's request
 // reaches.
 func (s *Server) passwordAttempt(c *gin.Context, username, userID, hash, password string) (ok bool, wait time.Duration) {
@@ -48,10 +48,16 @@ func (s *Server) passwordAttempt(c *gin.Context, username, userID, hash, passwor
 	if wait > 0 {
 		return false, wait
 	}
-	accountKey := "user:" + username
 	placeSeen := s.placeSeen(c, userID, addr, now)
-	if !placeSeen.IsZero() || s.signedInAs(c, userID) {
-		accountKey = "known:" + username
+	accountKey := "user:" + username
+	switch {
+	case s.signedInAs(c, userID):
+		accountKey = "session:" + username // nobody else holds the owner's session
+	case !placeSeen.IsZero():
+		// Each place its own: a guesser behind one of them (a café, a
+		// carrier's NAT the owner once used) cannot spend the budget
+		// that protects the owner at the others.
+		accountKey = "known:" + username + " " + addr
 	}
 	accountTry, wait := s.accountLimit.take(accountKey, now, true)
 	if wait > 0 {
