@@ -22,7 +22,7 @@ import (
 type pgProxy struct {
 	t      *testing.T
 	ln     net.Listener
-	target string // PostgreSQL's Unix socket
+	target [2]string // PostgreSQL's address: network ("unix", "tcp"), address
 
 	mu    sync.Mutex
 	cond  *sync.Cond
@@ -30,7 +30,7 @@ type pgProxy struct {
 	conns []net.Conn
 }
 
-func newPGProxy(t *testing.T, target string) *pgProxy {
+func newPGProxy(t *testing.T, target [2]string) *pgProxy {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -55,7 +55,7 @@ func (p *pgProxy) serve() {
 			continue
 		}
 		p.mu.Unlock()
-		s, err := net.Dial("unix", p.target)
+		s, err := net.Dial(p.target[0], p.target[1])
 		if err != nil {
 			c.Close()
 			continue
@@ -123,14 +123,23 @@ func TestPostgresDownAndSilent(t *testing.T) {
 		t.Fatal(err)
 	}
 	q := u.Query()
-	socketDir, port := q.Get("host"), q.Get("port")
-	if !strings.HasPrefix(socketDir, "/") {
-		t.Skip("DEVICEGRANT_POSTGRES_URL does not name a Unix socket directory (host=/...)")
+	pgHost, port := q.Get("host"), q.Get("port")
+	if pgHost == "" {
+		pgHost = u.Hostname()
+	}
+	if port == "" {
+		port = u.Port()
 	}
 	if port == "" {
 		port = "5432"
 	}
-	proxy := newPGProxy(t, filepath.Join(socketDir, ".s.PGSQL."+port))
+	target := [2]string{"tcp", net.JoinHostPort(pgHost, port)}
+	if strings.HasPrefix(pgHost, "/") {
+		target = [2]string{"unix", filepath.Join(pgHost, ".s.PGSQL."+port)}
+	} else if pgHost == "" || strings.Contains(pgHost, ",") {
+		t.Skip("DEVICEGRANT_POSTGRES_URL names no single host to put a proxy before")
+	}
+	proxy := newPGProxy(t, target)
 	host, pport, _ := net.SplitHostPort(proxy.ln.Addr().String())
 	q.Set("host", host)
 	q.Set("port", pport)
