@@ -25,8 +25,10 @@ type TableCount struct {
 // notCopied are tables that are not data: each backend keeps its own
 // schema version, and the token epoch only tells caches of running
 // processes that something changed (PostgreSQL's starts afresh, which no
-// cache of the SQLite database can have seen).
-var notCopied = []string{"schema_version", "token_epoch"}
+// cache of the SQLite database can have seen). Leases name processes
+// that ran on SQLite: the instances on PostgreSQL start without them, so
+// the first to start does the start-up sync.
+var notCopied = []string{"schema_version", "token_epoch", "leases"}
 
 // CopyFromSQLite moves the SQLite database at sqlitePath into the empty
 // PostgreSQL database at pgURL, in one transaction on PostgreSQL. Both are

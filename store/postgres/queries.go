@@ -502,3 +502,15 @@ func wrap(what string, err error) error {
 	}
 	return fmt.Errorf("postgres: %s: %w", what, mapErr(err))
 }
+
+// TakeLease inserts the lease, or overwrites it where the conflict
+// clause's condition holds; a row left as it was counts as no change. Two
+// instances taking it at once conflict, and Update runs the loser again,
+// which then finds it held.
+func (t *tx) TakeLease(ctx context.Context, name, holder string, now, until time.Time) (bool, error) {
+	n, err := t.execN(ctx, "take lease", `INSERT INTO leases (name, holder, held_until) VALUES ($1, $2, $3)
+		ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, held_until = excluded.held_until
+		WHERE leases.held_until <= $4 OR leases.holder = excluded.holder`,
+		name, holder, until.UnixMilli(), now.UnixMilli())
+	return n == 1, err
+}
