@@ -17,6 +17,7 @@ type metrics struct {
 	delivered *prometheus.CounterVec
 	failures  *prometheus.CounterVec
 	parked    *prometheus.CounterVec
+	jobs      *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, st store.Store) (*metrics, error) {
@@ -30,6 +31,10 @@ func newMetrics(reg prometheus.Registerer, st store.Store) (*metrics, error) {
 		parked: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "devicegrant_outbox_parked_total", Help: "Homeserver calls set aside after repeated refusals, by call.",
 		}, []string{"call"}),
+		jobs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "devicegrant_jobs_total",
+			Help: "Background jobs this instance ran, by job; instances sharing a database take turns at each.",
+		}, []string{"job"}),
 	}
 	if reg == nil {
 		return m, nil
@@ -39,7 +44,7 @@ func newMetrics(reg prometheus.Registerer, st store.Store) (*metrics, error) {
 		parked:  prometheus.NewDesc("devicegrant_outbox_parked", "Homeserver calls set aside after repeated refusals, by call.", []string{"call"}, nil),
 		oldest:  prometheus.NewDesc("devicegrant_outbox_oldest_seconds", "Age of the oldest waiting homeserver call.", nil, nil),
 	}
-	for _, c := range []prometheus.Collector{m.delivered, m.failures, m.parked, waiting} {
+	for _, c := range []prometheus.Collector{m.delivered, m.failures, m.parked, m.jobs, waiting} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("devicegrant: metrics: %w", err)
 		}

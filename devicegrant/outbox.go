@@ -31,16 +31,14 @@ func (s *Server) deliverOutbox(ctx context.Context) {
 	// At start, look back over everything cleanup has not purged yet: the
 	// process may have been down when those approvals lapsed, and a
 	// delete_device sent twice does no harm.
+	// Of several instances on one database, the one holding the sweep's
+	// lease looks (jobs.go).
 	swept := s.now().Add(-25 * time.Hour)
+	var nextSweep time.Time
 	for {
-		if now := s.now(); now.Sub(swept) >= lapseEvery {
-			if err := s.endLapsedApprovals(ctx, swept, now); err != nil {
-				if ctx.Err() == nil {
-					s.log.ErrorContext(ctx, "outbox: lapsed approvals", "err", err)
-				}
-			} else {
-				swept = now
-			}
+		if now := s.now(); !now.Before(nextSweep) {
+			swept = s.sweepLapsed(ctx, swept, now)
+			nextSweep = now.Add(lapseEvery)
 		}
 		for s.deliverDue(ctx) {
 		}

@@ -170,6 +170,7 @@ type Server struct {
 	keyMu    sync.Mutex
 	keyCache map[string]crypto.Signer // parsed signing keys by id
 
+	instance   string        // this instance's name on the leases of shared jobs (jobs.go)
 	outboxKick chan struct{} // wakes the outbox deliverer
 	httpClient *http.Client  // for homeserver calls
 	metrics    *metrics
@@ -254,6 +255,7 @@ func New(cfg Config, st store.Store) (*Server, error) {
 		deviceLimit:  newLimiter(cfg.DeviceAuthorizations, nil),
 		hashSlots:    make(chan struct{}, max(2, runtime.NumCPU())),
 		places:       newKnownPlaces(30 * 24 * time.Hour),
+		instance:     newID(),
 		outboxKick:   make(chan struct{}, 1),
 		keyCache:     map[string]crypto.Signer{},
 		httpClient:   &http.Client{Timeout: 20 * time.Second},
@@ -285,6 +287,12 @@ func (s *Server) Issuer() string { return s.issuer }
 // long-expired rows, delivering homeserver calls, and reconciling devices
 // with the homeserver (at start, and every SyncInterval). Serving HTTP
 // does not need it, but nothing reaches the homeserver without it.
+//
+// Several instances on one database share the work (jobs.go): cleanup
+// and the sync run on one instance at a time, the sync at most once per
+// SyncInterval across them all (the sync at start is skipped when another
+// instance synced within the interval), and each outbox entry is
+// delivered by the one instance that leased it.
 func (s *Server) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -294,27 +302,22 @@ func (s *Server) Run(ctx context.Context) error {
 			defer wg.Done()
 			s.deliverOutbox(ctx)
 		}()
-		if err := s.SyncDevices(ctx, true); err != nil {
-			s.log.ErrorContext(ctx, "sync devices at start", "err", err)
-		}
+		s.syncDevicesOnce(ctx, true)
 	}
-	cleanup := time.NewTicker(10 * time.Minute)
+	cleanup := time.NewTicker(cleanupEvery)
 	defer cleanup.Stop()
 	syncTick := time.NewTicker(s.cfg.SyncInterval)
 	defer syncTick.Stop()
+	s.cleanupOnce(ctx)
 	for {
-		if n, err := s.Cleanup(ctx); err != nil && ctx.Err() == nil {
-			s.log.ErrorContext(ctx, "cleanup", "err", err)
-		} else if n > 0 {
-			s.log.DebugContext(ctx, "cleanup", "deleted", n)
-		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-cleanup.C:
+			s.cleanupOnce(ctx)
 		case <-syncTick.C:
-			if err := s.SyncDevices(ctx, false); err != nil && ctx.Err() == nil {
-				s.log.ErrorContext(ctx, "sync devices", "err", err)
+			if s.provisioning() {
+				s.syncDevicesOnce(ctx, false)
 			}
 		}
 	}
@@ -324,10 +327,26 @@ func (s *Server) Run(ctx context.Context) error {
 // that expired more than a day ago (a day of grace lets a late poll still
 // get expired_token rather than invalid_grant), token pairs spent more
 // than a week ago, and clients registered more than unusedClientTTL ago
-// that never got a session. Run calls it every ten minutes.
+// that never got a session. Run has it done every ten minutes, by one
+// instance of those sharing the database; Cleanup itself does it now.
 func (s *Server) Cleanup(ctx context.Context) (int64, error) {
-	var n int64
-	err := s.store.Update(ctx, func(tx store.Tx) error {
+	n, _, err := s.cleanup(ctx, false)
+	return n, err
+}
+
+// cleanup is Cleanup, done only if this instance takes the cleanup lease
+// when leased is set; ran tells whether it was done.
+func (s *Server) cleanup(ctx context.Context, leased bool) (n int64, ran bool, err error) {
+	err = s.store.Update(ctx, func(tx store.Tx) error {
+		n, ran = 0, false
+		if leased {
+			now := s.now()
+			got, err := tx.TakeLease(ctx, jobCleanup, s.instance, now, now.Add(cleanupEvery))
+			if err != nil || !got {
+				return err
+			}
+		}
+		ran = true
 		expired, err := tx.DeleteExpired(ctx, s.now().Add(-24*time.Hour))
 		if err != nil {
 			return err
@@ -345,12 +364,13 @@ func (s *Server) Cleanup(ctx context.Context) (int64, error) {
 		return err
 	})
 	if err != nil {
-		return 0, fmt.Errorf("devicegrant: cleanup: %w", err)
+		return 0, false, fmt.Errorf("devicegrant: cleanup: %w", err)
 	}
 	// A device that has not polled for a code's lifetime has nothing
-	// left to pace.
+	// left to pace; the pacing is this instance's own, so it forgets
+	// whether or not it did the cleanup.
 	s.pacing.forget(s.now().Add(-s.cfg.DeviceCodeTTL - time.Minute))
-	return n, nil
+	return n, ran, nil
 }
 
 // unusedClientTTL is how long a registered client may wait for its first
