@@ -25,6 +25,12 @@ const (
 	jobLapsed  = "lapsed_approvals"
 )
 
+// The outcomes devicegrant_jobs_total counts.
+const (
+	outcomeRan           = "ran"
+	outcomeHeldElsewhere = "held_elsewhere"
+)
+
 // cleanupEvery is how often Run deletes long-expired rows.
 const cleanupEvery = 10 * time.Minute
 
@@ -57,10 +63,11 @@ func (s *Server) syncDevicesOnce(ctx context.Context, provisionUsers bool) {
 		return
 	}
 	if !got {
+		s.metrics.jobs.WithLabelValues(jobSync, outcomeHeldElsewhere).Inc()
 		s.log.DebugContext(ctx, "sync devices: another instance synced within the interval")
 		return
 	}
-	s.metrics.jobs.WithLabelValues(jobSync).Inc()
+	s.metrics.jobs.WithLabelValues(jobSync, outcomeRan).Inc()
 	if err := s.SyncDevices(ctx, provisionUsers); err != nil && ctx.Err() == nil {
 		s.log.ErrorContext(ctx, "sync devices", "err", err)
 	}
@@ -70,17 +77,19 @@ func (s *Server) syncDevicesOnce(ctx context.Context, provisionUsers bool) {
 // cleanup lease: the lease is taken in the cleanup's own transaction, so
 // a cleanup that fails leaves it to whoever tries next.
 func (s *Server) cleanupOnce(ctx context.Context) {
-	n, ran, err := s.cleanup(ctx, true)
+	n, did, err := s.cleanup(ctx, true)
 	switch {
 	case err != nil:
 		if ctx.Err() == nil {
 			s.log.ErrorContext(ctx, "cleanup", "err", err)
 		}
-	case ran:
-		s.metrics.jobs.WithLabelValues(jobCleanup).Inc()
+	case did:
+		s.metrics.jobs.WithLabelValues(jobCleanup, outcomeRan).Inc()
 		if n > 0 {
 			s.log.DebugContext(ctx, "cleanup", "deleted", n)
 		}
+	default:
+		s.metrics.jobs.WithLabelValues(jobCleanup, outcomeHeldElsewhere).Inc()
 	}
 }
 
@@ -99,6 +108,7 @@ func (s *Server) sweepLapsed(ctx context.Context, swept, now time.Time) time.Tim
 		return swept
 	}
 	if !got {
+		s.metrics.jobs.WithLabelValues(jobLapsed, outcomeHeldElsewhere).Inc()
 		// Another instance holds the lease, so it swept up to a moment
 		// less than a lease ago. Should this one take over, it looks back
 		// that far (and a period more, for the time between reading the
@@ -110,7 +120,7 @@ func (s *Server) sweepLapsed(ctx context.Context, swept, now time.Time) time.Tim
 		}
 		return swept
 	}
-	s.metrics.jobs.WithLabelValues(jobLapsed).Inc()
+	s.metrics.jobs.WithLabelValues(jobLapsed, outcomeRan).Inc()
 	if err := s.endLapsedApprovals(ctx, swept, now); err != nil {
 		if ctx.Err() == nil {
 			s.log.ErrorContext(ctx, "outbox: lapsed approvals", "err", err)

@@ -33,8 +33,8 @@ func newMetrics(reg prometheus.Registerer, st store.Store) (*metrics, error) {
 		}, []string{"call"}),
 		jobs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "devicegrant_jobs_total",
-			Help: "Background jobs this instance ran, by job; instances sharing a database take turns at each.",
-		}, []string{"job"}),
+			Help: "Background jobs this instance ran (outcome ran) or left to the instance holding the job's lease (outcome held_elsewhere), by job.",
+		}, []string{"job", "outcome"}),
 	}
 	if reg == nil {
 		return m, nil

@@ -296,6 +296,11 @@ func (s *Server) Issuer() string { return s.issuer }
 func (s *Server) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	// The sync's ticker starts before the sync at start, so that its
+	// ticks come before the lease taken then expires: the instance that
+	// syncs keeps the lease.
+	syncTick := time.NewTicker(s.cfg.SyncInterval)
+	defer syncTick.Stop()
 	if s.provisioning() {
 		wg.Add(1)
 		go func() {
@@ -306,8 +311,6 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	cleanup := time.NewTicker(cleanupEvery)
 	defer cleanup.Stop()
-	syncTick := time.NewTicker(s.cfg.SyncInterval)
-	defer syncTick.Stop()
 	s.cleanupOnce(ctx)
 	for {
 		select {
