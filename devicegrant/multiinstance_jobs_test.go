@@ -3,7 +3,11 @@ package devicegrant_test
 import (
 	"encoding/json"
 	"fmt"
+	"io"
+	"log"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
 	"net/url"
 	"sort"
 	"strings"
@@ -264,4 +268,265 @@ func TestMultiInstanceSyncOncePerInterval(t *testing.T) {
 	if sum(did) < len(calls) || sum(left) == 0 {
 		t.Errorf("the cores' metrics say the sync ran %v times and was left to another %v times", did, left)
 	}
+}
+
+// counterSum adds up every series of a counter in one core's registry.
+func counterSum(t *testing.T, reg *prometheus.Registry, name string) int {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0.0
+	for _, f := range families {
+		if f.GetName() == name {
+			for _, m := range f.GetMetric() {
+				n += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return int(n)
+}
+
+// approveAs walks a person's phone through the approval of a device
+// code, signing in as username when asked.
+func approveAs(t *testing.T, phone *devtest.Phone, username, uri string) {
+	t.Helper()
+	pg := phone.Get(uri)
+	if pg.Form("/login") != nil {
+		pg = phone.Submit(pg, "/login", url.Values{"username": {username}, "password": {devtest.Password}})
+	}
+	if pg.Status != http.StatusOK || !strings.Contains(pg.Text(), "Allow this device?") {
+		t.Fatalf("%s: expected the consent page, got %d:\n%s", username, pg.Status, pg.Text())
+	}
+	if pg = phone.Submit(pg, pg.URL.Path, url.Values{"action": {"approve"}, "confirm": {"yes"}}); pg.Status != http.StatusOK {
+		t.Fatalf("%s: the approval answered %d:\n%s", username, pg.Status, pg.Text())
+	}
+}
+
+// checkOutboxCalls checks what the homeserver received for one user: no
+// two calls in flight at once, upsert_device in the order the devices
+// were approved (each device id its index in order), and each device
+// created by exactly one successful call. It returns the upserts
+// answered.
+func checkOutboxCalls(t *testing.T, hs *fakesynapse.Homeserver, user string, order map[string]int) int {
+	t.Helper()
+	calls := masCalls(hs, "", user)
+	var busyUntil time.Time
+	last := -1
+	done := map[string]int{}
+	for i, c := range calls {
+		if c.Received.Before(busyUntil) {
+			t.Errorf("%s: call %d (%s) arrived %v before the call before it was answered (P-HS-3: one at a time per user)",
+				user, i, c.Path, busyUntil.Sub(c.Received))
+		}
+		if c.Answered.After(busyUntil) {
+			busyUntil = c.Answered
+		}
+		if c.Path != "/_synapse/mas/upsert_device" {
+			continue
+		}
+		var b struct {
+			DeviceID string `json:"device_id"`
+		}
+		if err := json.Unmarshal(c.Body, &b); err != nil {
+			t.Fatal(err)
+		}
+		k, ok := order[b.DeviceID]
+		if !ok {
+			t.Errorf("%s: upsert_device for a device never approved: %s", user, b.DeviceID)
+			continue
+		}
+		if k < last {
+			t.Errorf("%s: upsert_device for %s (approved #%d) arrived after #%d's", user, b.DeviceID, k, last)
+		}
+		last = k
+		if c.Status >= 200 && c.Status < 300 {
+			done[b.DeviceID]++
+		}
+	}
+	for dev, n := range done {
+		if n != 1 {
+			t.Errorf("%s: device %s created by %d successful upsert_device calls, want exactly 1", user, dev, n)
+		}
+	}
+	return len(done)
+}
+
+// TestMultiInstanceOutbox: three cores on one database deliver the
+// provisioning outbox as one server would (issue 15, P-HS-3, P-HS-4).
+// Approvals for several people are spread over the cores through the
+// proxy while the homeserver takes its time over each call; every core
+// delivers some of the calls, yet for each person no two calls are ever
+// in flight at once, upsert_device calls arrive in the order the devices
+// were approved, and each device is created by exactly one call. Then one
+// core is stopped in the middle of a call: the homeserver sees that call
+// abandoned, and the other cores deliver it and everything after it, in
+// order, once each.
+func TestMultiInstanceOutbox(t *testing.T) {
+	const delay = 200 * time.Millisecond
+	hs := fakesynapse.Start(t, fakesynapse.Options{Secret: devtest.HomeserverSecret, ServerName: "example.org", MASDelay: delay})
+	// Core 0 reaches the homeserver through a relay that tells the test
+	// when one of its calls is in flight.
+	var (
+		armed    sync.Mutex
+		watching bool
+		inFlight = make(chan struct{}, 1)
+	)
+	hsURL, err := url.Parse(hs.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	forward := httputil.NewSingleHostReverseProxy(hsURL)
+	forward.ErrorLog = log.New(io.Discard, "", 0) // the call cut short is the point
+	relay := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		armed.Lock()
+		if watching {
+			select {
+			case inFlight <- struct{}{}:
+			default:
+			}
+		}
+		armed.Unlock()
+		forward.ServeHTTP(w, r)
+	}))
+	t.Cleanup(relay.Close)
+
+	const n = 3
+	regs := make([]*prometheus.Registry, n)
+	c := newClusterWith(t, n, func(i int, cfg *devicegrant.Config) {
+		regs[i] = prometheus.NewRegistry()
+		cfg.Metrics = regs[i]
+		cfg.HomeserverEndpoint = hs.URL()
+		if i == 0 {
+			cfg.HomeserverEndpoint = relay.URL
+		}
+		cfg.DeviceAuthorizations = devicegrant.RateLimit{Burst: 1000, Every: time.Millisecond}
+	})
+	ctx := t.Context()
+	users := []string{devtest.Username, "bob", "carol", "dave"}
+	for i, u := range users[1:] {
+		if _, err := c.servers[i%n].CreateUser(ctx, u, devtest.Password, strings.ToUpper(u[:1])+u[1:]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	status, m := func() (int, map[string]any) {
+		req, err := http.NewRequest(http.MethodPost, c.issuer+"oauth2/registration", strings.NewReader(deviceClientJSON))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		return devtest.Do(t, req)
+	}()
+	clientID, _ := m["client_id"].(string)
+	if status != http.StatusCreated || clientID == "" {
+		t.Fatalf("register: %d %v", status, m)
+	}
+	phones := map[string]*devtest.Phone{}
+	order := map[string]map[string]int{} // user → device id → approval index
+	for _, u := range users {
+		phones[u] = devtest.NewPhone(t)
+		order[u] = map[string]int{}
+	}
+	// approveRound approves one more device for each of users, through
+	// the proxy (so on the cores in turn).
+	approveRound := func(users []string) {
+		for _, u := range users {
+			k := len(order[u])
+			dev := fmt.Sprintf("OUTBOX%s%02d", strings.ToUpper(u), k)
+			status, m := c.post(c.issuer, "oauth2/device", url.Values{"client_id": {clientID}, "scope": {apiScope + " urn:matrix:client:device:" + dev}})
+			uri, _ := m["verification_uri_complete"].(string)
+			if status != http.StatusOK || uri == "" {
+				t.Fatalf("device authorization for %s: %d %v", dev, status, m)
+			}
+			approveAs(t, phones[u], u, uri)
+			order[u][dev] = k
+		}
+	}
+	delivered := func(users []string) func() bool {
+		return func() bool {
+			for _, u := range users {
+				if len(answered(masCalls(hs, "upsert_device", u))) < len(order[u]) {
+					return false
+				}
+			}
+			return true
+		}
+	}
+
+	const perUser = 6
+	first := users[:3]
+	began := time.Now()
+	for range perUser {
+		approveRound(first)
+	}
+	approved := time.Since(began)
+	eventually(t, "every approved device was created on the homeserver", delivered(first))
+	t.Logf("%d approvals for %d people in %v, delivered after %v (each call takes %v)",
+		perUser*len(first), len(first), approved.Round(time.Millisecond), time.Since(began).Round(time.Millisecond), delay)
+	for _, u := range first {
+		if got := checkOutboxCalls(t, hs, u, order[u]); got != perUser {
+			t.Errorf("%s: %d devices created, want %d", u, got, perUser)
+		}
+	}
+	cores := 0
+	for i := range n {
+		d := counterSum(t, regs[i], "devicegrant_outbox_delivered_total")
+		t.Logf("core %d delivered %d calls", i, d)
+		if d > 0 {
+			cores++
+		}
+	}
+	if cores < 2 {
+		t.Errorf("only %d core(s) delivered calls; the test means them spread", cores)
+	}
+
+	// Core 0 is lost in the middle of a call. (Its HTTP side stays up, so
+	// the proxy still routes approvals to it.)
+	armed.Lock()
+	watching = true
+	armed.Unlock()
+	second := []string{devtest.Username, "dave"}
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		select {
+		case <-inFlight:
+			c.stops[0]()
+		case <-time.After(20 * time.Second):
+		}
+	}()
+	for range perUser {
+		approveRound(second)
+	}
+	select {
+	case <-stopped:
+	case <-time.After(25 * time.Second):
+		t.Fatal("core 0 never stopped")
+	}
+	armed.Lock()
+	watching = false
+	armed.Unlock()
+	abandoned := 0
+	for _, u := range second {
+		for _, call := range masCalls(hs, "", u) {
+			if call.Status == 0 {
+				abandoned++
+			}
+		}
+	}
+	if abandoned == 0 {
+		t.Fatal("no call was in flight when core 0 stopped; the test did not cut one short")
+	}
+	eventually(t, "the other cores delivered what was left", delivered(second))
+	for _, u := range second {
+		want := perUser
+		if u == devtest.Username {
+			want = 2 * perUser
+		}
+		if got := checkOutboxCalls(t, hs, u, order[u]); got != want {
+			t.Errorf("%s: %d devices created, want %d", u, got, want)
+		}
+	}
+	t.Logf("%d call(s) abandoned when core 0 stopped, then delivered by the others", abandoned)
 }

@@ -87,8 +87,11 @@ func (s *Server) deliver(ctx context.Context, e store.OutboxEntry) (bool, error)
 		if err != nil {
 			return err
 		}
+		// Read afresh: since OutboxDue, another deliverer may have taken
+		// the entry, or tried it and failed, setting when it may be tried
+		// again.
 		now := s.now()
-		if !cur.ParkedAt.IsZero() || cur.LeaseUntil.After(now) {
+		if !cur.ParkedAt.IsZero() || cur.LeaseUntil.After(now) || cur.NextAttemptAt.After(now) {
 			return nil
 		}
 		cur.LeaseUntil = now.Add(leaseFor)

@@ -173,3 +173,41 @@ func TestDeliverDecidesAfreshOnRerun(t *testing.T) {
 		t.Errorf("outbox after delivery: %v %v, want empty", left, err)
 	}
 }
+
+// TestDeliverKeepsAnotherDeliverersBackoff: a deliverer that read the due
+// entries just before another instance's attempt at one failed must not
+// claim it anyway: the failure set when it may be tried again, and the
+// homeserver gets no call before then (issue 15, several instances on one
+// database).
+func TestDeliverKeepsAnotherDeliverersBackoff(t *testing.T) {
+	ctx := context.Background()
+	s, st, hs := outboxServer(t, func(st store.Store) store.Store { return storetest.Rerun(st, nil) })
+	err := st.Update(ctx, func(tx store.Tx) error {
+		return s.enqueue(ctx, tx, "alice", callProvisionUser, map[string]string{"localpart": "alice"}, "")
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	due, err := st.OutboxDue(ctx, time.Now(), 10)
+	if err != nil || len(due) != 1 {
+		t.Fatalf("OutboxDue: %v %v", due, err)
+	}
+	// Meanwhile another instance tried it, failed, and released it.
+	err = st.Update(ctx, func(tx store.Tx) error {
+		e, err := tx.OutboxEntry(ctx, due[0].ID)
+		if err != nil {
+			return err
+		}
+		e.Attempts, e.LastError, e.NextAttemptAt, e.LeaseUntil = 1, "homeserver answered 503", time.Now().Add(time.Hour), time.Time{}
+		return tx.UpdateOutbox(ctx, e)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := s.deliver(ctx, due[0]); ok || err != nil {
+		t.Errorf("deliver of an entry backing off: %v %v, want false, nil", ok, err)
+	}
+	if calls := hs.Calls(); len(calls) != 0 {
+		t.Errorf("deliver called the homeserver %d times for an entry not due for an hour", len(calls))
+	}
+}
