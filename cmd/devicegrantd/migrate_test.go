@@ -4,9 +4,12 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -25,6 +28,9 @@ func TestMigrateCommand(t *testing.T) {
 	dir := t.TempDir()
 	vars := opsVars(t, dir, nil)
 	db := vars["DEVICEGRANTD_DATABASE"]
+	files := sqliteMigrations(t)
+	latest := files[len(files)-1].version
+	previous := files[len(files)-2].version
 
 	out, err := cli(t, vars, "", "migrate", "--check")
 	if !errors.Is(err, errPending) || !strings.Contains(out, "no schema yet") || !strings.Contains(out, "migrations pending") {
@@ -34,7 +40,7 @@ func TestMigrateCommand(t *testing.T) {
 		t.Errorf("migrate --check created the database (%v)", err)
 	}
 	out, err = cli(t, vars, "", "migrate")
-	if err != nil || !strings.Contains(out, "schema version 0 before, 7 after") {
+	if err != nil || !strings.Contains(out, fmt.Sprintf("schema version 0 before, %d after", latest)) {
 		t.Fatalf("migrate of a new database: %v\n%s", err, out)
 	}
 	if fi, err := os.Stat(db); err != nil || fi.Mode().Perm() != 0o600 {
@@ -44,38 +50,49 @@ func TestMigrateCommand(t *testing.T) {
 	if err != nil || !strings.Contains(out, "up to date; nothing to apply") {
 		t.Errorf("migrate again: %v\n%s", err, out)
 	}
-	if out, err = cli(t, vars, "", "migrate", "--check"); err != nil || !strings.Contains(out, "schema version 7, up to date") {
+	if out, err = cli(t, vars, "", "migrate", "--check"); err != nil || !strings.Contains(out, fmt.Sprintf("schema version %d, up to date", latest)) {
 		t.Errorf("migrate --check when current: %v\n%s", err, out)
 	}
-	addAlice(t, vars)
 
-	// A database one version behind, as the previous release left it.
-	sqlDB := func(query string) {
-		t.Helper()
-		conn, err := sql.Open("sqlite3", db)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
-		if _, err := conn.Exec(query); err != nil {
-			t.Fatal(err)
+	// A database one version behind, as the previous release left it:
+	// every migration but the last, applied as the backend does.
+	behind := filepath.Join(dir, "behind.db")
+	conn, err := sql.Open("sqlite3", behind)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range files[:len(files)-1] {
+		if _, err := conn.Exec(m.body); err != nil {
+			t.Fatalf("%s: %v", m.name, err)
 		}
 	}
-	sqlDB(`DROP TABLE leases; PRAGMA user_version = 6`)
+	if _, err := conn.Exec(fmt.Sprintf("PRAGMA user_version = %d", previous)); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
+	vars["DEVICEGRANTD_DATABASE"] = behind
 	out, err = cli(t, vars, "", "migrate", "--check")
-	if !errors.Is(err, errPending) || !strings.Contains(out, "schema version 6, this program's 7") {
+	if !errors.Is(err, errPending) || !strings.Contains(out, fmt.Sprintf("schema version %d, this program's %d", previous, latest)) {
 		t.Errorf("migrate --check a version behind: %v\n%s", err, out)
 	}
-	if out, err = cli(t, vars, "", "migrate"); err != nil || !strings.Contains(out, "schema version 6 before, 7 after") {
+	if out, err = cli(t, vars, "", "migrate"); err != nil || !strings.Contains(out, fmt.Sprintf("schema version %d before, %d after", previous, latest)) {
 		t.Fatalf("migrate a version behind: %v\n%s", err, out)
 	}
+	addAlice(t, vars)
 	d := startDaemonCtl(t, vars)
 	if !signInPhone(t, d.base, devtest.NewPhone(t), devtest.Password) {
 		t.Error("after the migration alice cannot sign in")
 	}
 	d.stop()
 
-	sqlDB(`PRAGMA user_version = 99`)
+	conn, err = sql.Open("sqlite3", behind)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(`PRAGMA user_version = 9999`); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
 	for _, args := range [][]string{{"migrate", "--check"}, {"migrate"}} {
 		out, err := cli(t, vars, "", args...)
 		if err == nil || errors.Is(err, errPending) || !strings.Contains(err.Error(), "newer") {
@@ -98,6 +115,8 @@ func TestMigrateTogether(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
+	files := sqliteMigrations(t)
+	latest := files[len(files)-1].version
 	const n = 4
 	check := func(backend string, outs []string, errs []error) {
 		t.Helper()
@@ -107,9 +126,9 @@ func TestMigrateTogether(t *testing.T) {
 				t.Errorf("%s: migrate %d: %v\n%s", backend, i, err, outs[i])
 			}
 			switch {
-			case strings.Contains(outs[i], "schema version 0 before, 7 after"):
+			case strings.Contains(outs[i], fmt.Sprintf("schema version 0 before, %d after", latest)):
 				applied++
-			case !strings.Contains(outs[i], "schema version 7, up to date; nothing to apply"):
+			case !strings.Contains(outs[i], fmt.Sprintf("schema version %d, up to date; nothing to apply", latest)):
 				t.Errorf("%s: migrate %d said:\n%s", backend, i, outs[i])
 			}
 		}
@@ -155,4 +174,38 @@ func TestMigrateTogether(t *testing.T) {
 	if out, err := cli(t, vars, "", "migrate", "--check"); err != nil || !strings.Contains(out, "up to date") {
 		t.Errorf("migrate --check after the migration: %v\n%s", err, out)
 	}
+}
+
+// migrationFile is one of the SQLite backend's migrations, read from the
+// source tree.
+type migrationFile struct {
+	name    string
+	version int
+	body    string
+}
+
+// sqliteMigrations reads the SQLite backend's migrations, in order, so
+// that these tests follow when one is added (PostgreSQL's are numbered
+// alike).
+func sqliteMigrations(t *testing.T) []migrationFile {
+	t.Helper()
+	names, err := filepath.Glob("../../store/sqlite/migrations/*.sql")
+	if err != nil || len(names) < 2 {
+		t.Fatalf("the SQLite migrations: %v %v", names, err)
+	}
+	sort.Strings(names)
+	var out []migrationFile
+	for _, name := range names {
+		base := filepath.Base(name)
+		v, err := strconv.Atoi(strings.SplitN(base, "_", 2)[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, migrationFile{name: base, version: v, body: string(body)})
+	}
+	return out
 }
