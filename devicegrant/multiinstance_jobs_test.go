@@ -260,8 +260,10 @@ func TestMultiInstanceSyncOncePerInterval(t *testing.T) {
 	if len(calls) < 2 || len(calls) > int(window/interval)+2 {
 		t.Errorf("%d sync_devices for alice in %v at an interval of %v, want one per interval", len(calls), window, interval)
 	}
+	// Deliveries lag their enqueueing by a varying few milliseconds;
+	// without the lease the three cores' syncs come milliseconds apart.
 	for i, g := range gaps {
-		if g < interval/2 {
+		if g < interval/4 {
 			t.Errorf("sync_devices %d came %v after the one before, at an interval of %v", i+1, g, interval)
 		}
 	}
