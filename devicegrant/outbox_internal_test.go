@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -209,5 +210,70 @@ func TestDeliverKeepsAnotherDeliverersBackoff(t *testing.T) {
 	}
 	if calls := hs.Calls(); len(calls) != 0 {
 		t.Errorf("deliver called the homeserver %d times for an entry not due for an hour", len(calls))
+	}
+}
+
+// TestDeliverOutlivesALostInstance: an instance that dies in the middle
+// of a call (SIGKILL, a lost machine) leaves its lease on the entry. The
+// others neither make that call nor any later call for the same user
+// while the lease lasts (P-HS-3: in order per user), and once it has
+// expired they make them all, in order (issue 15).
+func TestDeliverOutlivesALostInstance(t *testing.T) {
+	ctx := context.Background()
+	s, st, hs := outboxServer(t, func(st store.Store) store.Store { return storetest.Rerun(st, nil) })
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixMilli())
+	s.now = func() time.Time { return time.UnixMilli(clock.Load()) }
+	bodies := []struct {
+		call string
+		body map[string]string
+	}{
+		{callProvisionUser, map[string]string{"localpart": "alice"}},
+		{callUpsertDevice, map[string]string{"localpart": "alice", "device_id": "LOSTDEV001"}},
+		{callUpsertDevice, map[string]string{"localpart": "alice", "device_id": "LOSTDEV002"}},
+	}
+	for _, b := range bodies {
+		if err := st.Update(ctx, func(tx store.Tx) error {
+			return s.enqueue(ctx, tx, "alice", b.call, b.body, "")
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The lost instance had claimed the first call.
+	lost := s.now().Add(leaseFor)
+	err := st.Update(ctx, func(tx store.Tx) error {
+		all, err := tx.Outbox(ctx, 10)
+		if err != nil {
+			return err
+		}
+		all[0].LeaseUntil = lost
+		return tx.UpdateOutbox(ctx, all[0])
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, at := range []time.Time{s.now(), lost.Add(-time.Second)} {
+		clock.Store(at.UnixMilli())
+		if s.deliverDue(ctx) {
+			t.Errorf("at %v before the lost lease expired, a call was delivered", lost.Sub(at))
+		}
+		if calls := hs.Calls(); len(calls) != 0 {
+			t.Fatalf("%d homeserver calls while the lost instance's lease lasted: %+v", len(calls), calls)
+		}
+	}
+	clock.Store(lost.UnixMilli())
+	for s.deliverDue(ctx) {
+	}
+	calls := hs.Calls()
+	if len(calls) != len(bodies) {
+		t.Fatalf("%d homeserver calls after the lease expired, want %d: %+v", len(calls), len(bodies), calls)
+	}
+	for i, c := range calls {
+		if c.Path != "/_synapse/mas/"+bodies[i].call || (bodies[i].body["device_id"] != "" && !strings.Contains(string(c.Body), bodies[i].body["device_id"])) || c.Status/100 != 2 {
+			t.Errorf("call %d: %s %s %d, want %s %v answered 2xx", i, c.Path, c.Body, c.Status, bodies[i].call, bodies[i].body)
+		}
+	}
+	if left, err := st.Outbox(ctx, 10); err != nil || len(left) != 0 {
+		t.Errorf("outbox after delivery: %v %v, want empty", left, err)
 	}
 }
