@@ -89,9 +89,17 @@ func (s *Server) deliver(ctx context.Context, e store.OutboxEntry) (bool, error)
 		}
 		// Read afresh: since OutboxDue, another deliverer may have taken
 		// the entry, or tried it and failed, setting when it may be tried
-		// again.
+		// again; and an operator may have put an older parked entry of the
+		// same user back in line, which must go first.
 		now := s.now()
 		if !cur.ParkedAt.IsZero() || cur.LeaseUntil.After(now) || cur.NextAttemptAt.After(now) {
+			return nil
+		}
+		head, err := tx.OutboxHead(ctx, cur.UserKey)
+		if err != nil {
+			return err
+		}
+		if head.ID != cur.ID {
 			return nil
 		}
 		cur.LeaseUntil = now.Add(leaseFor)

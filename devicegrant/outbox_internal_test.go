@@ -277,3 +277,59 @@ func TestDeliverOutlivesALostInstance(t *testing.T) {
 		t.Errorf("outbox after delivery: %v %v, want empty", left, err)
 	}
 }
+
+// TestDeliverKeepsOrderWhenParkedCallsReturn: a deliverer holding a list
+// of due calls read before an operator put a parked call back in line
+// ("devicegrantd outbox retry") must not make a later call for the same
+// user: the call put back comes first again (P-HS-3, in order per user),
+// and with several instances another may be making it at that moment.
+func TestDeliverKeepsOrderWhenParkedCallsReturn(t *testing.T) {
+	ctx := context.Background()
+	s, st, hs := outboxServer(t, func(st store.Store) store.Store { return storetest.Rerun(st, nil) })
+	for _, dev := range []string{"PARKDEV001", "PARKDEV002"} {
+		if err := st.Update(ctx, func(tx store.Tx) error {
+			if dev == "PARKDEV001" {
+				if err := s.enqueue(ctx, tx, "alice", callProvisionUser, map[string]string{"localpart": "alice"}, ""); err != nil {
+					return err
+				}
+			}
+			return s.enqueue(ctx, tx, "alice", callUpsertDevice, map[string]string{"localpart": "alice", "device_id": dev}, "")
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The first call was parked after repeated refusals.
+	err := st.Update(ctx, func(tx store.Tx) error {
+		all, err := tx.Outbox(ctx, 10)
+		if err != nil {
+			return err
+		}
+		all[0].ParkedAt, all[0].Attempts = time.Now(), parkAfter
+		return tx.UpdateOutbox(ctx, all[0])
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale, err := st.OutboxDue(ctx, time.Now(), 10)
+	if err != nil || len(stale) != 1 || stale[0].Call != callUpsertDevice {
+		t.Fatalf("OutboxDue with the head parked: %+v %v", stale, err)
+	}
+	if n, err := s.RetryParked(ctx); n != 1 || err != nil {
+		t.Fatalf("RetryParked: %d %v", n, err)
+	}
+	if ok, err := s.deliver(ctx, stale[0]); ok || err != nil {
+		t.Errorf("deliver of a call behind one put back in line: %v %v, want false, nil", ok, err)
+	}
+	if calls := hs.Calls(); len(calls) != 0 {
+		t.Fatalf("a later call went out before the one put back in line: %+v", calls)
+	}
+	for s.deliverDue(ctx) {
+	}
+	var got []string
+	for _, c := range hs.Calls() {
+		got = append(got, strings.TrimPrefix(c.Path, "/_synapse/mas/"))
+	}
+	if want := []string{callProvisionUser, callUpsertDevice, callUpsertDevice}; strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("calls %v, want %v", got, want)
+	}
+}

@@ -267,6 +267,11 @@ type Reader interface {
 	// parked, if it is due at now and not leased: the next call to make
 	// for that user. At most limit entries, oldest first.
 	OutboxDue(ctx context.Context, now time.Time, limit int) ([]OutboxEntry, error)
+	// OutboxHead returns the oldest entry for userKey that is not parked:
+	// the one call a deliverer may make next for that user, whatever
+	// OutboxDue said a moment ago (an operator may have put a parked
+	// entry back in line since).
+	OutboxHead(ctx context.Context, userKey string) (OutboxEntry, error)
 	// OutboxEntry reads one entry.
 	OutboxEntry(ctx context.Context, id int64) (OutboxEntry, error)
 	// Outbox lists entries in ID order, at most limit.

@@ -339,6 +339,15 @@ func (q queries) Outbox(ctx context.Context, limit int) ([]store.OutboxEntry, er
 	return list(ctx, q, "outbox", scanOutbox, `SELECT `+rowscan.OutboxCols+` FROM outbox ORDER BY id LIMIT $1`, limit)
 }
 
+func (q queries) OutboxHead(ctx context.Context, userKey string) (store.OutboxEntry, error) {
+	if hasNUL(userKey) {
+		return store.OutboxEntry{}, notFound("outbox head")
+	}
+	e, err := scanOutbox(q.db.QueryRow(ctx, `SELECT `+rowscan.OutboxCols+` FROM outbox
+		WHERE user_key = $1 AND parked_at IS NULL ORDER BY id LIMIT 1`, userKey))
+	return e, wrap("outbox head", err)
+}
+
 func (q queries) OutboxEntry(ctx context.Context, id int64) (store.OutboxEntry, error) {
 	e, err := scanOutbox(q.db.QueryRow(ctx, `SELECT `+rowscan.OutboxCols+` FROM outbox WHERE id = $1`, id))
 	return e, wrap("outbox entry", err)

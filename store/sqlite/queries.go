@@ -452,6 +452,12 @@ func (q queries) Outbox(ctx context.Context, limit int) ([]store.OutboxEntry, er
 	return q.outboxList(ctx, "outbox", `SELECT `+rowscan.OutboxCols+` FROM outbox ORDER BY id LIMIT ?`, limit)
 }
 
+func (q queries) OutboxHead(ctx context.Context, userKey string) (store.OutboxEntry, error) {
+	e, err := scanOutbox(q.db.QueryRowContext(ctx, `SELECT `+rowscan.OutboxCols+` FROM outbox
+		WHERE user_key = ? AND parked_at IS NULL ORDER BY id LIMIT 1`, userKey))
+	return e, wrap("outbox head", err)
+}
+
 func (q queries) OutboxEntry(ctx context.Context, id int64) (store.OutboxEntry, error) {
 	e, err := scanOutbox(q.db.QueryRowContext(ctx, `SELECT `+rowscan.OutboxCols+` FROM outbox WHERE id = ?`, id))
 	return e, wrap("outbox entry", err)

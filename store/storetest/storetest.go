@@ -769,6 +769,31 @@ func testOutbox(t *testing.T, s store.Store) {
 	if len(all) != 2 || all[0].ID != a1 || all[0].ParkedAt.IsZero() {
 		t.Errorf("Outbox = %+v", all)
 	}
+
+	// The head of a user is the oldest entry not parked, due or not,
+	// leased or not; once the parked one is back in line, it is the head
+	// again.
+	if head, err := s.OutboxHead(ctx, "alice"); err != nil || head.ID != a2 {
+		t.Errorf("OutboxHead with alice's first parked = %+v, %v; want her second", head, err)
+	}
+	_, err = s.OutboxHead(ctx, "bob")
+	mustNotFound(t, "OutboxHead of a user with nothing waiting", err)
+	_, err = s.OutboxHead(ctx, "nobody")
+	mustNotFound(t, "OutboxHead of an unknown user key", err)
+	e.ParkedAt, e.NextAttemptAt, e.LeaseUntil = time.Time{}, t0.Add(time.Hour), t0.Add(time.Minute)
+	update(t, s, func(tx store.Tx) error {
+		if err := tx.UpdateOutbox(ctx, e); err != nil {
+			return err
+		}
+		head, err := tx.OutboxHead(ctx, "alice")
+		if err != nil || head.ID != a1 {
+			return fmt.Errorf("OutboxHead in the transaction that put alice's first back = %+v, %v; want it", head, err)
+		}
+		return nil
+	})
+	if head, err := s.OutboxHead(ctx, "alice"); err != nil || head.ID != a1 || head.Call != "provision_user" {
+		t.Errorf("OutboxHead with alice's first back in line = %+v, %v; want it", head, err)
+	}
 }
 
 func testAuthCodes(t *testing.T, s store.Store) {
