@@ -100,7 +100,8 @@ func answered(calls []fakesynapse.Call) []fakesynapse.Call {
 // TestMultiInstanceJobsRunOnce: three cores started together on one
 // PostgreSQL database with a homeserver (issue 15) send the start-up
 // sync_devices (and its provision_user) for a user once, not three times
-// (P-HS-4), and do the start-up cleanup once; each core's metrics say
+// (P-HS-4), and do the start-up cleanup and sweep for lapsed approvals
+// once; each core's metrics say
 // which did the job and which left it to the lease's holder. Then Cleanup
 // run by all three at the same moment, with expired rows to delete, is
 // done by exactly one, which keeps the job while its lease lasts; another
@@ -119,9 +120,11 @@ func TestMultiInstanceJobsRunOnce(t *testing.T) {
 
 	// Every core has made its start-up decisions once each counts its
 	// cleanup, which Run does after the sync.
-	eventually(t, "every core decided about the start-up cleanup", func() bool {
-		return sum(jobCounts(t, regs, "cleanup", "ran"))+sum(jobCounts(t, regs, "cleanup", "held_elsewhere")) == n
-	})
+	for _, job := range []string{"cleanup", "lapsed_approvals"} {
+		eventually(t, "every core decided about the start-up "+job, func() bool {
+			return sum(jobCounts(t, regs, job, "ran"))+sum(jobCounts(t, regs, job, "held_elsewhere")) == n
+		})
+	}
 	eventually(t, "the start-up calls for alice were delivered", func() bool {
 		return len(answered(masCalls(hs, "sync_devices", devtest.Username))) >= 1
 	})
@@ -133,7 +136,9 @@ func TestMultiInstanceJobsRunOnce(t *testing.T) {
 	if got := len(masCalls(hs, "provision_user", devtest.Username)); got != 2 {
 		t.Errorf("provision_user for alice sent %d times, want 2 (her creation, and one sync at start)", got)
 	}
-	for _, job := range []string{"sync_devices", "cleanup"} {
+	// The sweep for lapsed approvals comes round again only after 30 s of
+	// the test's clock, which stands still here.
+	for _, job := range []string{"sync_devices", "cleanup", "lapsed_approvals"} {
 		did, left := jobCounts(t, regs, job, "ran"), jobCounts(t, regs, job, "held_elsewhere")
 		t.Logf("start-up %s: ran %v, held elsewhere %v", job, did, left)
 		if sum(did) != 1 || sum(left) != n-1 {
