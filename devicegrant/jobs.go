@@ -41,7 +41,7 @@ func (s *Server) takeLease(ctx context.Context, job string, d time.Duration) (bo
 	err := s.store.Update(ctx, func(tx store.Tx) error {
 		now := s.now()
 		var err error
-		got, err = tx.TakeLease(ctx, job, s.instance, now, now.Add(d))
+		got, err = tx.TakeLease(ctx, job, s.instanceID, now, now.Add(d))
 		return err
 	})
 	if err != nil {

@@ -58,6 +58,10 @@ func newClusterWith(t *testing.T, n int, configure func(i int, cfg *devicegrant.
 			c.hits[i].Add(1)
 			r.SetURL(targets[i])
 			r.Out.Host = r.In.Host // the issuer's host, as a load balancer keeps it
+			// Who the client is, as a load balancer says: cores that
+			// trust 127.0.0.1 (TrustedProxies) see each client's own
+			// loopback address.
+			r.SetXForwarded()
 		},
 	})
 	c.issuer = "http://" + proxy.Listener.Addr().String() + "/"
@@ -311,6 +315,51 @@ func TestMultiInstance(t *testing.T) {
 	for i := range n {
 		if c.hits[i].Load() == 0 {
 			t.Errorf("the proxy sent nothing to instance %d", i)
+		}
+	}
+}
+
+// TestMultiInstanceFirstSigningKey: instances that start on one empty
+// database and are all asked for their keys at once agree on one signing
+// key, instead of each retiring the key another one just made
+// (P-OIDC-1): every instance publishes the same single key.
+func TestMultiInstanceFirstSigningKey(t *testing.T) {
+	const n = 3
+	c := newCluster(t, n)
+	var wg sync.WaitGroup
+	sets := make([]string, n*4)
+	for j := range sets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := http.Get(c.instances[j%n] + "oauth2/keys.json")
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != http.StatusOK {
+				t.Errorf("jwks at instance %d: %d %s", j%n, resp.StatusCode, b)
+			}
+		}()
+	}
+	wg.Wait()
+	for j := range sets {
+		resp, err := http.Get(c.instances[j%n] + "oauth2/keys.json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		sets[j] = string(b)
+	}
+	if got := strings.Count(sets[0], `"kid"`); got != 1 {
+		t.Errorf("the JWKS publishes %d keys after a concurrent start, want 1", got)
+	}
+	for j := range sets {
+		if sets[j] != sets[0] {
+			t.Errorf("instance %d publishes another key set than instance 0", j%n)
 		}
 	}
 }

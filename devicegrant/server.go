@@ -102,6 +102,14 @@ type Config struct {
 	// addresses together. Default: a burst of 20 then one a minute.
 	AccountLoginFailures RateLimit
 
+	// HeartbeatInterval is how often Run tells the database that this
+	// instance is alive. Every rate limit above is a budget for the whole
+	// server: with several instances on one database, each enforces its
+	// share, dividing the rates and bursts by the number of instances
+	// heard from within three intervals (README, "Rate limits across
+	// instances"). Default 10 seconds.
+	HeartbeatInterval time.Duration
+
 	// TrustedProxies lists the addresses or CIDR ranges of reverse proxies
 	// whose X-Forwarded-For header is believed. Default: none.
 	TrustedProxies []string
@@ -162,7 +170,11 @@ type Server struct {
 	newClients   *limiter      // new client rows, one key for everybody
 	deviceLimit  *limiter      // device authorizations per address
 	hashSlots    chan struct{} // bounds argon2 work in flight
-	places       *knownPlaces  // where each account signed in from lately
+
+	// instanceID names this process in the instances table, whose
+	// heartbeats divide the limiters' budgets (heartbeat), and as the
+	// holder of the leases on shared jobs (jobs.go).
+	instanceID string
 
 	dummyOnce sync.Once
 	dummy     string // see dummyHash
@@ -170,7 +182,6 @@ type Server struct {
 	keyMu    sync.Mutex
 	keyCache map[string]crypto.Signer // parsed signing keys by id
 
-	instance   string        // this instance's name on the leases of shared jobs (jobs.go)
 	outboxKick chan struct{} // wakes the outbox deliverer
 	httpClient *http.Client  // for homeserver calls
 	metrics    *metrics
@@ -179,7 +190,7 @@ type Server struct {
 
 	// Caches of the hot paths (cache.go), kept correct by committing.
 	tokens *memo[string, cachedToken] // introspection, by access-token hash
-	polls  *memo[string, pollView]    // polling, by device-code hash
+	polls  *memo[string, pollView]    // polling, by pollKey
 	pacing *pacer                     // when each device polled, for slow_down
 	// parsedMeta remembers parsed client metadata by its stored bytes.
 	parsedMeta *memo[string, *clientmeta.Metadata]
@@ -226,6 +237,7 @@ func New(cfg Config, st store.Store) (*Server, error) {
 	cfg.OutboxBackoff.Min = orDuration(cfg.OutboxBackoff.Min, time.Second)
 	cfg.OutboxBackoff.Max = max(orDuration(cfg.OutboxBackoff.Max, 5*time.Minute), cfg.OutboxBackoff.Min)
 	cfg.SyncInterval = orDuration(cfg.SyncInterval, time.Hour)
+	cfg.HeartbeatInterval = orDuration(cfg.HeartbeatInterval, 10*time.Second)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -254,8 +266,7 @@ func New(cfg Config, st store.Store) (*Server, error) {
 		newClients:   newLimiter(cfg.NewClients, nil),
 		deviceLimit:  newLimiter(cfg.DeviceAuthorizations, nil),
 		hashSlots:    make(chan struct{}, max(2, runtime.NumCPU())),
-		places:       newKnownPlaces(30 * 24 * time.Hour),
-		instance:     newID(),
+		instanceID:   randomString(16),
 		outboxKick:   make(chan struct{}, 1),
 		keyCache:     map[string]crypto.Signer{},
 		httpClient:   &http.Client{Timeout: 20 * time.Second},
@@ -283,19 +294,35 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.S
 // Issuer returns the issuer URL, with its trailing slash.
 func (s *Server) Issuer() string { return s.issuer }
 
-// Run does the server's background work until ctx is done: deleting
-// long-expired rows, delivering homeserver calls, and reconciling devices
-// with the homeserver (at start, and every SyncInterval). Serving HTTP
-// does not need it, but nothing reaches the homeserver without it.
+// Run does the server's background work until ctx is done: the heartbeat
+// that divides the rate limits among the instances sharing the database,
+// deleting long-expired rows, delivering homeserver calls, reconciling
+// devices with the homeserver (at start, and every SyncInterval), and, on
+// a store that announces changes (store.Watcher), hearing of other
+// instances' changes to grants. Serving HTTP does not need it, but nothing
+// reaches the homeserver without it, and without it another instance's
+// approval reaches a device's poll here only after pollCacheTTL.
 //
-// Several instances on one database share the work (jobs.go): cleanup
-// and the sync run on one instance at a time, the sync at most once per
-// SyncInterval across them all (the sync at start is skipped when another
-// instance synced within the interval), and each outbox entry is
-// delivered by the one instance that leased it.
+// Several instances on one database share the periodic work (jobs.go):
+// cleanup and the sync run on one instance at a time, the sync at most
+// once per SyncInterval across them all (the sync at start is skipped
+// when another instance synced within the interval), and each outbox
+// entry is delivered by the one instance that leased it.
 func (s *Server) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.heartbeat(ctx)
+	}()
+	if w, ok := s.store.(committing).Store.(store.Watcher); ok {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.watchOthers(ctx, w)
+		}()
+	}
 	// The sync's ticker starts before the sync at start, so that its
 	// ticks come before the lease taken then expires: the instance that
 	// syncs keeps the lease.
@@ -329,9 +356,11 @@ func (s *Server) Run(ctx context.Context) error {
 // Cleanup deletes device grants, authorization codes and browser sessions
 // that expired more than a day ago (a day of grace lets a late poll still
 // get expired_token rather than invalid_grant), token pairs spent more
-// than a week ago, and clients registered more than unusedClientTTL ago
-// that never got a session. Run has it done every ten minutes, by one
-// instance of those sharing the database; Cleanup itself does it now.
+// than a week ago, clients registered more than unusedClientTTL ago
+// that never got a session, the places accounts have not signed in from
+// for knownPlaceTTL, and the heartbeats of instances long gone. Run has it
+// done every ten minutes, by one instance of those sharing the database;
+// Cleanup itself does it now.
 func (s *Server) Cleanup(ctx context.Context) (int64, error) {
 	n, _, err := s.cleanup(ctx, false)
 	return n, err
@@ -344,7 +373,7 @@ func (s *Server) cleanup(ctx context.Context, leased bool) (n int64, ran bool, e
 		n, ran = 0, false
 		if leased {
 			now := s.now()
-			got, err := tx.TakeLease(ctx, jobCleanup, s.instance, now, now.Add(cleanupEvery))
+			got, err := tx.TakeLease(ctx, jobCleanup, s.instanceID, now, now.Add(cleanupEvery))
 			if err != nil || !got {
 				return err
 			}
@@ -363,7 +392,15 @@ func (s *Server) cleanup(ctx context.Context, leased bool) (n int64, ran bool, e
 		// Registration is open to anyone, so a client nobody signed in
 		// with must not stay forever (issue 10.9).
 		unused, err := tx.DeleteUnusedClients(ctx, s.now().Add(-unusedClientTTL))
-		n = expired + spent + unused
+		if err != nil {
+			return err
+		}
+		places, err := tx.ForgetPlaces(ctx, s.now().Add(-knownPlaceTTL))
+		if err != nil {
+			return err
+		}
+		gone, err := tx.DeleteInstances(ctx, s.now().Add(-staleInstance))
+		n = expired + spent + unused + places + gone
 		return err
 	})
 	if err != nil {

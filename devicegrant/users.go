@@ -37,8 +37,10 @@ func checkNewPassword(password string) error {
 // The per-account budget is split so that strangers cannot lock the owner
 // out: a try from a browser signed in to this account (the password
 // re-check of destructive actions) or from an address (IPv6: /64) this
-// account signed in from within the last 30 days counts against a budget
-// of its own, which failures from elsewhere do not touch.
+// account signed in from within knownPlaceTTL counts against a budget of
+// its own, which failures from elsewhere do not touch. The places are in
+// the database, so this holds whichever instance the owner's request
+// reaches.
 func (s *Server) passwordAttempt(c *gin.Context, username, userID, hash, password string) (ok bool, wait time.Duration) {
 	now := s.now()
 	addr := addressKey(c.ClientIP())
@@ -47,7 +49,8 @@ func (s *Server) passwordAttempt(c *gin.Context, username, userID, hash, passwor
 		return false, wait
 	}
 	accountKey := "user:" + username
-	if s.knownPlace(c, userID, addr, now) {
+	placeSeen := s.placeSeen(c, userID, addr, now)
+	if !placeSeen.IsZero() || s.signedInAs(c, userID) {
 		accountKey = "known:" + username
 	}
 	accountTry, wait := s.accountLimit.take(accountKey, now, true)
@@ -70,28 +73,57 @@ func (s *Server) passwordAttempt(c *gin.Context, username, userID, hash, passwor
 	if ok {
 		ipTry.succeeded(now)
 		accountTry.succeeded(now)
-		if userID != "" {
-			s.places.remember(userID, addr, now)
+		if userID != "" && now.Sub(placeSeen) > placeRefresh {
+			s.rememberPlace(c.Request.Context(), userID, addr, now)
 		}
 	}
 	return ok, 0
 }
 
-// knownPlace reports whether a password try for userID comes from a
-// browser signed in to that account or from an address it signed in from
-// recently.
-func (s *Server) knownPlace(c *gin.Context, userID, addr string, now time.Time) bool {
+// placeSeen returns when userID last signed in from addr, if within
+// knownPlaceTTL; otherwise (and when the database cannot say) zero: the
+// try then counts as a stranger's, which may refuse the owner but never
+// lets a stranger through.
+func (s *Server) placeSeen(c *gin.Context, userID, addr string, now time.Time) time.Time {
+	if userID == "" {
+		return time.Time{}
+	}
+	seen, err := s.store.KnownPlace(c.Request.Context(), userID, addr)
+	if err != nil {
+		if !errors.Is(err, store.ErrNotFound) {
+			s.log.ErrorContext(c.Request.Context(), "password try: known place", "err", err)
+		}
+		return time.Time{}
+	}
+	if now.Sub(seen) > knownPlaceTTL {
+		return time.Time{}
+	}
+	return seen
+}
+
+// signedInAs reports whether the try comes from a browser signed in to
+// userID.
+func (s *Server) signedInAs(c *gin.Context, userID string) bool {
 	if userID == "" {
 		return false
-	}
-	if s.places.known(userID, addr, now) {
-		return true
 	}
 	b, err := s.browserSession(c)
 	if err != nil {
 		s.log.ErrorContext(c.Request.Context(), "password try: browser session", "err", err)
 	}
 	return b != nil && b.UserID == userID
+}
+
+// rememberPlace records a successful sign-in of userID from addr. A
+// failure costs the owner only the protection of a known place, so it is
+// logged, and the sign-in goes on.
+func (s *Server) rememberPlace(ctx context.Context, userID, addr string, now time.Time) {
+	err := s.store.Update(ctx, func(tx store.Tx) error {
+		return tx.RememberPlace(ctx, userID, addr, now, placesPerAccount)
+	})
+	if err != nil {
+		s.log.ErrorContext(ctx, "remember the place of a sign-in", "err", err)
+	}
 }
 
 // hashPassword is HashPassword within the same bound on parallel argon2

@@ -344,7 +344,7 @@ func depsOf(own map[string]*pkg, path string) []string {
 var devicegrantdMayName = map[string][]string{
 	module + "/store":          {"Store", "Backuper", "ErrNotFound"},
 	module + "/store/sqlite":   {"Open", "Check", "Store", "SchemaVersion", "Migrate"},
-	module + "/store/postgres": {"Open", "Check", "IsURL", "CopyFromSQLite", "SchemaVersion", "Migrate"},
+	module + "/store/postgres": {"Open", "Check", "CheckNotices", "IsURL", "CopyFromSQLite", "SchemaVersion", "Migrate"},
 }
 
 // TestDevicegrantdWritesThroughDevicegrant: cmd/devicegrantd may read the

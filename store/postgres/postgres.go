@@ -32,9 +32,15 @@ type Store struct {
 	queries
 	pool    *pgxpool.Pool
 	retries atomic.Uint64 // transactions run again after a serialization failure or deadlock
+	epochs  *epochReader  // TokenEpoch's shared reads
+	notify  notifier      // where announcements go (notify.go)
 }
 
-var _ store.Store = (*Store)(nil)
+var (
+	_ store.Store     = (*Store)(nil)
+	_ store.Watcher   = (*Store)(nil)
+	_ store.Announcer = (*tx)(nil)
+)
 
 // IsURL tells whether a database setting names a PostgreSQL database
 // (a postgres:// or postgresql:// URL) rather than a SQLite file.
@@ -63,8 +69,22 @@ func Open(ctx context.Context, url string) (*Store, error) {
 		pool.Close()
 		return nil, fmt.Errorf("postgres: connect: %w", err)
 	}
-	return &Store{queries: queries{db: pool}, pool: pool}, nil
+	n, err := newNotifier(ctx, pool)
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	s := &Store{queries: queries{db: pool}, pool: pool, notify: n}
+	s.epochs = newEpochReader(s.queries.TokenEpoch)
+	return s, nil
 }
+
+// TokenEpoch reads the token epoch (store.Reader): always a read that
+// began after the call, so it reflects every transaction committed before
+// the call, but one shared by the calls that arrived while the previous
+// read was under way (epoch.go). Introspection reads it on every request,
+// and here each read is a round trip.
+func (s *Store) TokenEpoch(ctx context.Context) (int64, error) { return s.epochs.get(ctx) }
 
 // maxAttempts bounds how many times Update runs a function whose
 // transaction keeps losing races. Each round of a race commits at least
@@ -113,7 +133,13 @@ func (s *Store) updateOnce(ctx context.Context, fn func(store.Tx) error) error {
 	// After a commit this does nothing; after an error or a panic in fn it
 	// rolls back. It must not depend on ctx, which may be what ended fn.
 	defer pgTx.Rollback(context.Background())
-	if err := fn(&tx{queries{db: pgTx}}); err != nil {
+	t := &tx{queries: queries{db: pgTx}}
+	if err := fn(t); err != nil {
+		return err
+	}
+	// The announcements go out with the commit, and only with it: NOTIFY
+	// in a transaction that rolls back is never sent.
+	if err := s.notify.send(ctx, pgTx, t.announced); err != nil {
 		return err
 	}
 	if err := pgTx.Commit(ctx); err != nil {

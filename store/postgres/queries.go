@@ -29,7 +29,10 @@ type querier interface {
 type queries struct{ db querier }
 
 // tx implements store.Tx.
-type tx struct{ queries }
+type tx struct {
+	queries
+	announced []announcement // for notify.send at commit
+}
 
 var _ store.Tx = (*tx)(nil)
 

@@ -48,6 +48,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"LeaseTakenOnceUnderContention", testLeaseContention},
 		{"UpdatePanicStaysWithItsCaller", testUpdatePanic},
 		{"ForeignKeys", testForeignKeys},
+		{"Instances", testInstances},
+		{"KnownPlaces", testKnownPlaces},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
