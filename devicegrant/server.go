@@ -49,7 +49,8 @@ type Config struct {
 	// call. Default 1 second, doubling up to 5 minutes.
 	OutboxBackoff Backoff
 	// SyncInterval is how often every user's device list is reconciled
-	// with the homeserver (sync_devices). Default 1 hour.
+	// with the homeserver (sync_devices), by one of the instances sharing
+	// the database (jobs.go). Default 1 hour.
 	SyncInterval time.Duration
 	// Registration enables self-registration (prompt=create).
 	Registration Registration
