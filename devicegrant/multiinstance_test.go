@@ -31,6 +31,8 @@ type cluster struct {
 	issuer    string   // the proxy, with its trailing slash
 	instances []string // each core's own URL, with its trailing slash
 	hits      []atomic.Int64
+	servers   []*devicegrant.Server
+	stops     []func() // each ends its core's Run and waits for it to return
 }
 
 // newCluster starts n cores sharing one new schema and the proxy in front
@@ -86,19 +88,23 @@ func newClusterWith(t *testing.T, n int, configure func(i int, cfg *devicegrant.
 			t.Fatal(err)
 		}
 		hs := httptest.NewServer(srv)
-		runCtx, stop := context.WithCancel(ctx)
-		done := make(chan struct{})
-		go func() { defer close(done); _ = srv.Run(runCtx) }()
-		t.Cleanup(hs.Close)
-		t.Cleanup(func() { stop(); <-done })
-		c.instances = append(c.instances, hs.URL+"/")
-		if targets[i], err = url.Parse(hs.URL); err != nil {
-			t.Fatal(err)
-		}
 		if i == 0 {
+			// Before Run, so that the sync at start finds her.
 			if _, err := srv.CreateUser(ctx, devtest.Username, devtest.Password, "Alice"); err != nil {
 				t.Fatal(err)
 			}
+		}
+		runCtx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); _ = srv.Run(runCtx) }()
+		stopRun := func() { stop(); <-done }
+		t.Cleanup(hs.Close)
+		t.Cleanup(stopRun)
+		c.servers = append(c.servers, srv)
+		c.stops = append(c.stops, stopRun)
+		c.instances = append(c.instances, hs.URL+"/")
+		if targets[i], err = url.Parse(hs.URL); err != nil {
+			t.Fatal(err)
 		}
 	}
 	proxy.Start()

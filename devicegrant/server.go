@@ -49,7 +49,8 @@ type Config struct {
 	// call. Default 1 second, doubling up to 5 minutes.
 	OutboxBackoff Backoff
 	// SyncInterval is how often every user's device list is reconciled
-	// with the homeserver (sync_devices). Default 1 hour.
+	// with the homeserver (sync_devices), by one of the instances sharing
+	// the database (jobs.go). Default 1 hour.
 	SyncInterval time.Duration
 	// Registration enables self-registration (prompt=create).
 	Registration Registration
@@ -172,7 +173,8 @@ type Server struct {
 	hashSlots    chan struct{} // bounds argon2 work in flight
 
 	// instanceID names this process in the instances table, whose
-	// heartbeats divide the limiters' budgets (heartbeat).
+	// heartbeats divide the limiters' budgets (heartbeat), and as the
+	// holder of the leases on shared jobs (jobs.go).
 	instanceID string
 
 	dummyOnce sync.Once
@@ -301,6 +303,12 @@ func (s *Server) Issuer() string { return s.issuer }
 // instances' changes to grants. Serving HTTP does not need it, but nothing
 // reaches the homeserver without it, and without it another instance's
 // approval reaches a device's poll here only after pollCacheTTL.
+//
+// Several instances on one database share the periodic work (jobs.go):
+// cleanup and the sync run on one instance at a time, the sync at most
+// once per SyncInterval across them all (the sync at start is skipped
+// when another instance synced within the interval), and each outbox
+// entry is delivered by the one instance that leased it.
 func (s *Server) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -316,33 +324,31 @@ func (s *Server) Run(ctx context.Context) error {
 			s.watchOthers(ctx, w)
 		}()
 	}
+	// The sync's ticker starts before the sync at start, so that its
+	// ticks come before the lease taken then expires: the instance that
+	// syncs keeps the lease.
+	syncTick := time.NewTicker(s.cfg.SyncInterval)
+	defer syncTick.Stop()
 	if s.provisioning() {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			s.deliverOutbox(ctx)
 		}()
-		if err := s.SyncDevices(ctx, true); err != nil {
-			s.log.ErrorContext(ctx, "sync devices at start", "err", err)
-		}
+		s.syncDevicesOnce(ctx, true)
 	}
-	cleanup := time.NewTicker(10 * time.Minute)
+	cleanup := time.NewTicker(cleanupEvery)
 	defer cleanup.Stop()
-	syncTick := time.NewTicker(s.cfg.SyncInterval)
-	defer syncTick.Stop()
+	s.cleanupOnce(ctx)
 	for {
-		if n, err := s.Cleanup(ctx); err != nil && ctx.Err() == nil {
-			s.log.ErrorContext(ctx, "cleanup", "err", err)
-		} else if n > 0 {
-			s.log.DebugContext(ctx, "cleanup", "deleted", n)
-		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-cleanup.C:
+			s.cleanupOnce(ctx)
 		case <-syncTick.C:
-			if err := s.SyncDevices(ctx, false); err != nil && ctx.Err() == nil {
-				s.log.ErrorContext(ctx, "sync devices", "err", err)
+			if s.provisioning() {
+				s.syncDevicesOnce(ctx, false)
 			}
 		}
 	}
@@ -353,11 +359,27 @@ func (s *Server) Run(ctx context.Context) error {
 // get expired_token rather than invalid_grant), token pairs spent more
 // than a week ago, clients registered more than unusedClientTTL ago
 // that never got a session, the places accounts have not signed in from
-// for knownPlaceTTL, and the heartbeats of instances long gone. Run calls
-// it every ten minutes.
+// for knownPlaceTTL, and the heartbeats of instances long gone. Run has it
+// done every ten minutes, by one instance of those sharing the database;
+// Cleanup itself does it now.
 func (s *Server) Cleanup(ctx context.Context) (int64, error) {
-	var n int64
-	err := s.store.Update(ctx, func(tx store.Tx) error {
+	n, _, err := s.cleanup(ctx, false)
+	return n, err
+}
+
+// cleanup is Cleanup, done only if this instance takes the cleanup lease
+// when leased is set; ran tells whether it was done.
+func (s *Server) cleanup(ctx context.Context, leased bool) (n int64, ran bool, err error) {
+	err = s.store.Update(ctx, func(tx store.Tx) error {
+		n, ran = 0, false
+		if leased {
+			now := s.now()
+			got, err := tx.TakeLease(ctx, jobCleanup, s.instanceID, now, now.Add(cleanupEvery))
+			if err != nil || !got {
+				return err
+			}
+		}
+		ran = true
 		expired, err := tx.DeleteExpired(ctx, s.now().Add(-24*time.Hour))
 		if err != nil {
 			return err
@@ -383,12 +405,13 @@ func (s *Server) Cleanup(ctx context.Context) (int64, error) {
 		return err
 	})
 	if err != nil {
-		return 0, fmt.Errorf("devicegrant: cleanup: %w", err)
+		return 0, false, fmt.Errorf("devicegrant: cleanup: %w", err)
 	}
 	// A device that has not polled for a code's lifetime has nothing
-	// left to pace.
+	// left to pace; the pacing is this instance's own, so it forgets
+	// whether or not it did the cleanup.
 	s.pacing.forget(s.now().Add(-s.cfg.DeviceCodeTTL - time.Minute))
-	return n, nil
+	return n, ran, nil
 }
 
 // unusedClientTTL is how long a registered client may wait for its first

@@ -269,6 +269,11 @@ type Reader interface {
 	// parked, if it is due at now and not leased: the next call to make
 	// for that user. At most limit entries, oldest first.
 	OutboxDue(ctx context.Context, now time.Time, limit int) ([]OutboxEntry, error)
+	// OutboxHead returns the oldest entry for userKey that is not parked:
+	// the one call a deliverer may make next for that user, whatever
+	// OutboxDue said a moment ago (an operator may have put a parked
+	// entry back in line since).
+	OutboxHead(ctx context.Context, userKey string) (OutboxEntry, error)
 	// OutboxEntry reads one entry.
 	OutboxEntry(ctx context.Context, id int64) (OutboxEntry, error)
 	// Outbox lists entries in ID order, at most limit.
@@ -344,6 +349,18 @@ type Tx interface {
 	// A transaction that ends a session, revokes a pair, deactivates a
 	// user or deletes pairs calls it.
 	BumpTokenEpoch(ctx context.Context) error
+	// TakeLease gives the lease called name to holder until the given
+	// time, and reports whether it did: it does when the lease is free,
+	// expired at now (held until now or earlier), or already held by
+	// holder, who then holds it until the new time (which may be earlier
+	// than before). It lets several processes on one database share a
+	// background job (a purge, a periodic sync): the one whose
+	// transaction takes the lease does the job, and a lease held until
+	// now plus the job's period makes the job run at most once per
+	// period. The lease is taken only if the transaction commits.
+	// Leases are a few rows, one per name, that every take overwrites;
+	// nothing deletes them.
+	TakeLease(ctx context.Context, name, holder string, now, until time.Time) (bool, error)
 
 	// Heartbeat records that the instance id is alive at time at, so
 	// that LiveInstances counts it.

@@ -28,7 +28,10 @@ type TableCount struct {
 // cache of the SQLite database can have seen), and the instances are the
 // running processes' heartbeats, which the stopped SQLite one has none of
 // worth keeping. (The places accounts signed in from are data: they move.)
-var notCopied = []string{"schema_version", "token_epoch", "instances"}
+// Leases, likewise, name processes that ran on SQLite: the instances on
+// PostgreSQL start without them, so the first to start does the start-up
+// sync.
+var notCopied = []string{"schema_version", "token_epoch", "instances", "leases"}
 
 // CopyFromSQLite moves the SQLite database at sqlitePath into the empty
 // PostgreSQL database at pgURL, in one transaction on PostgreSQL. Both are

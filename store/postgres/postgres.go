@@ -58,7 +58,7 @@ func Open(ctx context.Context, url string) (*Store, error) {
 		// The error may quote the URL, password included.
 		return nil, errors.New("postgres: the database URL does not parse")
 	}
-	if err := migrate(ctx, cfg.ConnConfig); err != nil {
+	if _, err := migrate(ctx, cfg.ConnConfig); err != nil {
 		return nil, err
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
