@@ -3,6 +3,7 @@ package devicegrant_test
 import (
 	"context"
 	"net/http"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -79,5 +80,53 @@ func TestStrangerAtOneKnownPlace(t *testing.T) {
 	}
 	if got := signIn(fromAddress(newPhone(t), home), e, testPassword); got.Status != http.StatusOK || !strings.Contains(got.Text(), "Your account") {
 		t.Errorf("the owner at home after a stranger's guesses at the café: %d %s", got.Status, got.Text())
+	}
+}
+
+// sessionReads counts the store's browser-session reads, and the known
+// places' as placeReads does.
+type sessionReads struct {
+	placeReads
+	sessions *atomic.Int64
+}
+
+func (s sessionReads) BrowserSession(ctx context.Context, hash []byte) (store.BrowserSession, error) {
+	s.sessions.Add(1)
+	return s.placeReads.Store.BrowserSession(ctx, hash)
+}
+
+// TestSignedInTryNoTimingOracle: from a browser signed in to some account,
+// a wrong password for another account and one for a name that is no
+// account read the same rows: the check whether the browser is signed in
+// to the account tried reads the browser's session in both cases, so
+// whoever holds an account cannot time it to learn which names are
+// accounts.
+func TestSignedInTryNoTimingOracle(t *testing.T) {
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "sessions.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var places, sessions atomic.Int64
+	e := &env{Server: devtest.Start(t, devtest.WithRerunUpdates(nil),
+		devtest.WithStore(sessionReads{placeReads{Store: st, n: &places}, &sessions})), t: t}
+	if _, err := e.Server.Server.CreateUser(t.Context(), "bob", testPassword, ""); err != nil {
+		t.Fatal(err)
+	}
+	p := newPhone(t)
+	form := p.Get(e.URL + "account")
+	if got := signIn(p, e, testPassword); got.Status != http.StatusOK || !strings.Contains(got.Text(), "Your account") {
+		t.Fatalf("sign-in: %d %s", got.Status, got.Text())
+	}
+	reads := map[string]int64{}
+	for _, user := range []string{"bob", "nobody-here"} {
+		before := sessions.Load()
+		got := p.Submit(form, "/login", url.Values{"username": {user}, "password": {"wrong password"}})
+		if got.Status != http.StatusUnauthorized {
+			t.Fatalf("a wrong password for %q from a signed-in browser: %d %s", user, got.Status, got.Text())
+		}
+		reads[user] = sessions.Load() - before
+	}
+	if reads["bob"] != reads["nobody-here"] {
+		t.Errorf("browser-session reads for a wrong password: %d for an account, %d for a name that is none", reads["bob"], reads["nobody-here"])
 	}
 }

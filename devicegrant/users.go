@@ -111,16 +111,15 @@ func (s *Server) placeSeen(c *gin.Context, userID, addr string, now time.Time) t
 }
 
 // signedInAs reports whether the try comes from a browser signed in to
-// userID.
+// userID. It reads the browser's session for a name that is no account
+// (userID "") too, so that whoever holds an account cannot time the read
+// to learn which names are accounts.
 func (s *Server) signedInAs(c *gin.Context, userID string) bool {
-	if userID == "" {
-		return false
-	}
 	b, err := s.browserSession(c)
 	if err != nil {
 		s.log.ErrorContext(c.Request.Context(), "password try: browser session", "err", err)
 	}
-	return b != nil && b.UserID == userID
+	return userID != "" && b != nil && b.UserID == userID
 }
 
 // rememberPlace records a successful sign-in of userID from addr. A
