@@ -236,8 +236,9 @@ func TestKnownPlaceSurvivesRestart(t *testing.T) {
 		t.Fatalf("the owner's sign-in before the restart: %d %s", got.Status, got.Text())
 	}
 	stop()
-	// The stopped server said it left: the restarted one counts itself
-	// alone and keeps the whole budgets, as a single server should.
+	// No instance is left in the table (a server alone on SQLite writes
+	// no heartbeat at all): the restarted one keeps the whole budgets, as
+	// a single server should.
 	if st, err := sqlite.Open(context.Background(), path); err != nil {
 		t.Fatal(err)
 	} else {

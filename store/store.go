@@ -423,7 +423,11 @@ type Announcer interface {
 }
 
 // Watcher is implemented by a backend that several processes share and
-// that delivers what their transactions announce (see Announcer).
+// that delivers what their transactions announce (see Announcer). It also
+// tells a server that other instances may serve from the same database:
+// only then does it heartbeat and take leases for its background jobs
+// (package devicegrant), writes that a database one process serves (an
+// appliance's SQLite file on an SD card) is better without.
 type Watcher interface {
 	// Watch calls fn with each announcement other processes' transactions
 	// make, after they commit and in commit order, until ctx is done; then

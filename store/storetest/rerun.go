@@ -26,8 +26,21 @@ type Between func(ctx context.Context, st store.Store) error
 // transaction, then misbehaves on SQLite too, where it would otherwise
 // only misbehave under a retrying backend's contention. between may be
 // nil.
+//
+// The wrapper keeps the optional store.Watcher of st, if it has one, so
+// that a server on it still hears and heeds other processes.
 func Rerun(st store.Store, between Between) store.Store {
-	return &rerun{Store: st, between: between}
+	r := &rerun{Store: st, between: between}
+	if w, ok := st.(store.Watcher); ok {
+		return rerunWatcher{r, w}
+	}
+	return r
+}
+
+// rerunWatcher is a rerun of a store that is also a store.Watcher.
+type rerunWatcher struct {
+	*rerun
+	store.Watcher
 }
 
 type rerun struct {
