@@ -43,7 +43,7 @@ type balancer struct {
 	next      atomic.Uint64
 	transport *http.Transport
 
-	inflight []atomic.Int32 // requests sent to each instance and not yet answered
+	pinnedInflight atomic.Int32 // pinned requests sent and not yet answered
 
 	mu       sync.Mutex
 	statuses map[int]int // answers the instances gave
@@ -62,7 +62,6 @@ func (e *cutError) Error() string { return fmt.Sprintf("instance %d: %v", e.inst
 
 func newBalancer(t *testing.T, targets []string) (*balancer, *httptest.Server) {
 	b := &balancer{statuses: map[int]int{}, refused: make([]int, len(targets)), cut: make([]int, len(targets)),
-		inflight:  make([]atomic.Int32, len(targets)),
 		transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 	for _, s := range targets {
 		u, err := url.Parse(s)
@@ -109,6 +108,8 @@ func (b *balancer) RoundTrip(r *http.Request) (*http.Response, error) {
 	first := int((b.next.Add(1) - 1) % uint64(n))
 	if pin := r.Header.Get("X-Balancer-Pin"); pin != "" {
 		first, _ = strconv.Atoi(pin)
+		b.pinnedInflight.Add(1)
+		defer b.pinnedInflight.Add(-1)
 	}
 	for k := range n {
 		i := (first + k) % n
@@ -119,9 +120,7 @@ func (b *balancer) RoundTrip(r *http.Request) (*http.Response, error) {
 			out.Body = io.NopCloser(bytes.NewReader(body))
 			out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
 		}
-		b.inflight[i].Add(1)
 		resp, err := b.transport.RoundTrip(out)
-		b.inflight[i].Add(-1)
 		b.mu.Lock()
 		switch {
 		case err == nil:
@@ -540,7 +539,7 @@ func TestMultiInstanceKill(t *testing.T) {
 				// balancer always answers.
 				answered <- erinPhone.Submit(erinLogin, "/login", url.Values{"username": {"erin"}, "password": {devtest.Password}})
 			}()
-			for deadline := time.Now().Add(time.Second); lb.inflight[victim].Load() == 0 && time.Now().Before(deadline); {
+			for deadline := time.Now().Add(time.Second); lb.pinnedInflight.Load() == 0 && time.Now().Before(deadline); {
 				time.Sleep(100 * time.Microsecond)
 			}
 			time.Sleep(5 * time.Millisecond) // the sign-in is being checked
