@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -12,7 +13,9 @@ import (
 
 	"golang.org/x/oauth2"
 
+	"github.com/devicegrant/devicegrant/devicegrant"
 	"github.com/devicegrant/devicegrant/internal/devtest"
+	"github.com/devicegrant/devicegrant/internal/fakesynapse"
 )
 
 // register registers a client through the proxy and returns its id.
@@ -215,4 +218,60 @@ func idToken(t *testing.T, tok *oauth2.Token) string {
 		t.Fatal("no id_token")
 	}
 	return raw
+}
+
+// TestMultiInstanceAuthCodeWithSynapse: with a homeserver, a code is
+// minted only once the Matrix device exists (P-HS-3): while the homeserver
+// is down the browser waits on a page that refreshes itself, each refresh
+// answered by another instance; once it is back, whichever instance takes
+// the outbox call creates the device and the next refresh, wherever it
+// lands, sends the browser back with a code. The app exchanges it, and the
+// homeserver, introspecting through the load balancer, accepts the token
+// (P-INT-1).
+func TestMultiInstanceAuthCodeWithSynapse(t *testing.T) {
+	hs := fakesynapse.Start(t, fakesynapse.Options{Secret: homeserverSecret, RequireProvisioning: true})
+	c := newClusterWith(t, 3, func(_ int, cfg *devicegrant.Config) {
+		cfg.HomeserverEndpoint = hs.URL()
+		cfg.ServerName = hs.ServerName()
+	})
+	hs.SetAuthEndpoint(c.issuer)
+	a := newApp(c.env(), c.register(appClientJSON))
+	hs.Down()
+	pg := a.phone.Get(a.conf.AuthCodeURL("s", oauth2.S256ChallengeOption(a.verifier)))
+	pg = a.phone.Submit(pg, "/login", url.Values{"username": {testUser}, "password": {testPassword}})
+	pg = a.phone.Submit(pg, "/oauth2/authorize", url.Values{"action": {"approve"}})
+	if pg.Status != http.StatusOK || !strings.Contains(pg.Body, `http-equiv="refresh"`) {
+		t.Fatalf("while the homeserver is down: %d %s", pg.Status, pg.Text())
+	}
+	waiting := pg.URL.String()
+	for range 3 { // one refresh on each instance, still waiting
+		if pg := a.phone.Get(waiting); pg.Status != http.StatusOK || !strings.Contains(pg.Body, `http-equiv="refresh"`) {
+			t.Fatalf("a refresh while the homeserver is down: %d %s", pg.Status, pg.Text())
+		}
+	}
+	hs.Up()
+	var back *url.URL
+	eventually(t, "the browser is sent back with a code", func() bool {
+		pg := a.phone.Get(waiting)
+		if pg.Status == http.StatusSeeOther {
+			back = a.back(pg)
+			return true
+		}
+		return false
+	})
+	tok, err := a.conf.Exchange(t.Context(), back.Query().Get("code"), oauth2.VerifierOption(a.verifier))
+	if err != nil {
+		t.Fatalf("Exchange through the proxy: %v", err)
+	}
+	req, err := http.NewRequest(http.MethodGet, hs.URL()+"/_matrix/client/v3/account/whoami", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
+	if status, who := devtest.Do(t, req); status != http.StatusOK || who["device_id"] != "APPDEVICE01" {
+		t.Errorf("whoami at the homeserver: %d %v", status, who)
+	}
+	if !slices.Contains(hs.Devices(testUser), "APPDEVICE01") {
+		t.Errorf("the homeserver's devices of %s: %v", testUser, hs.Devices(testUser))
+	}
 }
