@@ -542,16 +542,23 @@ func TestMultiInstanceKill(t *testing.T) {
 			for deadline := time.Now().Add(time.Second); lb.pinnedInflight.Load() == 0 && time.Now().Before(deadline); {
 				time.Sleep(100 * time.Microsecond)
 			}
-			time.Sleep(5 * time.Millisecond) // the sign-in is being checked
+			time.Sleep(10 * time.Millisecond) // the sign-in is being checked
 			procs[victim].kill()
 			killedAt = time.Now()
 			erinCut = <-answered
 		case <-time.After(3 * time.Second):
 		}
 	}
-	if erinCut.Status != http.StatusBadGateway || erinCut.Header.Get("X-Balancer-Cut") != strconv.Itoa(victim) {
-		t.Errorf("erin's sign-in on the instance killed under it answered %d (cut by %q), want the balancer's 502",
-			erinCut.Status, erinCut.Header.Get("X-Balancer-Cut"))
+	// Her sign-in was cut off (the usual case), or, on a slow machine,
+	// had not reached the victim yet and went to a survivor; nothing else.
+	switch {
+	case erinCut.Status == http.StatusBadGateway && erinCut.Header.Get("X-Balancer-Cut") == strconv.Itoa(victim):
+		t.Log("erin's sign-in was cut off by the kill: the balancer answered 502")
+	case erinCut.Status == http.StatusOK && strings.Contains(erinCut.Text(), "Allow this device?"):
+		t.Log("erin's sign-in reached a survivor, not the victim")
+	default:
+		t.Errorf("erin's sign-in on the instance killed under it answered %d (cut by %q): %s; want the balancer's 502 or the consent page",
+			erinCut.Status, erinCut.Header.Get("X-Balancer-Cut"), erinCut.Text())
 	}
 	// The balancer's idle connections to the dead instance close as it
 	// notices their peer gone; a request sent on one in the meantime would
