@@ -2,6 +2,8 @@ package devicegrant
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"sync"
 	"time"
@@ -15,6 +17,19 @@ import (
 // forgotten as soon as a transaction that changes it commits (committing),
 // so a revoked token is inactive, and an approved grant ready, the moment
 // the change's response is sent.
+//
+// Other instances on the same database learn of a change in two ways. For
+// tokens, each answer from memory first reads the token epoch, which the
+// changing transaction bumped: one tiny read per introspection, and exact,
+// since the epoch moved when the revocation committed, before its response
+// was sent. A pushed notice (store.Watcher, PostgreSQL's NOTIFY) could not
+// promise that: it is delivered shortly after the commit, not with it, so
+// an instance would answer "active" for a moment after the revocation's
+// response, which P-REV-1 and P-INT-1 forbid; and a lost listener would
+// stretch that moment. So the token cache does not listen. For grants a
+// moment is harmless (the device polls again anyway), so polling answers
+// from memory with no read at all, and learns of other instances' changes
+// by notice (watchOthers) with pollCacheTTL as the bound when notices fail.
 
 const (
 	// tokenCacheSize bounds the introspection cache: a slim copy of an
@@ -76,25 +91,78 @@ type pollView struct {
 }
 
 // pollCacheTTL bounds how long a grant's state is answered from memory.
-// Changes made in this process are heard of at once (committing); this
-// bounds the delay for a change this process cannot hear of (another
-// instance on the same database approving it).
+// Changes made in this process are heard of at once (committing), and so
+// are those of other instances when the store announces them (watchOthers,
+// on PostgreSQL). The bound stays when notices flow, as the safety net for
+// what they cannot promise: a listener whose connection died without a
+// word finds out only at its next check (store/postgres: within about 40
+// s); a notice sent while the listener reconnects is lost (the resync then
+// drops everything, but only once it is back); and SQLite has no notices
+// at all (a second process on its file is an admin command, which changes
+// no grant a device is polling). A longer bound with a watcher would save
+// one indexed read per waiting device per 10 s, and make each of those
+// failures cost a device up to that much longer; it is not worth it.
 const pollCacheTTL = 10 * time.Second
 
 // pollState looks a grant up by its device code hash for a poll. ok is
 // false when there is no such grant.
 func (s *Server) pollState(ctx context.Context, hash []byte) (v pollView, ok bool, err error) {
-	if v, ok := s.polls.get(string(hash)); ok && s.now().Sub(v.readAt) < pollCacheTTL {
+	key := pollKey(hash)
+	if v, ok := s.polls.get(key); ok && s.now().Sub(v.readAt) < pollCacheTTL {
 		return v, true, nil
 	}
 	begun := s.polls.begin()
+	// The age counts from before the read: what it returns may be as old
+	// as its start, and a slow read must not stretch pollCacheTTL.
+	readAt := s.now()
 	g, err := s.store.DeviceGrantByDeviceCode(ctx, hash)
 	if err != nil {
 		return v, false, ignoreNotFound(err)
 	}
-	v = pollView{ID: g.ID, ClientID: g.ClientID, State: g.State, ExpiresAt: g.ExpiresAt, Interval: g.Interval, readAt: s.now()}
-	s.polls.put(string(hash), v, begun)
+	v = pollView{ID: g.ID, ClientID: g.ClientID, State: g.State, ExpiresAt: g.ExpiresAt, Interval: g.Interval, readAt: readAt}
+	s.polls.put(key, v, begun)
 	return v, true, nil
+}
+
+// pollKey is what the polling cache files a grant under, and so what a
+// change to the grant is announced as to the other instances: a digest of
+// its device code hash, 128 bits wide like the row ids, so two grants
+// never share one. Announcements are visible to any session of the
+// database, including roles that may not read its tables, and the device
+// code hash is the key the grant is looked up by; the digest reveals
+// neither the code nor the hash. It needs no secret key: whoever can
+// compute it holds the device code or the stored hash already, and with
+// them more than any notice says. (A grant id would do as well, but a
+// poll knows only the device code until it has read the grant.)
+func pollKey(deviceCodeHash []byte) string {
+	h := sha256.New()
+	h.Write([]byte("devicegrant polling cache\x00"))
+	h.Write(deviceCodeHash)
+	return base64.RawURLEncoding.EncodeToString(h.Sum(nil)[:16])
+}
+
+// topicPolls is the topic under which a transaction announces the grants
+// it changed (pollKey), or, with an empty key, that grants were deleted.
+const topicPolls = "polls"
+
+// watchOthers makes the polling cache forget what other instances change,
+// as they announce it (store.Watcher), until ctx is done.
+func (s *Server) watchOthers(ctx context.Context, w store.Watcher) {
+	_ = w.Watch(ctx, func(n store.Notice) {
+		switch {
+		case n.Resync:
+			// Notices may have been missed: nothing cached can be trusted
+			// beyond what pollCacheTTL bounds.
+			s.polls.forgetAll()
+			if n.Err != nil {
+				s.log.WarnContext(ctx, "missed other instances' changes for a while; the polling cache starts afresh", "err", n.Err)
+			}
+		case n.Topic == topicPolls && n.Key == "":
+			s.polls.forgetAll()
+		case n.Topic == topicPolls:
+			s.polls.forget(n.Key)
+		}
+	})
 }
 
 func ignoreNotFound(err error) error {

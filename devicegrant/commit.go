@@ -13,10 +13,11 @@ import (
 // and run again: the outbox deliverer is woken when a call was queued, and
 // the caches (introspection, polling) forget what the transaction changed.
 // Because the caches learn of changes from the writes themselves, no rule
-// has to remember to invalidate them. Token validity is also announced in
-// the database (the token epoch), so other processes (admin commands, and
-// several instances once they exist) invalidate too; grants are announced
-// only here, and the polling cache bounds what it cannot hear of by age.
+// has to remember to invalidate them. Token validity is also recorded in
+// the database (the token epoch), so other processes (admin commands,
+// other instances) invalidate too; changed grants are announced to other
+// instances when the store can (store.Announcer, on PostgreSQL), and the
+// polling cache bounds what it cannot hear of by age (cache.go).
 type committing struct {
 	store.Store
 	s *Server
@@ -26,7 +27,7 @@ type committing struct {
 type changes struct {
 	enqueued bool
 	tokens   bool     // who may use a token changed: the token epoch was bumped
-	grants   []string // device code hashes of grants that changed
+	grants   []string // pollKey of each grant that changed
 	// grantsDeleted: expired grants were deleted (polls of them answer
 	// invalid_grant from now on).
 	grantsDeleted bool
@@ -36,12 +37,33 @@ func (w committing) Update(ctx context.Context, fn func(tx store.Tx) error) erro
 	var ch changes
 	err := w.Store.Update(ctx, func(tx store.Tx) error {
 		ch = changes{} // only the run that commits counts
-		return fn(watchingTx{Tx: tx, ch: &ch})
+		if err := fn(watchingTx{Tx: tx, ch: &ch}); err != nil {
+			return err
+		}
+		ch.announce(tx)
+		return nil
 	})
 	if err == nil {
 		w.s.committed(ch)
 	}
 	return err
+}
+
+// announce tells other instances, through tx, what the caches of this one
+// are told after the commit. Only the polling cache listens (cache.go says
+// why the introspection cache does not).
+func (ch changes) announce(tx store.Tx) {
+	a, ok := tx.(store.Announcer)
+	if !ok {
+		return
+	}
+	if ch.grantsDeleted {
+		a.Announce(topicPolls, "")
+		return
+	}
+	for _, k := range ch.grants {
+		a.Announce(topicPolls, k)
+	}
 }
 
 // committed tells the caches and the deliverer what a transaction changed.
@@ -117,6 +139,6 @@ func (t watchingTx) DeleteExpired(ctx context.Context, before time.Time) (int64,
 }
 
 func (t watchingTx) UpdateDeviceGrant(ctx context.Context, g store.DeviceGrant) error {
-	t.ch.grants = append(t.ch.grants, string(g.DeviceCodeHash))
+	t.ch.grants = append(t.ch.grants, pollKey(g.DeviceCodeHash))
 	return t.Tx.UpdateDeviceGrant(ctx, g)
 }

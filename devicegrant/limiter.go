@@ -13,11 +13,18 @@ import (
 // a token up front, before the slow or revealing work, and a success gives
 // it back: so only failures count, and many parallel tries from one
 // address cannot all slip through before the first failure is recorded.
+//
+// The buckets live in this process, but the budgets are the whole
+// server's: with several instances on one database, each enforces its
+// share (divide), so that together they allow no more than the budget
+// whatever the load balancer sends where.
 type limiter struct {
-	every time.Duration
-	burst int
+	perCfg    RateLimit  // the per-key budget, for all instances together
+	globalCfg *RateLimit // the global one; nil when there is none
 
 	mu     sync.Mutex
+	per    RateLimit // this instance's share of perCfg
+	shares int       // how many instances the budgets are divided among
 	perKey map[string]*rate.Limiter
 	global *rate.Limiter // nil when there is no global limit
 }
@@ -27,11 +34,50 @@ type limiter struct {
 const maxTrackedKeys = 10000
 
 func newLimiter(per RateLimit, global *RateLimit) *limiter {
-	l := &limiter{every: per.Every, burst: per.Burst, perKey: map[string]*rate.Limiter{}}
+	l := &limiter{perCfg: per, per: per, shares: 1, perKey: map[string]*rate.Limiter{}}
 	if global != nil {
-		l.global = rate.NewLimiter(rate.Every(global.Every), global.Burst)
+		g := *global
+		l.globalCfg = &g
+		l.global = rate.NewLimiter(rate.Every(g.Every), g.Burst)
 	}
 	return l
+}
+
+// share is one of n instances' part of a budget: the rate divided by n,
+// and the burst too, rounded down so that the n parts never add up to
+// more than the budget, but never below one, so that no instance refuses
+// everything (with more instances than the burst, the instances together
+// allow one each at once: n rather than the burst).
+func (r RateLimit) share(n int) RateLimit {
+	if n <= 1 {
+		return r
+	}
+	return RateLimit{Burst: max(1, r.Burst/n), Every: r.Every * time.Duration(n)}
+}
+
+// divide makes this instance's buckets its share of the budgets among n
+// instances. Tokens a bucket holds beyond its new burst are dropped; a
+// bucket whose burst grows fills at its rate, not at once.
+func (l *limiter) divide(n int, now time.Time) {
+	n = max(n, 1)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if n == l.shares {
+		return
+	}
+	l.shares = n
+	l.per = l.perCfg.share(n)
+	for _, b := range l.perKey {
+		setBucket(b, l.per, now)
+	}
+	if l.global != nil {
+		setBucket(l.global, l.globalCfg.share(n), now)
+	}
+}
+
+func setBucket(b *rate.Limiter, r RateLimit, now time.Time) {
+	b.SetLimitAt(now, rate.Every(r.Every))
+	b.SetBurstAt(now, r.Burst)
 }
 
 // try is a token taken by limiter.take.
@@ -57,7 +103,7 @@ func (l *limiter) take(key string, now time.Time, skipGlobal bool) (*try, time.D
 		if len(l.perKey) >= maxTrackedKeys {
 			l.prune(now)
 		}
-		b = rate.NewLimiter(rate.Every(l.every), l.burst)
+		b = rate.NewLimiter(rate.Every(l.per.Every), l.per.Burst)
 		l.perKey[key] = b
 	}
 	buckets := []*rate.Limiter{b}
@@ -71,7 +117,7 @@ func (l *limiter) take(key string, now time.Time, skipGlobal bool) (*try, time.D
 			r.CancelAt(now)
 			t.succeeded(now)
 			if !r.OK() {
-				d = l.every
+				d = l.per.Every
 			}
 			return nil, d
 		}
@@ -82,7 +128,7 @@ func (l *limiter) take(key string, now time.Time, skipGlobal bool) (*try, time.D
 
 func (l *limiter) prune(now time.Time) {
 	for key, b := range l.perKey {
-		if b.TokensAt(now) >= float64(l.burst) {
+		if b.TokensAt(now) >= float64(l.per.Burst) {
 			delete(l.perKey, key)
 		}
 	}
@@ -99,44 +145,22 @@ func addressKey(ip string) string {
 	return parsed.Mask(net.CIDRMask(64, 128)).String() + "/64"
 }
 
-// knownPlaces remembers, in memory, the addresses (IPv6: /64s) each account
-// signed in from successfully, so that strangers' wrong passwords cannot
-// lock the owner out: sign-ins from a known place count against a budget
-// of their own (see passwordAttempt).
-type knownPlaces struct {
-	mu     sync.Mutex
-	seen   map[string]time.Time // account + "\x00" + address key → last success
-	forget time.Duration
-}
-
-// maxKnownPlaces bounds the map; entries older than forget go first, and
-// when none has, nothing new is remembered until one does.
-const maxKnownPlaces = 100000
-
-func newKnownPlaces(forget time.Duration) *knownPlaces {
-	return &knownPlaces{seen: map[string]time.Time{}, forget: forget}
-}
-
-func (k *knownPlaces) remember(account, addr string, now time.Time) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	key := account + "\x00" + addr
-	if _, ok := k.seen[key]; !ok && len(k.seen) >= maxKnownPlaces {
-		for x, t := range k.seen {
-			if now.Sub(t) > k.forget {
-				delete(k.seen, x)
-			}
-		}
-		if len(k.seen) >= maxKnownPlaces {
-			return
-		}
-	}
-	k.seen[key] = now
-}
-
-func (k *knownPlaces) known(account, addr string, now time.Time) bool {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	t, ok := k.seen[account+"\x00"+addr]
-	return ok && now.Sub(t) <= k.forget
-}
+// Known places: the addresses (IPv6: /64s) each account signed in from
+// successfully lately, in the database (store.Tx.RememberPlace) so that
+// every instance knows them and a restart forgets none. Sign-ins from a
+// known place count against a budget of their own (see passwordAttempt),
+// so that strangers' wrong passwords cannot lock the owner out.
+const (
+	// knownPlaceTTL is how long a place stays known after the last
+	// successful sign-in from it; Cleanup deletes older ones.
+	knownPlaceTTL = 30 * 24 * time.Hour
+	// placesPerAccount bounds the places kept per account (the most
+	// recent stay): only someone who knows the password can add one, but
+	// an account's holder could otherwise sign in from endless
+	// addresses to fill the database.
+	placesPerAccount = 32
+	// placeRefresh is how old a place's last sign-in must be before a
+	// new one writes it again: most sign-ins come from a known place, and
+	// need not each cost a write.
+	placeRefresh = time.Hour
+)

@@ -17,6 +17,8 @@ type metrics struct {
 	delivered *prometheus.CounterVec
 	failures  *prometheus.CounterVec
 	parked    *prometheus.CounterVec
+	jobs      *prometheus.CounterVec
+	instances prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer, st store.Store) (*metrics, error) {
@@ -30,7 +32,15 @@ func newMetrics(reg prometheus.Registerer, st store.Store) (*metrics, error) {
 		parked: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "devicegrant_outbox_parked_total", Help: "Homeserver calls set aside after repeated refusals, by call.",
 		}, []string{"call"}),
+		jobs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "devicegrant_jobs_total",
+			Help: "Background jobs this instance ran (outcome ran) or left to the instance holding the job's lease (outcome held_elsewhere), by job.",
+		}, []string{"job", "outcome"}),
+		instances: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "devicegrant_instances", Help: "Instances sharing the database, alive lately, among which this one divides every rate limit.",
+		}),
 	}
+	m.instances.Set(1)
 	if reg == nil {
 		return m, nil
 	}
@@ -39,7 +49,7 @@ func newMetrics(reg prometheus.Registerer, st store.Store) (*metrics, error) {
 		parked:  prometheus.NewDesc("devicegrant_outbox_parked", "Homeserver calls set aside after repeated refusals, by call.", []string{"call"}, nil),
 		oldest:  prometheus.NewDesc("devicegrant_outbox_oldest_seconds", "Age of the oldest waiting homeserver call.", nil, nil),
 	}
-	for _, c := range []prometheus.Collector{m.delivered, m.failures, m.parked, waiting} {
+	for _, c := range []prometheus.Collector{m.delivered, m.failures, m.parked, m.jobs, m.instances, waiting} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("devicegrant: metrics: %w", err)
 		}

@@ -33,6 +33,8 @@ type cluster struct {
 	instances []string // each core's own URL, with its trailing slash
 	stores    []*postgres.Store
 	hits      []atomic.Int64
+	servers   []*devicegrant.Server
+	stops     []func() // each ends its core's Run and waits for it to return
 
 	mu       sync.Mutex
 	statuses map[int]int // answers through the proxy, by status
@@ -62,6 +64,10 @@ func newClusterWith(t *testing.T, n int, configure func(i int, cfg *devicegrant.
 			c.hits[i].Add(1)
 			r.SetURL(targets[i])
 			r.Out.Host = r.In.Host // the issuer's host, as a load balancer keeps it
+			// Who the client is, as a load balancer says: cores that
+			// trust 127.0.0.1 (TrustedProxies) see each client's own
+			// loopback address.
+			r.SetXForwarded()
 		},
 		ModifyResponse: func(resp *http.Response) error {
 			c.count(resp.StatusCode, resp.Request.URL.Host+" "+resp.Request.Method+" "+resp.Request.URL.Path)
@@ -97,19 +103,23 @@ func newClusterWith(t *testing.T, n int, configure func(i int, cfg *devicegrant.
 			t.Fatal(err)
 		}
 		hs := httptest.NewServer(srv)
-		runCtx, stop := context.WithCancel(ctx)
-		done := make(chan struct{})
-		go func() { defer close(done); _ = srv.Run(runCtx) }()
-		t.Cleanup(hs.Close)
-		t.Cleanup(func() { stop(); <-done })
-		c.instances = append(c.instances, hs.URL+"/")
-		if targets[i], err = url.Parse(hs.URL); err != nil {
-			t.Fatal(err)
-		}
 		if i == 0 {
+			// Before Run, so that the sync at start finds her.
 			if _, err := srv.CreateUser(ctx, devtest.Username, devtest.Password, "Alice"); err != nil {
 				t.Fatal(err)
 			}
+		}
+		runCtx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); _ = srv.Run(runCtx) }()
+		stopRun := func() { stop(); <-done }
+		t.Cleanup(hs.Close)
+		t.Cleanup(stopRun)
+		c.servers = append(c.servers, srv)
+		c.stops = append(c.stops, stopRun)
+		c.instances = append(c.instances, hs.URL+"/")
+		if targets[i], err = url.Parse(hs.URL); err != nil {
+			t.Fatal(err)
 		}
 	}
 	proxy.Start()
@@ -344,6 +354,51 @@ func TestMultiInstance(t *testing.T) {
 	for i := range n {
 		if c.hits[i].Load() == 0 {
 			t.Errorf("the proxy sent nothing to instance %d", i)
+		}
+	}
+}
+
+// TestMultiInstanceFirstSigningKey: instances that start on one empty
+// database and are all asked for their keys at once agree on one signing
+// key, instead of each retiring the key another one just made
+// (P-OIDC-1): every instance publishes the same single key.
+func TestMultiInstanceFirstSigningKey(t *testing.T) {
+	const n = 3
+	c := newCluster(t, n)
+	var wg sync.WaitGroup
+	sets := make([]string, n*4)
+	for j := range sets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := http.Get(c.instances[j%n] + "oauth2/keys.json")
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != http.StatusOK {
+				t.Errorf("jwks at instance %d: %d %s", j%n, resp.StatusCode, b)
+			}
+		}()
+	}
+	wg.Wait()
+	for j := range sets {
+		resp, err := http.Get(c.instances[j%n] + "oauth2/keys.json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		sets[j] = string(b)
+	}
+	if got := strings.Count(sets[0], `"kid"`); got != 1 {
+		t.Errorf("the JWKS publishes %d keys after a concurrent start, want 1", got)
+	}
+	for j := range sets {
+		if sets[j] != sets[0] {
+			t.Errorf("instance %d publishes another key set than instance 0", j%n)
 		}
 	}
 }

@@ -38,6 +38,15 @@ const (
 // from now on, and retires the previous ones (still published, so tokens
 // they signed keep verifying). It returns the new key's id.
 func (s *Server) RotateSigningKey(ctx context.Context) (string, error) {
+	return s.newSigningKey(ctx, true)
+}
+
+// newSigningKey creates a signing key and retires the signing one. Unless
+// always, it does nothing when a key already signs: that is the first
+// key's creation, which several instances starting on one empty database
+// may attempt at once, and only one of them must win rather than each
+// retiring the key the one before it just made.
+func (s *Server) newSigningKey(ctx context.Context, always bool) (string, error) {
 	priv, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		return "", fmt.Errorf("devicegrant: generate signing key: %w", err)
@@ -49,10 +58,16 @@ func (s *Server) RotateSigningKey(ctx context.Context) (string, error) {
 	now := s.now()
 	k := store.SigningKey{ID: newID(), Alg: string(jose.RS256), CreatedAt: now,
 		PrivatePEM: pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})}
+	var id string
 	err = s.store.Update(ctx, func(tx store.Tx) error {
+		id = ""
 		keys, err := tx.SigningKeys(ctx)
 		if err != nil {
 			return err
+		}
+		if !always && len(keys) > 0 && keys[0].RetiredAt.IsZero() {
+			id = keys[0].ID
+			return nil
 		}
 		for _, old := range keys {
 			if old.RetiredAt.IsZero() {
@@ -62,12 +77,13 @@ func (s *Server) RotateSigningKey(ctx context.Context) (string, error) {
 				}
 			}
 		}
+		id = k.ID
 		return tx.CreateSigningKey(ctx, k)
 	})
 	if err != nil {
 		return "", fmt.Errorf("devicegrant: rotate signing key: %w", err)
 	}
-	return k.ID, nil
+	return id, nil
 }
 
 // signingKeys returns the published keys, the signing one first, creating
@@ -81,7 +97,7 @@ func (s *Server) signingKeys(ctx context.Context) ([]jose.JSONWebKey, error) {
 		return nil, err
 	}
 	if len(keys) == 0 || !keys[0].RetiredAt.IsZero() {
-		if _, err := s.RotateSigningKey(ctx); err != nil {
+		if _, err := s.newSigningKey(ctx, false); err != nil {
 			return nil, err
 		}
 		if keys, err = s.store.SigningKeys(ctx); err != nil {

@@ -28,16 +28,14 @@ func (s *Server) deliverOutbox(ctx context.Context) {
 	// At start, look back over everything cleanup has not purged yet: the
 	// process may have been down when those approvals lapsed, and a
 	// delete_device sent twice does no harm.
+	// Of several instances on one database, the one holding the sweep's
+	// lease looks (jobs.go).
 	swept := s.now().Add(-25 * time.Hour)
+	var nextSweep time.Time
 	for {
-		if now := s.now(); now.Sub(swept) >= lapseEvery {
-			if err := s.endLapsedApprovals(ctx, swept, now); err != nil {
-				if ctx.Err() == nil {
-					s.log.ErrorContext(ctx, "outbox: lapsed approvals", "err", err)
-				}
-			} else {
-				swept = now
-			}
+		if now := s.now(); !now.Before(nextSweep) {
+			swept = s.sweepLapsed(ctx, swept, now)
+			nextSweep = now.Add(lapseEvery)
 		}
 		for s.deliverDue(ctx) {
 		}
@@ -86,8 +84,19 @@ func (s *Server) deliver(ctx context.Context, e store.OutboxEntry) (bool, error)
 		if err != nil {
 			return err
 		}
+		// Read afresh: since OutboxDue, another deliverer may have taken
+		// the entry, or tried it and failed, setting when it may be tried
+		// again; and an operator may have put an older parked entry of the
+		// same user back in line, which must go first.
 		now := s.now()
-		if !cur.ParkedAt.IsZero() || cur.LeaseUntil.After(now) {
+		if !cur.ParkedAt.IsZero() || cur.LeaseUntil.After(now) || cur.NextAttemptAt.After(now) {
+			return nil
+		}
+		head, err := tx.OutboxHead(ctx, cur.UserKey)
+		if err != nil {
+			return err
+		}
+		if head.ID != cur.ID {
 			return nil
 		}
 		cur.LeaseUntil = now.Add(s.cfg.OutboxLease)

@@ -55,7 +55,8 @@ type Config struct {
 	// lease, so that it never outlives it. Default 1 minute.
 	OutboxLease time.Duration
 	// SyncInterval is how often every user's device list is reconciled
-	// with the homeserver (sync_devices). Default 1 hour.
+	// with the homeserver (sync_devices), by one of the instances sharing
+	// the database (jobs.go). Default 1 hour.
 	SyncInterval time.Duration
 	// Registration enables self-registration (prompt=create).
 	Registration Registration
@@ -107,6 +108,14 @@ type Config struct {
 	// AccountLoginFailures limits wrong passwords per account, from all
 	// addresses together. Default: a burst of 20 then one a minute.
 	AccountLoginFailures RateLimit
+
+	// HeartbeatInterval is how often Run tells the database that this
+	// instance is alive. Every rate limit above is a budget for the whole
+	// server: with several instances on one database, each enforces its
+	// share, dividing the rates and bursts by the number of instances
+	// heard from within three intervals (README, "Rate limits across
+	// instances"). Default 10 seconds.
+	HeartbeatInterval time.Duration
 
 	// TrustedProxies lists the addresses or CIDR ranges of reverse proxies
 	// whose X-Forwarded-For header is believed. Default: none.
@@ -168,7 +177,11 @@ type Server struct {
 	newClients   *limiter      // new client rows, one key for everybody
 	deviceLimit  *limiter      // device authorizations per address
 	hashSlots    chan struct{} // bounds argon2 work in flight
-	places       *knownPlaces  // where each account signed in from lately
+
+	// instanceID names this process in the instances table, whose
+	// heartbeats divide the limiters' budgets (heartbeat), and as the
+	// holder of the leases on shared jobs (jobs.go).
+	instanceID string
 
 	dummyOnce sync.Once
 	dummy     string // see dummyHash
@@ -184,7 +197,7 @@ type Server struct {
 
 	// Caches of the hot paths (cache.go), kept correct by committing.
 	tokens *memo[string, cachedToken] // introspection, by access-token hash
-	polls  *memo[string, pollView]    // polling, by device-code hash
+	polls  *memo[string, pollView]    // polling, by pollKey
 	pacing *pacer                     // when each device polled, for slow_down
 	// parsedMeta remembers parsed client metadata by its stored bytes.
 	parsedMeta *memo[string, *clientmeta.Metadata]
@@ -232,6 +245,7 @@ func New(cfg Config, st store.Store) (*Server, error) {
 	cfg.OutboxBackoff.Max = max(orDuration(cfg.OutboxBackoff.Max, 5*time.Minute), cfg.OutboxBackoff.Min)
 	cfg.OutboxLease = orDuration(cfg.OutboxLease, time.Minute)
 	cfg.SyncInterval = orDuration(cfg.SyncInterval, time.Hour)
+	cfg.HeartbeatInterval = orDuration(cfg.HeartbeatInterval, 10*time.Second)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -260,7 +274,7 @@ func New(cfg Config, st store.Store) (*Server, error) {
 		newClients:   newLimiter(cfg.NewClients, nil),
 		deviceLimit:  newLimiter(cfg.DeviceAuthorizations, nil),
 		hashSlots:    make(chan struct{}, max(2, runtime.NumCPU())),
-		places:       newKnownPlaces(30 * 24 * time.Hour),
+		instanceID:   randomString(16),
 		outboxKick:   make(chan struct{}, 1),
 		keyCache:     map[string]crypto.Signer{},
 		httpClient:   &http.Client{Timeout: 20 * time.Second},
@@ -288,40 +302,60 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.S
 // Issuer returns the issuer URL, with its trailing slash.
 func (s *Server) Issuer() string { return s.issuer }
 
-// Run does the server's background work until ctx is done: deleting
-// long-expired rows, delivering homeserver calls, and reconciling devices
-// with the homeserver (at start, and every SyncInterval). Serving HTTP
-// does not need it, but nothing reaches the homeserver without it.
+// Run does the server's background work until ctx is done: the heartbeat
+// that divides the rate limits among the instances sharing the database,
+// deleting long-expired rows, delivering homeserver calls, reconciling
+// devices with the homeserver (at start, and every SyncInterval), and, on
+// a store that announces changes (store.Watcher), hearing of other
+// instances' changes to grants. Serving HTTP does not need it, but nothing
+// reaches the homeserver without it, and without it another instance's
+// approval reaches a device's poll here only after pollCacheTTL.
+//
+// Several instances on one database share the periodic work (jobs.go):
+// cleanup and the sync run on one instance at a time, the sync at most
+// once per SyncInterval across them all (the sync at start is skipped
+// when another instance synced within the interval), and each outbox
+// entry is delivered by the one instance that leased it.
 func (s *Server) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.heartbeat(ctx)
+	}()
+	if w, ok := s.store.(committing).Store.(store.Watcher); ok {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.watchOthers(ctx, w)
+		}()
+	}
+	// The sync's ticker starts before the sync at start, so that its
+	// ticks come before the lease taken then expires: the instance that
+	// syncs keeps the lease.
+	syncTick := time.NewTicker(s.cfg.SyncInterval)
+	defer syncTick.Stop()
 	if s.provisioning() {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			s.deliverOutbox(ctx)
 		}()
-		if err := s.SyncDevices(ctx, true); err != nil {
-			s.log.ErrorContext(ctx, "sync devices at start", "err", err)
-		}
+		s.syncDevicesOnce(ctx, true)
 	}
-	cleanup := time.NewTicker(10 * time.Minute)
+	cleanup := time.NewTicker(cleanupEvery)
 	defer cleanup.Stop()
-	syncTick := time.NewTicker(s.cfg.SyncInterval)
-	defer syncTick.Stop()
+	s.cleanupOnce(ctx)
 	for {
-		if n, err := s.Cleanup(ctx); err != nil && ctx.Err() == nil {
-			s.log.ErrorContext(ctx, "cleanup", "err", err)
-		} else if n > 0 {
-			s.log.DebugContext(ctx, "cleanup", "deleted", n)
-		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-cleanup.C:
+			s.cleanupOnce(ctx)
 		case <-syncTick.C:
-			if err := s.SyncDevices(ctx, false); err != nil && ctx.Err() == nil {
-				s.log.ErrorContext(ctx, "sync devices", "err", err)
+			if s.provisioning() {
+				s.syncDevicesOnce(ctx, false)
 			}
 		}
 	}
@@ -330,11 +364,29 @@ func (s *Server) Run(ctx context.Context) error {
 // Cleanup deletes device grants, authorization codes and browser sessions
 // that expired more than a day ago (a day of grace lets a late poll still
 // get expired_token rather than invalid_grant), token pairs spent more
-// than a week ago, and clients registered more than unusedClientTTL ago
-// that never got a session. Run calls it every ten minutes.
+// than a week ago, clients registered more than unusedClientTTL ago
+// that never got a session, the places accounts have not signed in from
+// for knownPlaceTTL, and the heartbeats of instances long gone. Run has it
+// done every ten minutes, by one instance of those sharing the database;
+// Cleanup itself does it now.
 func (s *Server) Cleanup(ctx context.Context) (int64, error) {
-	var n int64
-	err := s.store.Update(ctx, func(tx store.Tx) error {
+	n, _, err := s.cleanup(ctx, false)
+	return n, err
+}
+
+// cleanup is Cleanup, done only if this instance takes the cleanup lease
+// when leased is set; ran tells whether it was done.
+func (s *Server) cleanup(ctx context.Context, leased bool) (n int64, ran bool, err error) {
+	err = s.store.Update(ctx, func(tx store.Tx) error {
+		n, ran = 0, false
+		if leased {
+			now := s.now()
+			got, err := tx.TakeLease(ctx, jobCleanup, s.instanceID, now, now.Add(cleanupEvery))
+			if err != nil || !got {
+				return err
+			}
+		}
+		ran = true
 		expired, err := tx.DeleteExpired(ctx, s.now().Add(-24*time.Hour))
 		if err != nil {
 			return err
@@ -348,16 +400,25 @@ func (s *Server) Cleanup(ctx context.Context) (int64, error) {
 		// Registration is open to anyone, so a client nobody signed in
 		// with must not stay forever (issue 10.9).
 		unused, err := tx.DeleteUnusedClients(ctx, s.now().Add(-unusedClientTTL))
-		n = expired + spent + unused
+		if err != nil {
+			return err
+		}
+		places, err := tx.ForgetPlaces(ctx, s.now().Add(-knownPlaceTTL))
+		if err != nil {
+			return err
+		}
+		gone, err := tx.DeleteInstances(ctx, s.now().Add(-staleInstance))
+		n = expired + spent + unused + places + gone
 		return err
 	})
 	if err != nil {
-		return 0, fmt.Errorf("devicegrant: cleanup: %w", err)
+		return 0, false, fmt.Errorf("devicegrant: cleanup: %w", err)
 	}
 	// A device that has not polled for a code's lifetime has nothing
-	// left to pace.
+	// left to pace; the pacing is this instance's own, so it forgets
+	// whether or not it did the cleanup.
 	s.pacing.forget(s.now().Add(-s.cfg.DeviceCodeTTL - time.Minute))
-	return n, nil
+	return n, ran, nil
 }
 
 // unusedClientTTL is how long a registered client may wait for its first

@@ -36,9 +36,11 @@ func checkNewPassword(password string) error {
 //
 // The per-account budget is split so that strangers cannot lock the owner
 // out: a try from a browser signed in to this account (the password
-// re-check of destructive actions) or from an address (IPv6: /64) this
-// account signed in from within the last 30 days counts against a budget
-// of its own, which failures from elsewhere do not touch.
+// re-check of destructive actions), and one from each address (IPv6: /64)
+// this account signed in from within knownPlaceTTL, count against budgets
+// of their own, which failures from elsewhere do not touch. The places are in
+// the database, so this holds whichever instance the owner's request
+// reaches.
 func (s *Server) passwordAttempt(c *gin.Context, username, userID, hash, password string) (ok bool, wait time.Duration) {
 	now := s.now()
 	addr := addressKey(c.ClientIP())
@@ -46,9 +48,16 @@ func (s *Server) passwordAttempt(c *gin.Context, username, userID, hash, passwor
 	if wait > 0 {
 		return false, wait
 	}
+	placeSeen := s.placeSeen(c, userID, addr, now)
 	accountKey := "user:" + username
-	if s.knownPlace(c, userID, addr, now) {
-		accountKey = "known:" + username
+	switch {
+	case s.signedInAs(c, userID):
+		accountKey = "session:" + username // nobody else holds the owner's session
+	case !placeSeen.IsZero():
+		// Each place its own: a guesser behind one of them (a café, a
+		// carrier's NAT the owner once used) cannot spend the budget
+		// that protects the owner at the others.
+		accountKey = "known:" + username + " " + addr
 	}
 	accountTry, wait := s.accountLimit.take(accountKey, now, true)
 	if wait > 0 {
@@ -70,28 +79,59 @@ func (s *Server) passwordAttempt(c *gin.Context, username, userID, hash, passwor
 	if ok {
 		ipTry.succeeded(now)
 		accountTry.succeeded(now)
-		if userID != "" {
-			s.places.remember(userID, addr, now)
+		if userID != "" && now.Sub(placeSeen) > placeRefresh {
+			s.rememberPlace(c.Request.Context(), userID, addr, now)
 		}
 	}
 	return ok, 0
 }
 
-// knownPlace reports whether a password try for userID comes from a
-// browser signed in to that account or from an address it signed in from
-// recently.
-func (s *Server) knownPlace(c *gin.Context, userID, addr string, now time.Time) bool {
+// placeSeen returns when userID last signed in from addr, if within
+// knownPlaceTTL; otherwise (and when the database cannot say) zero: the
+// try then counts as a stranger's, which may refuse the owner but never
+// lets a stranger through.
+func (s *Server) placeSeen(c *gin.Context, userID, addr string, now time.Time) time.Time {
+	// Read even for a name that is no account (userID ""), which finds
+	// nothing: the round trip is work a stranger could time, and unknown
+	// names must cost what accounts do (the dummy hash's reason).
+	seen, err := s.store.KnownPlace(c.Request.Context(), userID, addr)
 	if userID == "" {
-		return false
+		return time.Time{}
 	}
-	if s.places.known(userID, addr, now) {
-		return true
+	if err != nil {
+		if !errors.Is(err, store.ErrNotFound) {
+			s.log.ErrorContext(c.Request.Context(), "password try: known place", "err", err)
+		}
+		return time.Time{}
 	}
+	if now.Sub(seen) > knownPlaceTTL {
+		return time.Time{}
+	}
+	return seen
+}
+
+// signedInAs reports whether the try comes from a browser signed in to
+// userID. It reads the browser's session for a name that is no account
+// (userID "") too, so that whoever holds an account cannot time the read
+// to learn which names are accounts.
+func (s *Server) signedInAs(c *gin.Context, userID string) bool {
 	b, err := s.browserSession(c)
 	if err != nil {
 		s.log.ErrorContext(c.Request.Context(), "password try: browser session", "err", err)
 	}
-	return b != nil && b.UserID == userID
+	return userID != "" && b != nil && b.UserID == userID
+}
+
+// rememberPlace records a successful sign-in of userID from addr. A
+// failure costs the owner only the protection of a known place, so it is
+// logged, and the sign-in goes on.
+func (s *Server) rememberPlace(ctx context.Context, userID, addr string, now time.Time) {
+	err := s.store.Update(ctx, func(tx store.Tx) error {
+		return tx.RememberPlace(ctx, userID, addr, now, placesPerAccount)
+	})
+	if err != nil {
+		s.log.ErrorContext(ctx, "remember the place of a sign-in", "err", err)
+	}
 }
 
 // hashPassword is HashPassword within the same bound on parallel argon2

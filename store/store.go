@@ -257,7 +257,9 @@ type Reader interface {
 	// TokenEpoch returns a number that BumpTokenEpoch increases: caches of
 	// token validity compare it to tell, with one tiny read, whether any
 	// transaction in any process changed who may use a token since they
-	// read.
+	// read. The value reflects every transaction committed before the
+	// call; a backend may share one read among concurrent calls only if
+	// that read began after each of them.
 	TokenEpoch(ctx context.Context) (int64, error)
 
 	// SigningKeys lists the OpenID signing keys, newest first.
@@ -267,10 +269,22 @@ type Reader interface {
 	// parked, if it is due at now and not leased: the next call to make
 	// for that user. At most limit entries, oldest first.
 	OutboxDue(ctx context.Context, now time.Time, limit int) ([]OutboxEntry, error)
+	// OutboxHead returns the oldest entry for userKey that is not parked:
+	// the one call a deliverer may make next for that user, whatever
+	// OutboxDue said a moment ago (an operator may have put a parked
+	// entry back in line since).
+	OutboxHead(ctx context.Context, userKey string) (OutboxEntry, error)
 	// OutboxEntry reads one entry.
 	OutboxEntry(ctx context.Context, id int64) (OutboxEntry, error)
 	// Outbox lists entries in ID order, at most limit.
 	Outbox(ctx context.Context, limit int) ([]OutboxEntry, error)
+
+	// LiveInstances counts the instances (servers sharing this database)
+	// whose last Heartbeat was at or after since.
+	LiveInstances(ctx context.Context, since time.Time) (int, error)
+	// KnownPlace returns when the user last signed in successfully from
+	// place (see RememberPlace), or ErrNotFound.
+	KnownPlace(ctx context.Context, userID, place string) (time.Time, error)
 }
 
 // Tx is one write transaction. Everything written through it becomes visible
@@ -335,6 +349,37 @@ type Tx interface {
 	// A transaction that ends a session, revokes a pair, deactivates a
 	// user or deletes pairs calls it.
 	BumpTokenEpoch(ctx context.Context) error
+	// TakeLease gives the lease called name to holder until the given
+	// time, and reports whether it did: it does when the lease is free,
+	// expired at now (held until now or earlier), or already held by
+	// holder, who then holds it until the new time (which may be earlier
+	// than before). It lets several processes on one database share a
+	// background job (a purge, a periodic sync): the one whose
+	// transaction takes the lease does the job, and a lease held until
+	// now plus the job's period makes the job run at most once per
+	// period. The lease is taken only if the transaction commits.
+	// Leases are a few rows, one per name, that every take overwrites;
+	// nothing deletes them.
+	TakeLease(ctx context.Context, name, holder string, now, until time.Time) (bool, error)
+
+	// Heartbeat records that the instance id is alive at time at, so
+	// that LiveInstances counts it.
+	Heartbeat(ctx context.Context, id string, at time.Time) error
+	// DeleteInstance removes the instance id, which is stopping, so that
+	// LiveInstances no longer counts it; an unknown id is no error.
+	DeleteInstance(ctx context.Context, id string) error
+	// DeleteInstances removes the instances whose last heartbeat was
+	// before the given time, and returns how many went.
+	DeleteInstances(ctx context.Context, before time.Time) (int64, error)
+	// RememberPlace records that the user signed in successfully from
+	// place (an opaque key: a client address, an IPv6 /64) at time at.
+	// There is one row per user and place, whose time never moves back;
+	// of the user's places only the keep last seen stay (ties broken by
+	// place), so that a user cannot make the store grow without bound.
+	RememberPlace(ctx context.Context, userID, place string, at time.Time, keep int) error
+	// ForgetPlaces removes the places last seen before the given time,
+	// and returns how many went.
+	ForgetPlaces(ctx context.Context, before time.Time) (int64, error)
 }
 
 // Store is a backend.
@@ -356,4 +401,55 @@ type Backuper interface {
 	// not exist yet, readable by the owner only, and checks the copy's
 	// integrity before returning.
 	Backup(ctx context.Context, path string) error
+}
+
+// Announcer is implemented by the Tx of a backend that several processes
+// share and that can tell the others what a transaction changed, so that
+// what they keep in memory is forgotten at once rather than when it ages
+// out (see Watcher). A caller checks for it with a type assertion; without
+// it there is nobody to tell.
+type Announcer interface {
+	// Announce tells every Watch on the same database, but those of this
+	// Store value, that key of topic changed, once this transaction has
+	// committed; an empty key means every key of topic. If the transaction
+	// rolls back (including a run that Update rolls back to run again),
+	// nothing is told.
+	//
+	// Announcements are not secret: on PostgreSQL any session of the
+	// database may listen to them. A key must therefore be neither a
+	// secret nor a hash of one, but a row id or a digest that reveals
+	// nothing the listener does not know already.
+	Announce(topic, key string)
+}
+
+// Watcher is implemented by a backend that several processes share and
+// that delivers what their transactions announce (see Announcer).
+type Watcher interface {
+	// Watch calls fn with each announcement other processes' transactions
+	// make, after they commit and in commit order, until ctx is done; then
+	// it returns ctx's error. fn runs on Watch's goroutine, one call at a
+	// time, and should not block.
+	//
+	// Delivery is asynchronous: a change is heard of shortly after its
+	// commit, not at it, so a decision that must be exact the moment a
+	// change's response is sent cannot rest on Watch alone. Whenever
+	// announcements may have been missed (when the watch starts, and again
+	// after the backend lost and regained its way of hearing them), fn gets
+	// a Notice with Resync set before any other.
+	Watch(ctx context.Context, fn func(Notice)) error
+}
+
+// A Notice is one thing a Watch heard. The zero Notice says nothing.
+//
+// A notice can only make a cache forget; anything that may connect to the
+// database may be able to send one, so a cache must never take a notice as
+// a reason to believe something.
+type Notice struct {
+	Topic string
+	Key   string // empty: every key of Topic
+	// Resync means that announcements may have been missed: forget
+	// everything learned before it. Err is what interrupted the watch, nil
+	// on the first.
+	Resync bool
+	Err    error
 }

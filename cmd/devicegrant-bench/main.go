@@ -5,6 +5,7 @@
 //	go run ./cmd/devicegrant-bench --smoke    # a second per row, small sizes
 //	go run ./cmd/devicegrant-bench --target https://auth.example.org/ \
 //	    --secret "$HOMESERVER_SECRET" --username bench --password '…'
+//	go run ./cmd/devicegrant-bench --database postgres:///bench --instances 3
 //
 // Run it on an otherwise idle machine; the figures to compare across
 // machines are the ratios.
@@ -44,6 +45,7 @@ func main() {
 	flag.StringVar(&o.Username, "username", "", "with --target: an account that approves the benchmark's devices")
 	flag.StringVar(&o.Password, "password", "", "with --target: its password")
 	flag.StringVar(&o.Database, "database", "", "the started daemon's database: a postgres:// `URL` of an empty database (default: a fresh SQLite file)")
+	flag.IntVar(&o.Instances, "instances", 1, "with a postgres:// --database: how many devicegrantd processes to start on it; requests go round robin to them")
 	flag.StringVar(&o.Binary, "binary", "", "a devicegrantd binary to start (default: go build ./cmd/devicegrantd)")
 	flag.StringVar(&o.WorkDir, "workdir", "", "keep the database and logs in this directory (default: a temporary one)")
 	flag.Parse()

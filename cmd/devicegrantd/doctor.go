@@ -32,6 +32,8 @@ meaningless. It changes nothing. Exit status 0 when every check passes,
   database       exists, is mode 0600 (with its -wal and -shm files) and
                  passes PRAGMA integrity_check; a postgres:// URL: the
                  server answers and the schema is up to date
+  notices        (PostgreSQL) a NOTIFY reaches another connection that
+                 LISTENs, as the instances' notices of changed grants must
   listener       the daemon answers at the issuer's URL with its own issuer
   homeserver     (with homeserver.endpoint) it answers, accepts the shared
                  secret on /_synapse/mas/*, serves our issuer at
@@ -182,6 +184,11 @@ func (d *doctor) checkDatabase(ctx context.Context, path string) {
 			return
 		}
 		d.ok("database", "%s is reachable and its schema up to date", shownDatabase(path))
+		if err := postgres.CheckNotices(ctx, path, 3*time.Second); err != nil {
+			d.fail("notices", err.Error(), "connect devicegrantd to PostgreSQL itself or to a session-mode pool: each instance LISTENs for the others' changes to device grants")
+			return
+		}
+		d.ok("notices", "a NOTIFY on one connection reaches another, as instances tell each other of changed grants")
 		return
 	}
 	fi, err := os.Stat(path)

@@ -35,6 +35,9 @@ Usage:
   devicegrantd client trust|untrust CLIENT_ID [--config FILE]
                                            let a client skip the consent page, or not
   devicegrantd keys rotate [--config FILE]  new OpenID Connect signing key
+  devicegrantd migrate [--check] [--config FILE]
+                                           bring the database's schema up to date (serve does too);
+                                           --check: exit 1 when migrations are pending
   devicegrantd migrate-data --from FILE.db --to postgres://...
                                            move a SQLite database into an empty PostgreSQL one
   devicegrantd help | --help               this text; "devicegrantd CMD --help" for one command
@@ -100,6 +103,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return helped(clientCmd(ctx, args, stdout, stderr, getenv))
 	case "keys":
 		return helped(keysCmd(ctx, args, stdout, stderr, getenv))
+	case "migrate":
+		return helped(migrateCmd(ctx, args, stdout, stderr, getenv))
 	case "migrate-data":
 		return helped(migrateDataCmd(ctx, args, stdout, stderr))
 	case "help":

@@ -135,7 +135,7 @@ func TestHelpAndUsage(t *testing.T) {
 	if err := run(ctx, []string{"--help"}, nil, &out, &out, env(nil)); err != nil {
 		t.Fatalf("--help: %v", err)
 	}
-	for _, want := range []string{"user add", "DEVICEGRANTD_ISSUER", "DEVICEGRANTD_HOMESERVER_SECRET", "DEVICEGRANTD_SERVER_NAME", "DEVICEGRANTD_DATABASE", "DEVICEGRANTD_LISTEN"} {
+	for _, want := range []string{"user add", "migrate [--check]", "DEVICEGRANTD_ISSUER", "DEVICEGRANTD_HOMESERVER_SECRET", "DEVICEGRANTD_SERVER_NAME", "DEVICEGRANTD_DATABASE", "DEVICEGRANTD_LISTEN"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("--help lacks %q", want)
 		}

@@ -51,6 +51,12 @@ type Options struct {
 	// Bare is the command that serves the bare handler: the harness's own
 	// executable and its arguments, the address appended. Required.
 	Bare []string
+	// Instances is how many devicegrantd processes the harness starts on
+	// Database (a postgres:// URL when more than one), all with one
+	// issuer. Requests go round robin to them from the harness itself,
+	// as a balancer would spread them, without a balancer's own cost on
+	// the machine. Default 1.
+	Instances int
 	// WorkDir keeps the database and logs; empty uses a temporary one.
 	WorkDir string
 	// Progress receives a line per step; nil discards them.
@@ -73,6 +79,7 @@ func (o *Options) defaults() {
 	if o.Progress == nil {
 		o.Progress = io.Discard
 	}
+	o.Instances = max(o.Instances, 1)
 }
 
 // Row is one line of the report.
@@ -91,6 +98,7 @@ type Report struct {
 	RSSIdle, RSSPending, RSSPeak    int64 // bytes; 0 when not measured
 	Pending                         int
 	Ready                           time.Duration
+	Instances                       int // devicegrantd processes serving the run
 	BinarySize                      int64
 	Conns                           int
 	Duration                        time.Duration
@@ -101,9 +109,11 @@ type Report struct {
 type harness struct {
 	o       Options
 	client  *http.Client
-	base    string
+	bases   []string // every instance's base URL, with its trailing slash
+	turn    atomic.Uint64
 	secret  string
-	daemon  *process
+	daemon  *process   // the first instance, whose memory the report shows
+	daemons []*process // every instance the harness started
 	phones  []*phone
 	devices atomic.Int64 // device id counter
 }
@@ -124,8 +134,11 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if len(o.Bare) == 0 {
 		return nil, errors.New("bench: Options.Bare is required")
 	}
-	h := &harness{o: o, client: newClient(max(o.Conns, o.Chains) * 2)}
-	rep := &Report{Conns: o.Conns, Duration: o.Duration, Pending: o.Pending}
+	if o.Instances > 1 && (o.Target != "" || !strings.HasPrefix(o.Database, "postgres")) {
+		return nil, errors.New("bench: several instances share one PostgreSQL database: give --database postgres://… and no --target")
+	}
+	h := &harness{o: o, client: newClient(max(o.Conns, o.Chains) * 2 * o.Instances)}
+	rep := &Report{Conns: o.Conns, Duration: o.Duration, Pending: o.Pending, Instances: o.Instances}
 	dir := o.WorkDir
 	if dir == "" {
 		var err error
@@ -147,7 +160,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	defer bare.stop()
 
 	if o.Target != "" {
-		h.base, h.secret = strings.TrimSuffix(o.Target, "/")+"/", o.Secret
+		h.bases, h.secret = []string{strings.TrimSuffix(o.Target, "/") + "/"}, o.Secret
 		if h.secret == "" || o.Username == "" || o.Password == "" {
 			return nil, errors.New("bench: a target needs --secret (the homeserver secret), --username and --password")
 		}
@@ -155,7 +168,11 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		if err := h.startDaemon(ctx, dir, rep); err != nil {
 			return nil, err
 		}
-		defer h.daemon.stop()
+		defer func() {
+			for _, d := range h.daemons {
+				d.stop()
+			}
+		}()
 		o.Username, o.Password = benchUser, benchPass
 	}
 	for range max(o.Conns, 1) {
@@ -190,13 +207,14 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	// Introspection of a valid token.
 	h.progress("introspection")
 	access := sessions[0].AccessToken
-	intro := func(base, secret string) func(ctx context.Context, w int) error {
+	intro := func(base func() string, secret string) func(ctx context.Context, w int) error {
 		return func(ctx context.Context, w int) error {
-			return h.expect(ctx, post(base+"oauth2/introspect", url.Values{"token": {access}}, "Bearer "+secret), 200, `"active":true`)
+			return h.expect(ctx, post(base()+"oauth2/introspect", url.Values{"token": {access}}, "Bearer "+secret), 200, `"active":true`)
 		}
 	}
+	bareBase := func() string { return bare.base }
 	r := closedLoop(ctx, o.Conns, o.Duration, intro(h.base, h.secret))
-	b := closedLoop(ctx, o.Conns, o.Duration, intro(bare.base, bareSecret))
+	b := closedLoop(ctx, o.Conns, o.Duration, intro(bareBase, bareSecret))
 	rep.Rows = append(rep.Rows, ratioRow("introspection of a valid token (homeserver secret)", r, b, 0.7))
 
 	h.progress("device authorization")
@@ -215,10 +233,10 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	var next atomic.Int64
 	var pending, slow atomic.Int64
-	poll := func(base string, count bool) func(ctx context.Context, w int) error {
+	poll := func(base func() string, count bool) func(ctx context.Context, w int) error {
 		return func(ctx context.Context, w int) error {
 			code := codes[int(next.Add(1))%len(codes)]
-			status, body, err := call(ctx, h.client, post(base+"oauth2/token", url.Values{"grant_type": {grantType}, "device_code": {code}, "client_id": {clientID}}, ""))
+			status, body, err := call(ctx, h.client, post(base()+"oauth2/token", url.Values{"grant_type": {grantType}, "device_code": {code}, "client_id": {clientID}}, ""))
 			switch {
 			case err != nil:
 				return err
@@ -237,7 +255,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		}
 	}
 	r = closedLoop(ctx, o.Conns, o.Duration, poll(h.base, true))
-	b = closedLoop(ctx, o.Conns, o.Duration, poll(bare.base, false))
+	b = closedLoop(ctx, o.Conns, o.Duration, poll(bareBase, false))
 	rep.PendingAnswers, rep.SlowDownAnswers = pending.Load(), slow.Load()
 	row := ratioRow("polls of pending device codes", r, b, 0.5)
 	row.Note = fmt.Sprintf("%d authorization_pending, %d slow_down", rep.PendingAnswers, rep.SlowDownAnswers)
@@ -275,6 +293,11 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	return rep, nil
 }
 
+// base returns the next instance's base URL, round robin.
+func (h *harness) base() string {
+	return h.bases[(h.turn.Add(1)-1)%uint64(len(h.bases))]
+}
+
 func (h *harness) progress(format string, args ...any) {
 	fmt.Fprintf(h.o.Progress, "bench: "+format+"\n", args...)
 }
@@ -299,13 +322,17 @@ func (h *harness) startDaemon(ctx context.Context, dir string, rep *Report) erro
 		return err
 	}
 	rep.BinarySize = fi.Size()
-	addr, err := freeAddr()
-	if err != nil {
-		return err
+	addrs := make([]string, h.o.Instances)
+	for i := range addrs {
+		if addrs[i], err = freeAddr(); err != nil {
+			return err
+		}
 	}
 	h.secret = "bench-" + rand.Text()
 	env := []string{
-		"DEVICEGRANTD_LISTEN=" + addr,
+		// Every instance has the first one's issuer, as instances behind
+		// a balancer have the balancer's.
+		"DEVICEGRANTD_ISSUER=http://" + addrs[0] + "/",
 		"DEVICEGRANTD_DATABASE=" + cmp.Or(h.o.Database, filepath.Join(dir, "devicegrantd.db")),
 		"DEVICEGRANTD_HOMESERVER_SECRET=" + h.secret,
 		"DEVICEGRANTD_ACCESS_TOKEN_TTL=1h",
@@ -318,15 +345,24 @@ func (h *harness) startDaemon(ctx context.Context, dir string, rep *Report) erro
 		"DEVICEGRANTD_USER_CODE_FAILURES_SIGNED_IN=1000000000/1ms",
 		"DEVICEGRANTD_LOG_LEVEL=warn",
 	}
-	add := execCommand(ctx, bin, []string{"user", "add", benchUser, "--password-stdin"}, env, benchPass+"\n")
+	add := execCommand(ctx, bin, []string{"user", "add", benchUser, "--password-stdin"}, append(env, "DEVICEGRANTD_LISTEN="+addrs[0]), benchPass+"\n")
 	if out, err := add.CombinedOutput(); err != nil {
 		return fmt.Errorf("devicegrantd user add: %w\n%s", err, out)
 	}
-	h.progress("starting devicegrantd")
-	if h.daemon, err = start(ctx, bin, []string{"serve"}, env, addr, filepath.Join(dir, "devicegrantd.log")); err != nil {
-		return err
+	for i, addr := range addrs {
+		h.progress("starting devicegrantd %d of %d", i+1, len(addrs))
+		logName := "devicegrantd.log"
+		if i > 0 {
+			logName = fmt.Sprintf("devicegrantd-%d.log", i+1)
+		}
+		d, err := start(ctx, bin, []string{"serve"}, append(env, "DEVICEGRANTD_LISTEN="+addr), addr, filepath.Join(dir, logName))
+		if err != nil {
+			return err
+		}
+		h.daemons = append(h.daemons, d)
+		h.bases = append(h.bases, d.base)
 	}
-	h.base, rep.Ready = h.daemon.base, h.daemon.ready
+	h.daemon, rep.Ready = h.daemons[0], h.daemons[0].ready
 	time.Sleep(500 * time.Millisecond)
 	rep.RSSIdle, err = h.daemon.rss("VmRSS")
 	return err
@@ -366,7 +402,7 @@ func (h *harness) expect(ctx context.Context, req *http.Request, status int, con
 }
 
 func (h *harness) register(ctx context.Context) (string, error) {
-	req, _ := http.NewRequest(http.MethodPost, h.base+"oauth2/registration", strings.NewReader(clientJSON))
+	req, _ := http.NewRequest(http.MethodPost, h.base()+"oauth2/registration", strings.NewReader(clientJSON))
 	req.Header.Set("Content-Type", "application/json")
 	status, body, err := call(ctx, h.client, req)
 	if err != nil {
@@ -383,7 +419,7 @@ func (h *harness) register(ctx context.Context) (string, error) {
 
 func (h *harness) deviceAuth(ctx context.Context, clientID string) (deviceAuthorization, error) {
 	device := fmt.Sprintf("BENCH%010d", h.devices.Add(1))
-	status, body, err := call(ctx, h.client, post(h.base+"oauth2/device", url.Values{"client_id": {clientID}, "scope": {apiScope + " urn:matrix:client:device:" + device}}, ""))
+	status, body, err := call(ctx, h.client, post(h.base()+"oauth2/device", url.Values{"client_id": {clientID}, "scope": {apiScope + " urn:matrix:client:device:" + device}}, ""))
 	var da deviceAuthorization
 	switch {
 	case err != nil:
@@ -395,7 +431,7 @@ func (h *harness) deviceAuth(ctx context.Context, clientID string) (deviceAuthor
 }
 
 func (h *harness) token(ctx context.Context, form url.Values) (tokens, error) {
-	status, body, err := call(ctx, h.client, post(h.base+"oauth2/token", form, ""))
+	status, body, err := call(ctx, h.client, post(h.base()+"oauth2/token", form, ""))
 	var t tokens
 	switch {
 	case err != nil:
@@ -412,10 +448,20 @@ func (h *harness) signIn(ctx context.Context, ph *phone, clientID string) (token
 	if err != nil {
 		return tokens{}, err
 	}
-	if err := ph.approve(ctx, da.VerificationURIComplete); err != nil {
+	if err := ph.approve(ctx, h.spread(da.VerificationURIComplete)); err != nil {
 		return tokens{}, err
 	}
 	return h.token(ctx, url.Values{"grant_type": {grantType}, "device_code": {da.DeviceCode}, "client_id": {clientID}})
+}
+
+// spread sends a page link of the issuer to the next instance instead, as
+// a balancer would. Cookies follow: a cookie jar keys them by host, not
+// port, and every instance reads the same browser sessions.
+func (h *harness) spread(link string) string {
+	if len(h.bases) == 1 || !strings.HasPrefix(link, h.bases[0]) {
+		return link
+	}
+	return h.base() + strings.TrimPrefix(link, h.bases[0])
 }
 
 func (h *harness) signInMany(ctx context.Context, clientID string, n int) ([]tokens, error) {

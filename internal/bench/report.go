@@ -11,7 +11,11 @@ import (
 
 // Markdown writes the report as the README shows it.
 func (rep *Report) Markdown(w io.Writer) {
-	fmt.Fprintf(w, "%d connections, %s per row, keep-alive HTTP/1.1 on loopback.\n\n", rep.Conns, rep.Duration)
+	fmt.Fprintf(w, "%d connections, %s per row, keep-alive HTTP/1.1 on loopback.", rep.Conns, rep.Duration)
+	if rep.Instances > 1 {
+		fmt.Fprintf(w, " %d devicegrantd instances on one database, requests round robin; memory and start-up rows are the first instance's.", rep.Instances)
+	}
+	fmt.Fprint(w, "\n\n")
 	fmt.Fprintln(w, "| path | req/s | p50 | p99 | errors | bare gin req/s | ratio | goal | met |")
 	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---|---|")
 	for _, r := range rep.Rows {

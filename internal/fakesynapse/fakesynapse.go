@@ -117,6 +117,12 @@ type Options struct {
 	// DateSkew, when not zero, moves the Date header of every answer
 	// that far from the real time, like a homeserver whose clock is off.
 	DateSkew time.Duration
+	// MASDelay, when not zero, holds every authorized /_synapse/mas/*
+	// call that long before handling it, like a slow homeserver, so that
+	// a test can see calls overlap (Call.Received, Call.Answered). A call
+	// whose client gives up meanwhile changes nothing and is recorded
+	// with Status 0.
+	MASDelay time.Duration
 }
 
 // User is the homeserver's view of an account, as provisioned by the auth
@@ -140,7 +146,10 @@ type Call struct {
 	Path   string          // URL path, e.g. "/_synapse/mas/provision_user"
 	Query  string          // raw query string, for the GET endpoints
 	Body   json.RawMessage // raw request body as received (nil when empty)
-	Status int             // HTTP status answered
+	Status int             // HTTP status answered (0: the client gave up first)
+	// Received and Answered are when the request arrived and when its
+	// handling ended.
+	Received, Answered time.Time
 }
 
 type account struct {
@@ -176,6 +185,7 @@ type Homeserver struct {
 	mode        AuthMetadataMode
 	now         func() time.Time
 	dateSkew    time.Duration
+	masDelay    time.Duration
 	client      *http.Client
 
 	mu             sync.Mutex
@@ -208,6 +218,7 @@ func Start(t testing.TB, o Options) *Homeserver {
 		mode:         o.AuthMetadata,
 		now:          o.Now,
 		dateSkew:     o.DateSkew,
+		masDelay:     o.MASDelay,
 		authEndpoint: strings.TrimRight(o.AuthEndpoint, "/"),
 		accounts:     map[string]*account{},
 		cache:        map[string]cacheEntry{},

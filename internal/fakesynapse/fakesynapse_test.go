@@ -1,6 +1,7 @@
 package fakesynapse
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -556,5 +557,43 @@ func TestConcurrent(t *testing.T) {
 	a.mu.Unlock()
 	if got := h.Introspections(); got < 1 || got > n || got != sent {
 		t.Errorf("Introspections() = %d, auth server saw %d, want the same, between 1 and %d", got, sent, n)
+	}
+}
+
+// TestMASDelay: with MASDelay a call is answered no sooner than the delay
+// after it arrived, both times are recorded, and a call whose client gives
+// up during the delay changes nothing and is recorded with status 0.
+func TestMASDelay(t *testing.T) {
+	const delay = 150 * time.Millisecond
+	h := Start(t, Options{Secret: secret, MASDelay: delay})
+	expect(t, mas(t, h, "provision_user", `{"localpart":"alice"}`), 201, "")
+
+	ctx, cancel := context.WithTimeout(context.Background(), delay/3)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.URL()+"/_synapse/mas/provision_user", strings.NewReader(`{"localpart":"bob"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+secret)
+	if res, err := http.DefaultClient.Do(req); err == nil {
+		res.Body.Close()
+		t.Fatalf("a call cut short by its client was answered: %s", res.Status)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(h.Calls()) < 2 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	calls := h.Calls()
+	if len(calls) != 2 {
+		t.Fatalf("%d calls recorded, want 2", len(calls))
+	}
+	if c := calls[0]; c.Status != 201 || c.Answered.Sub(c.Received) < delay {
+		t.Errorf("the first call: status %d, answered %v after it arrived; want 201 after at least %v", c.Status, c.Answered.Sub(c.Received), delay)
+	}
+	if c := calls[1]; c.Status != 0 || c.Answered.Sub(c.Received) >= delay {
+		t.Errorf("the abandoned call: status %d, ended %v after it arrived; want 0, before %v", c.Status, c.Answered.Sub(c.Received), delay)
+	}
+	if _, ok := h.Users()["bob"]; ok {
+		t.Error("a call abandoned during the delay provisioned its user")
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // statusRecorder remembers the status written, for Calls.
@@ -46,10 +47,12 @@ var errUserNotFound = &apiError{http.StatusNotFound, "M_NOT_FOUND", "User not fo
 
 // serveMAS serves /_synapse/mas/*, Synapse's endpoints for its auth server.
 func (h *Homeserver) serveMAS(w http.ResponseWriter, r *http.Request) {
+	received := time.Now()
 	body, _ := io.ReadAll(io.LimitReader(r.Body, 10<<20))
 	rec := &statusRecorder{ResponseWriter: w}
 	defer func() {
-		c := Call{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Status: rec.status}
+		c := Call{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Status: rec.status,
+			Received: received, Answered: time.Now()}
 		if len(body) > 0 {
 			c.Body = json.RawMessage(body)
 		}
@@ -95,6 +98,15 @@ func (h *Homeserver) serveMAS(w http.ResponseWriter, r *http.Request) {
 	if h.secret == "" || tok != h.secret {
 		matrixError(rec, http.StatusForbidden, "M_UNKNOWN", "This endpoint must only be called by MAS")
 		return
+	}
+	if h.masDelay > 0 {
+		t := time.NewTimer(h.masDelay)
+		select {
+		case <-t.C:
+		case <-r.Context().Done():
+			t.Stop()
+			return
+		}
 	}
 	status, v, err := ep.fn(r, body)
 	if err != nil {

@@ -338,12 +338,13 @@ func depsOf(own map[string]*pkg, path string) []string {
 }
 
 // The names cmd/devicegrantd may use of the storage packages: the types it
-// holds and hands on, the errors it reports, opening and checking a file.
-// Records (store.User, …) and transactions (store.Tx) are not among them.
+// holds and hands on, the errors it reports, opening, checking and
+// migrating a database. Records (store.User, …) and transactions (store.Tx)
+// are not among them.
 var devicegrantdMayName = map[string][]string{
 	module + "/store":          {"Store", "Backuper", "ErrNotFound"},
-	module + "/store/sqlite":   {"Open", "Check", "Store"},
-	module + "/store/postgres": {"Open", "Check", "IsURL", "CopyFromSQLite"},
+	module + "/store/sqlite":   {"Open", "Check", "Store", "SchemaVersion", "Migrate"},
+	module + "/store/postgres": {"Open", "Check", "CheckNotices", "IsURL", "CopyFromSQLite", "SchemaVersion", "Migrate"},
 }
 
 // TestDevicegrantdWritesThroughDevicegrant: cmd/devicegrantd may read the

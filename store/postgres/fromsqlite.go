@@ -25,8 +25,13 @@ type TableCount struct {
 // notCopied are tables that are not data: each backend keeps its own
 // schema version, and the token epoch only tells caches of running
 // processes that something changed (PostgreSQL's starts afresh, which no
-// cache of the SQLite database can have seen).
-var notCopied = []string{"schema_version", "token_epoch"}
+// cache of the SQLite database can have seen), and the instances are the
+// running processes' heartbeats, which the stopped SQLite one has none of
+// worth keeping. (The places accounts signed in from are data: they move.)
+// Leases, likewise, name processes that ran on SQLite: the instances on
+// PostgreSQL start without them, so the first to start does the start-up
+// sync.
+var notCopied = []string{"schema_version", "token_epoch", "instances", "leases"}
 
 // CopyFromSQLite moves the SQLite database at sqlitePath into the empty
 // PostgreSQL database at pgURL, in one transaction on PostgreSQL. Both are

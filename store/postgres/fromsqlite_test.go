@@ -120,7 +120,7 @@ func TestCopyFromSQLite(t *testing.T) {
 	}
 	t.Logf("moved %v", moved)
 	for table, atLeast := range map[string]int{"users": 1, "clients": 2, "sessions": 1, "device_grants": 1,
-		"token_pairs": 1, "browser_sessions": 1, "outbox": 1, "auth_codes": 0, "signing_keys": 1} {
+		"token_pairs": 1, "browser_sessions": 1, "outbox": 1, "auth_codes": 0, "signing_keys": 1, "known_places": 1} {
 		if n, ok := rows[table]; !ok || n < atLeast {
 			t.Errorf("table %s: moved %d rows (listed %v), want at least %d", table, n, ok, atLeast)
 		}

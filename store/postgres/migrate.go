@@ -28,40 +28,40 @@ var migrations embed.FS
 // Several instances may start at once: a session advisory lock, keyed on
 // the schema, lets one migrate while the others wait and then find
 // nothing left to do. The lock goes with the connection, which is closed
-// at the end whatever happens.
-func migrate(ctx context.Context, cfg *pgx.ConnConfig) error {
+// at the end whatever happens. It returns the version it found.
+func migrate(ctx context.Context, cfg *pgx.ConnConfig) (int, error) {
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
-		return fmt.Errorf("postgres: connect: %w", err)
+		return 0, fmt.Errorf("postgres: connect: %w", err)
 	}
 	defer conn.Close(context.Background())
 
 	var schema pgtype.Text
 	if err := conn.QueryRow(ctx, `SELECT current_schema()`).Scan(&schema); err != nil {
-		return fmt.Errorf("postgres: read current schema: %w", err)
+		return 0, fmt.Errorf("postgres: read current schema: %w", err)
 	}
 	if !schema.Valid {
-		return errors.New("postgres: no schema on the search_path exists; create it, or fix search_path in the URL")
+		return 0, errors.New("postgres: no schema on the search_path exists; create it, or fix search_path in the URL")
 	}
 	h := fnv.New64a()
 	h.Write([]byte("devicegrant migrations " + schema.String))
 	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, int64(h.Sum64())); err != nil {
-		return fmt.Errorf("postgres: lock for migrations: %w", err)
+		return 0, fmt.Errorf("postgres: lock for migrations: %w", err)
 	}
 
 	if _, err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_version (
 		id integer PRIMARY KEY CHECK (id = 1), version integer NOT NULL)`); err != nil {
-		return fmt.Errorf("postgres: create schema_version: %w", err)
+		return 0, fmt.Errorf("postgres: create schema_version: %w", err)
 	}
 	var current int
 	err = conn.QueryRow(ctx, `SELECT version FROM schema_version WHERE id = 1`).Scan(&current)
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-		return fmt.Errorf("postgres: read schema version: %w", err)
+		return 0, fmt.Errorf("postgres: read schema version: %w", err)
 	}
 
 	names, err := fs.Glob(migrations, "migrations/*.sql")
 	if err != nil {
-		return fmt.Errorf("postgres: list migrations: %w", err)
+		return 0, fmt.Errorf("postgres: list migrations: %w", err)
 	}
 	sort.Strings(names)
 	latest := 0
@@ -69,7 +69,7 @@ func migrate(ctx context.Context, cfg *pgx.ConnConfig) error {
 		base := strings.TrimPrefix(name, "migrations/")
 		version, err := strconv.Atoi(strings.SplitN(base, "_", 2)[0])
 		if err != nil {
-			return fmt.Errorf("postgres: migration %s: bad version prefix: %w", base, err)
+			return 0, fmt.Errorf("postgres: migration %s: bad version prefix: %w", base, err)
 		}
 		latest = version
 		if version <= current {
@@ -77,7 +77,7 @@ func migrate(ctx context.Context, cfg *pgx.ConnConfig) error {
 		}
 		body, err := migrations.ReadFile(name)
 		if err != nil {
-			return fmt.Errorf("postgres: read migration %s: %w", base, err)
+			return 0, fmt.Errorf("postgres: read migration %s: %w", base, err)
 		}
 		err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 			// No arguments: the simple protocol runs the file's
@@ -90,47 +90,87 @@ func migrate(ctx context.Context, cfg *pgx.ConnConfig) error {
 			return err
 		})
 		if err != nil {
-			return fmt.Errorf("postgres: migration %s: %w", base, err)
+			return current, fmt.Errorf("postgres: migration %s: %w", base, err)
 		}
 	}
 	if current > latest {
-		return fmt.Errorf("postgres: database schema version %d is newer than this program knows (%d); upgrade devicegrantd", current, latest)
+		return current, fmt.Errorf("postgres: database schema version %d is newer than this program knows (%d); upgrade devicegrantd", current, latest)
 	}
-	return nil
+	return current, nil
+}
+
+// Migrate connects to the database at url and brings its schema up to
+// date, as Open does (under the same lock, so beside instances that are
+// starting), and returns its schema version before and after.
+func Migrate(ctx context.Context, url string) (before, after int, err error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return 0, 0, errors.New("postgres: the database URL does not parse")
+	}
+	_, latest, err := latestMigration()
+	if err != nil {
+		return 0, 0, err
+	}
+	if before, err = migrate(ctx, cfg.ConnConfig); err != nil {
+		return before, before, err
+	}
+	return before, latest, nil
+}
+
+// latestMigration returns the embedded migrations in order and the
+// version of the last.
+func latestMigration() ([]string, int, error) {
+	names, err := fs.Glob(migrations, "migrations/*.sql")
+	if err != nil || len(names) == 0 {
+		return nil, 0, fmt.Errorf("postgres: list migrations: %w", err)
+	}
+	sort.Strings(names)
+	latest, err := strconv.Atoi(strings.SplitN(strings.TrimPrefix(names[len(names)-1], "migrations/"), "_", 2)[0])
+	if err != nil {
+		return nil, 0, fmt.Errorf("postgres: migration %s: bad version prefix: %w", names[len(names)-1], err)
+	}
+	return names, latest, nil
+}
+
+// SchemaVersion connects to the database at url and reads its schema
+// version (0 when it has no devicegrant schema yet) and the latest
+// version this program's migrations make, changing nothing.
+func SchemaVersion(ctx context.Context, url string) (current, latest int, err error) {
+	// The pool's parser: it knows pool_max_conns and the like, which the
+	// server would refuse as unknown settings.
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return 0, 0, errors.New("postgres: the database URL does not parse")
+	}
+	if _, latest, err = latestMigration(); err != nil {
+		return 0, 0, err
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg.ConnConfig)
+	if err != nil {
+		return 0, latest, fmt.Errorf("postgres: connect: %w", err)
+	}
+	defer conn.Close(context.Background())
+	err = conn.QueryRow(ctx, `SELECT version FROM schema_version WHERE id = 1`).Scan(&current)
+	var pe *pgconn.PgError
+	switch {
+	case errors.As(err, &pe) && pe.Code == "42P01", errors.Is(err, pgx.ErrNoRows): // undefined_table
+		return 0, latest, nil
+	case err != nil:
+		return 0, latest, fmt.Errorf("postgres: read schema version: %w", err)
+	}
+	return current, latest, nil
 }
 
 // Check connects to the database at url and tells whether its schema is
 // the one this program's migrations make, without changing anything (the
 // doctor runs it; serve and the admin commands migrate).
 func Check(ctx context.Context, url string) error {
-	// The pool's parser: it knows pool_max_conns and the like, which the
-	// server would refuse as unknown settings.
-	cfg, err := pgxpool.ParseConfig(url)
-	if err != nil {
-		return errors.New("postgres: the database URL does not parse")
-	}
-	conn, err := pgx.ConnectConfig(ctx, cfg.ConnConfig)
-	if err != nil {
-		return fmt.Errorf("postgres: connect: %w", err)
-	}
-	defer conn.Close(context.Background())
-	names, err := fs.Glob(migrations, "migrations/*.sql")
-	if err != nil || len(names) == 0 {
-		return fmt.Errorf("postgres: list migrations: %w", err)
-	}
-	sort.Strings(names)
-	latest, err := strconv.Atoi(strings.SplitN(strings.TrimPrefix(names[len(names)-1], "migrations/"), "_", 2)[0])
-	if err != nil {
-		return fmt.Errorf("postgres: migration %s: bad version prefix: %w", names[len(names)-1], err)
-	}
-	var current int
-	err = conn.QueryRow(ctx, `SELECT version FROM schema_version WHERE id = 1`).Scan(&current)
-	var pe *pgconn.PgError
+	current, latest, err := SchemaVersion(ctx, url)
 	switch {
-	case errors.As(err, &pe) && pe.Code == "42P01", errors.Is(err, pgx.ErrNoRows): // undefined_table
-		return errors.New("postgres: the database has no devicegrant schema yet; the daemon creates it when it first starts")
 	case err != nil:
-		return fmt.Errorf("postgres: read schema version: %w", err)
+		return err
+	case current == 0:
+		return errors.New("postgres: the database has no devicegrant schema yet; the daemon creates it when it first starts")
 	case current != latest:
 		return fmt.Errorf("postgres: the schema is at version %d, this program's at %d; the daemon migrates when it starts", current, latest)
 	}

@@ -32,9 +32,15 @@ type Store struct {
 	queries
 	pool    *pgxpool.Pool
 	retries atomic.Uint64 // transactions run again after a serialization failure or deadlock
+	epochs  *epochReader  // TokenEpoch's shared reads
+	notify  notifier      // where announcements go (notify.go)
 }
 
-var _ store.Store = (*Store)(nil)
+var (
+	_ store.Store     = (*Store)(nil)
+	_ store.Watcher   = (*Store)(nil)
+	_ store.Announcer = (*tx)(nil)
+)
 
 // IsURL tells whether a database setting names a PostgreSQL database
 // (a postgres:// or postgresql:// URL) rather than a SQLite file.
@@ -52,7 +58,7 @@ func Open(ctx context.Context, url string) (*Store, error) {
 		// The error may quote the URL, password included.
 		return nil, errors.New("postgres: the database URL does not parse")
 	}
-	if err := migrate(ctx, cfg.ConnConfig); err != nil {
+	if _, err := migrate(ctx, cfg.ConnConfig); err != nil {
 		return nil, err
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
@@ -63,8 +69,54 @@ func Open(ctx context.Context, url string) (*Store, error) {
 		pool.Close()
 		return nil, fmt.Errorf("postgres: connect: %w", err)
 	}
-	return &Store{queries: queries{db: pool}, pool: pool}, nil
+	n, err := newNotifier(ctx, pool)
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	s := &Store{queries: queries{db: pool}, pool: pool, notify: n}
+	s.epochs = newEpochReader(s.readEpoch)
+	return s, nil
 }
+
+// readEpoch is the epoch reader's read. When the connection it ran on
+// turns out lost, as every pooled one is once PostgreSQL restarts, fails
+// over or ends the sessions, it resets the pool, so that the requests
+// after it do not each find another dead connection, and reads once more
+// on a new one: a read has no effect to repeat, and the second still
+// starts after every caller that waits for it. Introspection, which reads
+// the epoch first on every request, then answers through a database
+// restart instead of failing once per pooled connection.
+func (s *Store) readEpoch(ctx context.Context) (int64, error) {
+	v, err := s.queries.TokenEpoch(ctx)
+	if err != nil && ctx.Err() == nil && connectionLost(err) {
+		s.pool.Reset()
+		v, err = s.queries.TokenEpoch(ctx)
+	}
+	return v, err
+}
+
+// connectionLost tells whether err means that the session a statement
+// ran on is gone: the server ended it (admin_shutdown, crash_shutdown:
+// SQLSTATE class 57P, or connection_exception: 08), or the socket broke
+// (an error that PostgreSQL did not send at all).
+func connectionLost(err error) bool {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, pgx.ErrNoRows) {
+		return false
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return strings.HasPrefix(pe.Code, "57P") || strings.HasPrefix(pe.Code, "08")
+	}
+	return true
+}
+
+// TokenEpoch reads the token epoch (store.Reader): always a read that
+// began after the call, so it reflects every transaction committed before
+// the call, but one shared by the calls that arrived while the previous
+// read was under way (epoch.go). Introspection reads it on every request,
+// and here each read is a round trip.
+func (s *Store) TokenEpoch(ctx context.Context) (int64, error) { return s.epochs.get(ctx) }
 
 // retryFor bounds how long Update keeps running a function whose
 // transaction keeps losing races. Each round of a race commits at least
@@ -118,7 +170,13 @@ func (s *Store) updateOnce(ctx context.Context, fn func(store.Tx) error) error {
 	// After a commit this does nothing; after an error or a panic in fn it
 	// rolls back. It must not depend on ctx, which may be what ended fn.
 	defer pgTx.Rollback(context.Background())
-	if err := fn(&tx{queries{db: pgTx}}); err != nil {
+	t := &tx{queries: queries{db: pgTx}}
+	if err := fn(t); err != nil {
+		return err
+	}
+	// The announcements go out with the commit, and only with it: NOTIFY
+	// in a transaction that rolls back is never sent.
+	if err := s.notify.send(ctx, pgTx, t.announced); err != nil {
 		return err
 	}
 	if err := pgTx.Commit(ctx); err != nil {

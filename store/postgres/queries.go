@@ -29,7 +29,10 @@ type querier interface {
 type queries struct{ db querier }
 
 // tx implements store.Tx.
-type tx struct{ queries }
+type tx struct {
+	queries
+	announced []announcement // for notify.send at commit
+}
 
 var _ store.Tx = (*tx)(nil)
 
@@ -339,6 +342,15 @@ func (q queries) Outbox(ctx context.Context, limit int) ([]store.OutboxEntry, er
 	return list(ctx, q, "outbox", scanOutbox, `SELECT `+rowscan.OutboxCols+` FROM outbox ORDER BY id LIMIT $1`, limit)
 }
 
+func (q queries) OutboxHead(ctx context.Context, userKey string) (store.OutboxEntry, error) {
+	if hasNUL(userKey) {
+		return store.OutboxEntry{}, notFound("outbox head")
+	}
+	e, err := scanOutbox(q.db.QueryRow(ctx, `SELECT `+rowscan.OutboxCols+` FROM outbox
+		WHERE user_key = $1 AND parked_at IS NULL ORDER BY id LIMIT 1`, userKey))
+	return e, wrap("outbox head", err)
+}
+
 func (q queries) OutboxEntry(ctx context.Context, id int64) (store.OutboxEntry, error) {
 	e, err := scanOutbox(q.db.QueryRow(ctx, `SELECT `+rowscan.OutboxCols+` FROM outbox WHERE id = $1`, id))
 	return e, wrap("outbox entry", err)
@@ -501,4 +513,16 @@ func wrap(what string, err error) error {
 		return nil
 	}
 	return fmt.Errorf("postgres: %s: %w", what, mapErr(err))
+}
+
+// TakeLease inserts the lease, or overwrites it where the conflict
+// clause's condition holds; a row left as it was counts as no change. Two
+// instances taking it at once conflict, and Update runs the loser again,
+// which then finds it held.
+func (t *tx) TakeLease(ctx context.Context, name, holder string, now, until time.Time) (bool, error) {
+	n, err := t.execN(ctx, "take lease", `INSERT INTO leases (name, holder, held_until) VALUES ($1, $2, $3)
+		ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, held_until = excluded.held_until
+		WHERE leases.held_until <= $4 OR leases.holder = excluded.holder`,
+		name, holder, until.UnixMilli(), now.UnixMilli())
+	return n == 1, err
 }

@@ -19,7 +19,8 @@ var _ store.Backuper = (*Store)(nil)
 // transaction, so the copy is consistent even while another process (the
 // running daemon) writes, and writers are not blocked (WAL). The copy is
 // created mode 0600 before SQLite writes into it, fsynced, and checked with
-// PRAGMA integrity_check; on any failure it is removed. A restore is
+// PRAGMA integrity_check; on any failure it is removed. Its leases are
+// emptied (see clearLeases). A restore is
 // "stop the daemon, put the copy in place of the database, start it".
 func (s *Store) Backup(ctx context.Context, path string) (err error) {
 	if path == "" {
@@ -49,6 +50,9 @@ func (s *Store) Backup(ctx context.Context, path string) (err error) {
 	if _, err := s.writer.ExecContext(ctx, `VACUUM INTO ?`, path); err != nil {
 		return fmt.Errorf("sqlite: backup to %s: %w", path, err)
 	}
+	if err := clearLeases(ctx, path); err != nil {
+		return fmt.Errorf("sqlite: backup: %w", err)
+	}
 	if err := syncFile(path); err != nil {
 		return fmt.Errorf("sqlite: backup: %w", err)
 	}
@@ -56,6 +60,23 @@ func (s *Store) Backup(ctx context.Context, path string) (err error) {
 		return fmt.Errorf("sqlite: backup: %w", err)
 	}
 	return nil
+}
+
+// clearLeases empties the copy's leases. They name the processes running
+// now; kept, they would make a daemon started on the restored copy
+// believe that another instance synced the homeserver lately and skip
+// the sync at start, which is what repairs the devices the restore
+// brought back or forgot.
+func clearLeases(ctx context.Context, path string) error {
+	db, err := sql.Open("sqlite3", "file:"+(&url.URL{Path: path}).EscapedPath()+"?_busy_timeout=10000")
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if _, err := db.ExecContext(ctx, `DELETE FROM leases`); err != nil {
+		return fmt.Errorf("clear the copy's leases: %w", err)
+	}
+	return db.Close()
 }
 
 // Check opens the database at path read-only and runs PRAGMA

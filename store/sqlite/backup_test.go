@@ -133,3 +133,43 @@ func TestCheckFindsDamage(t *testing.T) {
 		t.Error("Check passed a damaged database")
 	}
 }
+
+// TestBackupLeavesLeasesBehind: a backup holds no lease, so a daemon
+// started on the restored copy does its start-up work (the sync with the
+// homeserver) instead of believing another instance did it lately.
+func TestBackupLeavesLeasesBehind(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	src := open(t, filepath.Join(dir, "live.db"))
+	defer src.Close()
+	take := func(s *sqlite.Store, holder string) bool {
+		t.Helper()
+		var got bool
+		if err := s.Update(ctx, func(tx store.Tx) error {
+			var err error
+			got, err = tx.TakeLease(ctx, "sync_devices", holder, time.Now(), time.Now().Add(time.Hour))
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	if !take(src, "running") {
+		t.Fatal("a free lease was refused")
+	}
+	copyPath := filepath.Join(dir, "copy.db")
+	if err := src.Backup(ctx, copyPath); err != nil {
+		t.Fatal(err)
+	}
+	if entries, err := filepath.Glob(filepath.Join(dir, "copy.db-*")); err != nil || len(entries) != 0 {
+		t.Errorf("files left beside the copy: %v %v", entries, err)
+	}
+	if take(src, "restarted") {
+		t.Error("the live database lost its lease in the backup")
+	}
+	restored := open(t, copyPath)
+	defer restored.Close()
+	if !take(restored, "restarted") {
+		t.Error("the restored copy still holds the lease of the process that ran when it was taken")
+	}
+}

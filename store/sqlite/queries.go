@@ -452,6 +452,12 @@ func (q queries) Outbox(ctx context.Context, limit int) ([]store.OutboxEntry, er
 	return q.outboxList(ctx, "outbox", `SELECT `+rowscan.OutboxCols+` FROM outbox ORDER BY id LIMIT ?`, limit)
 }
 
+func (q queries) OutboxHead(ctx context.Context, userKey string) (store.OutboxEntry, error) {
+	e, err := scanOutbox(q.db.QueryRowContext(ctx, `SELECT `+rowscan.OutboxCols+` FROM outbox
+		WHERE user_key = ? AND parked_at IS NULL ORDER BY id LIMIT 1`, userKey))
+	return e, wrap("outbox head", err)
+}
+
 func (q queries) OutboxEntry(ctx context.Context, id int64) (store.OutboxEntry, error) {
 	e, err := scanOutbox(q.db.QueryRowContext(ctx, `SELECT `+rowscan.OutboxCols+` FROM outbox WHERE id = ?`, id))
 	return e, wrap("outbox entry", err)
@@ -581,4 +587,18 @@ func (q queries) TokenEpoch(ctx context.Context) (int64, error) {
 
 func (t *tx) BumpTokenEpoch(ctx context.Context) error {
 	return t.exec1(ctx, "bump token epoch", `UPDATE token_epoch SET n = n + 1 WHERE id = 1`)
+}
+
+// TakeLease inserts the lease, or overwrites it where the conflict
+// clause's condition holds; a row left as it was counts as no change.
+func (t *tx) TakeLease(ctx context.Context, name, holder string, now, until time.Time) (bool, error) {
+	res, err := t.db.ExecContext(ctx, `INSERT INTO leases (name, holder, held_until) VALUES (?, ?, ?)
+		ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, held_until = excluded.held_until
+		WHERE leases.held_until <= ? OR leases.holder = excluded.holder`,
+		name, holder, until.UnixMilli(), now.UnixMilli())
+	if err != nil {
+		return false, wrap("take lease", err)
+	}
+	n, err := res.RowsAffected()
+	return n == 1, wrap("take lease", err)
 }

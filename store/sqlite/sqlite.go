@@ -41,36 +41,15 @@ var _ store.Store = (*Store)(nil)
 // Open opens (creating it with mode 0600 when missing) the database at path
 // and brings its schema up to date.
 func Open(ctx context.Context, path string) (*Store, error) {
-	if path == "" {
-		return nil, errors.New("sqlite: empty database path")
-	}
-	// Create the file ourselves so that it, and the -wal and -shm files
-	// SQLite derives from it, are private to the daemon's user.
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	writer, err := openWriter(path)
 	if err != nil {
-		return nil, fmt.Errorf("sqlite: create database file: %w", err)
+		return nil, err
 	}
-	if err := f.Close(); err != nil {
-		return nil, fmt.Errorf("sqlite: create database file: %w", err)
-	}
-
-	// synchronous=FULL: a commit is on disk (fsync of the WAL) before
-	// Update returns, so every token or code a client receives survives a
-	// crash or a power cut. Group commit (see writeLoop) is what makes
-	// that affordable.
-	base := "file:" + (&url.URL{Path: path}).EscapedPath() +
-		"?_journal_mode=WAL&_foreign_keys=1&_busy_timeout=10000&_synchronous=FULL"
-	writer, err := sql.Open("sqlite3", base+"&_txlock=immediate")
-	if err != nil {
-		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
-	}
-	writer.SetMaxOpenConns(1)
-	writer.SetConnMaxLifetime(0)
-	if err := migrate(ctx, writer); err != nil {
+	if _, err := migrate(ctx, writer); err != nil {
 		writer.Close()
 		return nil, err
 	}
-	reader, err := sql.Open("sqlite3", base+"&_query_only=1")
+	reader, err := sql.Open("sqlite3", dsn(path)+"&_query_only=1")
 	if err != nil {
 		writer.Close()
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
@@ -86,6 +65,42 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		writes: make(chan *write), stop: make(chan struct{}), done: make(chan struct{})}
 	go s.writeLoop()
 	return s, nil
+}
+
+// dsn is the driver's name for the database at path, with the settings
+// every connection needs.
+//
+// synchronous=FULL: a commit is on disk (fsync of the WAL) before
+// Update returns, so every token or code a client receives survives a
+// crash or a power cut. Group commit (see writeLoop) is what makes
+// that affordable.
+func dsn(path string) string {
+	return "file:" + (&url.URL{Path: path}).EscapedPath() +
+		"?_journal_mode=WAL&_foreign_keys=1&_busy_timeout=10000&_synchronous=FULL"
+}
+
+// openWriter creates the database file when missing and opens the one
+// connection that writes.
+func openWriter(path string) (*sql.DB, error) {
+	if path == "" {
+		return nil, errors.New("sqlite: empty database path")
+	}
+	// Create the file ourselves so that it, and the -wal and -shm files
+	// SQLite derives from it, are private to the daemon's user.
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: create database file: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return nil, fmt.Errorf("sqlite: create database file: %w", err)
+	}
+	writer, err := sql.Open("sqlite3", dsn(path)+"&_txlock=immediate")
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+	writer.SetMaxOpenConns(1)
+	writer.SetConnMaxLifetime(0)
+	return writer, nil
 }
 
 // write is one Update waiting for the write loop. The loop lends the

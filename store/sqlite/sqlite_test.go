@@ -157,3 +157,39 @@ func TestRerun(t *testing.T) {
 		t.Errorf("Update = %v, want the second run's error", err)
 	}
 }
+
+// TestOpenedTogether: processes that start at once on a new database file
+// (two daemons by mistake, or "devicegrantd migrate" beside serve) all
+// open it: whoever waited for the write lock finds the migrations it
+// meant to apply already applied, and does not apply them twice.
+func TestOpenedTogether(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "dg.db")
+	const n = 4
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			s, err := sqlite.Open(ctx, path)
+			if err == nil {
+				err = s.Close()
+			}
+			errs[i] = err
+		}()
+	}
+	close(start)
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("Open %d: %v", i, err)
+		}
+	}
+	current, latest, err := sqlite.SchemaVersion(ctx, path)
+	if err != nil || current != latest || latest == 0 {
+		t.Errorf("SchemaVersion = %d, %d, %v; want the latest", current, latest, err)
+	}
+}

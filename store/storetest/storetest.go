@@ -44,8 +44,12 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"UpdateSerializes", testSerializes},
 		{"ConcurrentUpdatesAreIsolated", testConcurrentIsolation},
 		{"TokenEpoch", testTokenEpoch},
+		{"Leases", testLeases},
+		{"LeaseTakenOnceUnderContention", testLeaseContention},
 		{"UpdatePanicStaysWithItsCaller", testUpdatePanic},
 		{"ForeignKeys", testForeignKeys},
+		{"Instances", testInstances},
+		{"KnownPlaces", testKnownPlaces},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -767,6 +771,31 @@ func testOutbox(t *testing.T, s store.Store) {
 	if len(all) != 2 || all[0].ID != a1 || all[0].ParkedAt.IsZero() {
 		t.Errorf("Outbox = %+v", all)
 	}
+
+	// The head of a user is the oldest entry not parked, due or not,
+	// leased or not; once the parked one is back in line, it is the head
+	// again.
+	if head, err := s.OutboxHead(ctx, "alice"); err != nil || head.ID != a2 {
+		t.Errorf("OutboxHead with alice's first parked = %+v, %v; want her second", head, err)
+	}
+	_, err = s.OutboxHead(ctx, "bob")
+	mustNotFound(t, "OutboxHead of a user with nothing waiting", err)
+	_, err = s.OutboxHead(ctx, "nobody")
+	mustNotFound(t, "OutboxHead of an unknown user key", err)
+	e.ParkedAt, e.NextAttemptAt, e.LeaseUntil = time.Time{}, t0.Add(time.Hour), t0.Add(time.Minute)
+	update(t, s, func(tx store.Tx) error {
+		if err := tx.UpdateOutbox(ctx, e); err != nil {
+			return err
+		}
+		head, err := tx.OutboxHead(ctx, "alice")
+		if err != nil || head.ID != a1 {
+			return fmt.Errorf("OutboxHead in the transaction that put alice's first back = %+v, %v; want it", head, err)
+		}
+		return nil
+	})
+	if head, err := s.OutboxHead(ctx, "alice"); err != nil || head.ID != a1 || head.Call != "provision_user" {
+		t.Errorf("OutboxHead with alice's first back in line = %+v, %v; want it", head, err)
+	}
 }
 
 func testAuthCodes(t *testing.T, s store.Store) {
@@ -954,4 +983,118 @@ func testDeleteUnusedClients(t *testing.T, s store.Store) {
 	mustEqual(t, "clients deleted after re-registration", n, int64(0))
 	got, _ := s.Client(ctx, unused.ID)
 	mustTime(t, "CreatedAt after UpdateClient", got.CreatedAt, t0)
+}
+
+// takeLease runs TakeLease in a transaction of its own.
+func takeLease(t *testing.T, s store.Store, name, holder string, at, until time.Time) bool {
+	t.Helper()
+	var got bool
+	update(t, s, func(tx store.Tx) error {
+		var err error
+		got, err = tx.TakeLease(context.Background(), name, holder, at, until)
+		return err
+	})
+	return got
+}
+
+// testLeases: a lease goes to whoever asks when it is free or expired
+// (held until now or earlier counts as expired, as for the outbox's
+// leases), to its holder again whenever it asks (renewing it, possibly to
+// an earlier time), and to nobody else while it lasts; names are
+// independent, and a take whose transaction rolls back leaves the lease
+// as it was.
+func testLeases(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	t0 := now()
+	if !takeLease(t, s, "cleanup", "a", t0, t0.Add(time.Minute)) {
+		t.Fatal("a free lease was refused")
+	}
+	if takeLease(t, s, "cleanup", "b", t0.Add(59*time.Second), t0.Add(2*time.Minute)) {
+		t.Error("a lease held by another was taken before it expired")
+	}
+	if !takeLease(t, s, "sync", "b", t0, t0.Add(time.Minute)) {
+		t.Error("a lease of another name was refused")
+	}
+	// The holder renews before expiry: it holds it until the new time.
+	if !takeLease(t, s, "cleanup", "a", t0.Add(30*time.Second), t0.Add(90*time.Second)) {
+		t.Fatal("the holder could not renew its lease")
+	}
+	if takeLease(t, s, "cleanup", "b", t0.Add(89*time.Second), t0.Add(3*time.Minute)) {
+		t.Error("a renewed lease was taken before its new expiry")
+	}
+	// Expired at now (until == now): free for anyone.
+	if !takeLease(t, s, "cleanup", "b", t0.Add(90*time.Second), t0.Add(3*time.Minute)) {
+		t.Fatal("an expired lease was refused")
+	}
+	if takeLease(t, s, "cleanup", "a", t0.Add(100*time.Second), t0.Add(4*time.Minute)) {
+		t.Error("the former holder took back a lease another holds")
+	}
+	// A holder may shorten its own lease (say, to give it up early).
+	if !takeLease(t, s, "cleanup", "b", t0.Add(100*time.Second), t0.Add(100*time.Second)) {
+		t.Fatal("the holder could not shorten its lease")
+	}
+	// A take that rolls back changes nothing.
+	boom := errors.New("boom")
+	err := s.Update(ctx, func(tx store.Tx) error {
+		got, err := tx.TakeLease(ctx, "cleanup", "c", t0.Add(100*time.Second), t0.Add(time.Hour))
+		if err != nil {
+			return err
+		}
+		if !got {
+			return errors.New("an expired lease was refused inside the transaction")
+		}
+		return boom
+	})
+	if !errors.Is(err, boom) {
+		t.Fatalf("Update: %v", err)
+	}
+	if !takeLease(t, s, "cleanup", "a", t0.Add(101*time.Second), t0.Add(5*time.Minute)) {
+		t.Error("a lease taken by a rolled back transaction stayed taken")
+	}
+	if takeLease(t, s, "sync", "a", t0.Add(30*time.Second), t0.Add(5*time.Minute)) {
+		t.Error("the other name's lease was taken while held")
+	}
+}
+
+// testLeaseContention: of many holders asking for one free lease at
+// once, each in its own Update, exactly one gets it, whatever the backend
+// does to serialize them (SQLite: one writer; PostgreSQL: serialization
+// failures and retries).
+func testLeaseContention(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	const n = 16
+	t0 := now()
+	var (
+		wg     sync.WaitGroup
+		mu     sync.Mutex
+		takers []int
+	)
+	start := make(chan struct{})
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			var got bool
+			err := s.Update(ctx, func(tx store.Tx) error {
+				var err error
+				got, err = tx.TakeLease(ctx, "sync_devices", fmt.Sprintf("instance-%d", i), t0, t0.Add(time.Hour))
+				return err
+			})
+			if err != nil {
+				t.Errorf("Update %d: %v", i, err)
+				return
+			}
+			if got {
+				mu.Lock()
+				takers = append(takers, i)
+				mu.Unlock()
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	if len(takers) != 1 {
+		t.Errorf("%d holders took the lease at once (%v), want exactly 1", len(takers), takers)
+	}
 }
