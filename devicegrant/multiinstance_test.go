@@ -2,6 +2,7 @@ package devicegrant_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -30,9 +31,14 @@ type cluster struct {
 	t         *testing.T
 	issuer    string   // the proxy, with its trailing slash
 	instances []string // each core's own URL, with its trailing slash
+	stores    []*postgres.Store
 	hits      []atomic.Int64
 	servers   []*devicegrant.Server
 	stops     []func() // each ends its core's Run and waits for it to return
+
+	mu       sync.Mutex
+	statuses map[int]int // answers through the proxy, by status
+	failures []string    // the 5xx answers (and proxy errors) through the proxy
 }
 
 // newCluster starts n cores sharing one new schema and the proxy in front
@@ -49,7 +55,7 @@ func newClusterWith(t *testing.T, n int, configure func(i int, cfg *devicegrant.
 	t.Helper()
 	gin.SetMode(gin.ReleaseMode)
 	dsn := pgtest.URL(t)
-	c := &cluster{t: t, hits: make([]atomic.Int64, n)}
+	c := &cluster{t: t, hits: make([]atomic.Int64, n), statuses: map[int]int{}}
 	targets := make([]*url.URL, n)
 	var next atomic.Uint64
 	proxy := httptest.NewUnstartedServer(&httputil.ReverseProxy{
@@ -63,6 +69,14 @@ func newClusterWith(t *testing.T, n int, configure func(i int, cfg *devicegrant.
 			// loopback address.
 			r.SetXForwarded()
 		},
+		ModifyResponse: func(resp *http.Response) error {
+			c.count(resp.StatusCode, resp.Request.URL.Host+" "+resp.Request.Method+" "+resp.Request.URL.Path)
+			return nil
+		},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			c.count(http.StatusBadGateway, r.URL.Host+" "+r.Method+" "+r.URL.Path+": "+err.Error())
+			w.WriteHeader(http.StatusBadGateway)
+		},
 	})
 	c.issuer = "http://" + proxy.Listener.Addr().String() + "/"
 	ctx := context.Background()
@@ -72,6 +86,7 @@ func newClusterWith(t *testing.T, n int, configure func(i int, cfg *devicegrant.
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { st.Close() })
+		c.stores = append(c.stores, st)
 		cfg := devicegrant.Config{
 			Issuer:           c.issuer,
 			ServerName:       "example.org",
@@ -109,7 +124,31 @@ func newClusterWith(t *testing.T, n int, configure func(i int, cfg *devicegrant.
 	}
 	proxy.Start()
 	t.Cleanup(proxy.Close)
+	t.Cleanup(c.no5xx)
 	return c
+}
+
+// count records an answer the proxy passed on (or made, for an error).
+func (c *cluster) count(status int, what string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.statuses[status]++
+	if status >= 500 {
+		c.failures = append(c.failures, fmt.Sprintf("%d %s", status, what))
+	}
+}
+
+// no5xx fails the test if any answer through the proxy so far was a 5xx:
+// a client never sees one because two instances touched the same rows
+// (issue 15). Every cluster test checks it at its end.
+func (c *cluster) no5xx() {
+	c.t.Helper()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.failures) > 0 {
+		c.t.Errorf("%d answers through the proxy were 5xx:\n%s", len(c.failures), strings.Join(c.failures, "\n"))
+		c.failures = nil
+	}
 }
 
 // post sends a form to base+path and decodes the JSON answer.

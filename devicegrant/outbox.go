@@ -15,9 +15,6 @@ import (
 // outage only delays.
 const parkAfter = 20
 
-// leaseFor is how long a deliverer holds an entry it is sending.
-const leaseFor = time.Minute
-
 // lapseEvery is how often the deliverer looks for approvals that expired
 // unredeemed (see endLapsedApprovals).
 const lapseEvery = 30 * time.Second
@@ -102,7 +99,7 @@ func (s *Server) deliver(ctx context.Context, e store.OutboxEntry) (bool, error)
 		if head.ID != cur.ID {
 			return nil
 		}
-		cur.LeaseUntil = now.Add(leaseFor)
+		cur.LeaseUntil = now.Add(s.cfg.OutboxLease)
 		if err := tx.UpdateOutbox(ctx, cur); err != nil {
 			return err
 		}
@@ -114,7 +111,11 @@ func (s *Server) deliver(ctx context.Context, e store.OutboxEntry) (bool, error)
 	}
 	e = *claim
 
-	callErr := s.callHomeserver(ctx, e.Call, e.Body)
+	// The call ends well within the lease, which another instance waits
+	// out before making it again: one instance at a time makes a call.
+	callCtx, cancelCall := context.WithTimeout(ctx, s.cfg.OutboxLease/2)
+	callErr := s.callHomeserver(callCtx, e.Call, e.Body)
+	cancelCall()
 	stopping := ctx.Err() != nil
 	// The outcome is recorded even when ctx ended during the call (the
 	// daemon is stopping): otherwise the lease would hold the user's calls

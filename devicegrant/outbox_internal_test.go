@@ -240,7 +240,7 @@ func TestDeliverOutlivesALostInstance(t *testing.T) {
 		}
 	}
 	// The lost instance had claimed the first call.
-	lost := s.now().Add(leaseFor)
+	lost := s.now().Add(s.cfg.OutboxLease)
 	err := st.Update(ctx, func(tx store.Tx) error {
 		all, err := tx.Outbox(ctx, 10)
 		if err != nil {

@@ -48,6 +48,12 @@ type Config struct {
 	// OutboxBackoff bounds the wait between retries of a failed homeserver
 	// call. Default 1 second, doubling up to 5 minutes.
 	OutboxBackoff Backoff
+	// OutboxLease is how long an instance holds a homeserver call it is
+	// making: another instance sharing the database makes the call only
+	// once the lease has run out, so this is how long the calls of an
+	// instance that died mid-call wait. Each call is cut off at half the
+	// lease, so that it never outlives it. Default 1 minute.
+	OutboxLease time.Duration
 	// SyncInterval is how often every user's device list is reconciled
 	// with the homeserver (sync_devices), by one of the instances sharing
 	// the database (jobs.go). Default 1 hour.
@@ -240,6 +246,7 @@ func New(cfg Config, st store.Store) (*Server, error) {
 	}
 	cfg.OutboxBackoff.Min = orDuration(cfg.OutboxBackoff.Min, time.Second)
 	cfg.OutboxBackoff.Max = max(orDuration(cfg.OutboxBackoff.Max, 5*time.Minute), cfg.OutboxBackoff.Min)
+	cfg.OutboxLease = orDuration(cfg.OutboxLease, time.Minute)
 	cfg.SyncInterval = orDuration(cfg.SyncInterval, time.Hour)
 	cfg.HeartbeatInterval = orDuration(cfg.HeartbeatInterval, 10*time.Second)
 	if cfg.Logger == nil {

@@ -74,6 +74,8 @@ type homeserver struct {
 	Endpoint   string `yaml:"endpoint"`
 	Secret     string `yaml:"secret"`
 	SecretFile string `yaml:"secret_file"`
+	// OutboxLease: see devicegrant.Config.OutboxLease.
+	OutboxLease time.Duration `yaml:"outbox_lease"`
 }
 
 type tlsConfig struct {
@@ -119,6 +121,7 @@ func settings() []setting {
 		{"homeserver.endpoint", "DEVICEGRANTD_HOMESERVER_ENDPOINT", "homeserver base URL for /_synapse/mas provisioning (Synapse's matrix_authentication_service mode)", "standalone", func(c *config) any { return &c.Homeserver.Endpoint }},
 		{"homeserver.secret", "DEVICEGRANTD_HOMESERVER_SECRET", "shared secret: the homeserver presents it at introspection, devicegrantd at /_synapse/mas", "none", func(c *config) any { return &c.Homeserver.Secret }},
 		{"homeserver.secret_file", "DEVICEGRANTD_HOMESERVER_SECRET_FILE", "file holding that secret (instead of secret)", "", func(c *config) any { return &c.Homeserver.SecretFile }},
+		{"homeserver.outbox_lease", "DEVICEGRANTD_HOMESERVER_OUTBOX_LEASE", "how long an instance holds a homeserver call it makes; calls of an instance that died wait this long for another (each call is cut off at half of it)", "1m", func(c *config) any { return &c.Homeserver.OutboxLease }},
 		{"tls.cert_file", "DEVICEGRANTD_TLS_CERT_FILE", "serve TLS with this certificate chain (PEM)", "plain HTTP", func(c *config) any { return &c.TLS.CertFile }},
 		{"tls.key_file", "DEVICEGRANTD_TLS_KEY_FILE", "and this private key (PEM)", "", func(c *config) any { return &c.TLS.KeyFile }},
 		{"access_token_ttl", "DEVICEGRANTD_ACCESS_TOKEN_TTL", "access token lifetime", "5m", func(c *config) any { return &c.AccessTokenTTL }},
@@ -255,6 +258,7 @@ func (c *config) server() devicegrant.Config {
 		ServerName:             c.ServerName,
 		HomeserverSecret:       c.Homeserver.Secret,
 		HomeserverEndpoint:     c.Homeserver.Endpoint,
+		OutboxLease:            c.Homeserver.OutboxLease,
 		AccessTokenTTL:         c.AccessTokenTTL,
 		DeviceCodeTTL:          c.DeviceCodeTTL,
 		PollInterval:           c.PollInterval,
