@@ -35,7 +35,12 @@ import (
 // upgradeFrom is the release the rolling upgrade starts from: the last
 // commit before migrations 0007 (job leases) and 0008 (instances, known
 // places), with the PostgreSQL backend already in place. Its schema is
-// older than the tree's, so the test crosses real migrations.
+// older than the tree's, so the test crosses real migrations, and every
+// migration added later is rehearsed against it too: one that an old
+// binary cannot live with (a dropped or renamed column, a new NOT NULL
+// column without a default) makes the old daemons answer 500 after
+// "migrate" and fails the test. Move it forward to the last release
+// operators run when one is made.
 const upgradeFrom = "6d24ca0"
 
 // TestRollingUpgrade rehearses the README's upgrade of several instances
@@ -107,16 +112,46 @@ func TestRollingUpgrade(t *testing.T) {
 
 	keysBefore := rollKeyIDs(t, lb.url)
 	load := startRollLoad(t, lb.url, lb.targets)
-	rollWait(t, "device flows and refreshes on the old release", func() bool { return load.refreshedChains() >= 3 })
+	// Registered after the daemons' own cleanups, so it runs before they
+	// are killed: on a failure, what the clients, the balancer and the
+	// daemons saw.
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		load.stop()
+		for _, e := range rollFirst(load.errors(), 10) {
+			t.Logf("client: %s", e)
+		}
+		for _, e := range rollFirst(lb.failures(), 10) {
+			t.Logf("balancer: %s", e)
+		}
+		for i, d := range lb.instances {
+			t.Logf("daemon %d (%s) log:\n%s", i, d.version, d.logs.String())
+		}
+	})
+	// wait gives up as soon as a client or the balancer saw a failure.
+	wait := func(what string, cond func() bool) {
+		t.Helper()
+		rollWait(t, what, func() bool {
+			if n := len(load.errors()) + len(lb.failures()); n > 0 {
+				t.Fatalf("waiting for %s: %d failures", what, n)
+			}
+			return cond()
+		})
+	}
+	wait("device flows and refreshes on the old release", func() bool { return load.refreshedChains() >= 3 })
 
+	syncsOld := rollSyncs(hs)
 	out, err := runBinary(newBin, common, "", "migrate")
 	if want := fmt.Sprintf("schema version %d before, %d after", oldLatest, newLatest); err != nil || !strings.Contains(out, want) {
 		t.Fatalf("new migrate: %v\n%s\nwant %q", err, out, want)
 	}
+	load.phase.Store("old on the new schema")
 	// The old release keeps serving on the new schema: its clients get on
 	// with their flows and refreshes for a while before any restart.
 	mark := load.completed()
-	rollWait(t, "device flows on old daemons over the new schema", func() bool { return load.completed() >= mark+2 })
+	wait("device flows on old daemons over the new schema", func() bool { return load.completed() >= mark+2 })
 
 	// An old binary started now refuses, and says why.
 	refuse := exec.Command(oldBin, "serve")
@@ -133,12 +168,15 @@ func TestRollingUpgrade(t *testing.T) {
 		}
 		lb.instances[i] = startRollDaemon(t, newBin, "new", lb.addr(i), common)
 		lb.setVersion(i, "new")
+		load.phase.Store("mixed")
 		// Mixed versions: let the clients work before the next restart.
 		mark := load.completed()
-		rollWait(t, "a device flow after replacing daemon "+strconv.Itoa(i), func() bool { return load.completed() >= mark+1 })
+		wait("a device flow after replacing daemon "+strconv.Itoa(i), func() bool { return load.completed() >= mark+1 })
 	}
+	syncsRoll := rollSyncs(hs) - syncsOld
+	load.phase.Store("new")
 	mark = load.completed()
-	rollWait(t, "device flows on the new release only", func() bool { return load.completed() >= mark+2 })
+	wait("device flows on the new release only", func() bool { return load.completed() >= mark+2 })
 	load.stop()
 
 	// Every flow begun ended with tokens; no request failed.
@@ -206,14 +244,9 @@ func TestRollingUpgrade(t *testing.T) {
 	}
 
 	statuses := lb.statusCounts()
-	t.Logf("built in %s; %d device flows (%d chains began on the old release, %d of them refreshed by the new), %d refreshes, %d sign-outs; longest wait from approval to tokens %s; answers %v; connections refused and retried %d; whole test %s",
+	t.Logf("built in %s; %d device flows (%d chains began on the old release, %d of them refreshed by the new), %d refreshes, %d sign-outs; longest wait from approval to tokens: %s; answers %v; connections refused and retried %d; sync_devices calls %d with the old release alone, %d during the roll, %d after; whole test %s",
 		built.Round(100*time.Millisecond), len(chains), countIssuedBy(chains, "old"), crossed, load.refreshes.Load(), load.revocations.Load(),
-		time.Duration(load.longest.Load()).Round(10*time.Millisecond), statuses, lb.refused.Load(), time.Since(began).Round(100*time.Millisecond))
-	if t.Failed() {
-		for i, d := range lb.instances {
-			t.Logf("daemon %d (%s) log:\n%s", i, d.version, d.logs.String())
-		}
-	}
+		load.waits(), statuses, lb.refused.Load(), syncsOld, syncsRoll, rollSyncs(hs)-syncsOld-syncsRoll, time.Since(began).Round(100*time.Millisecond))
 }
 
 // rollWait waits for cond, longer than waitFor: a device flow needs a few
@@ -469,8 +502,23 @@ func (b *rollBalancer) RoundTrip(r *http.Request) (*http.Response, error) {
 		resp, err := b.transport.RoundTrip(out)
 		switch {
 		case err == nil:
+			status := strconv.Itoa(resp.StatusCode)
+			if resp.StatusCode == http.StatusBadRequest && r.URL.Path == "/oauth2/token" {
+				// Which OAuth error: slow_down is worth telling apart.
+				raw, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err != nil {
+					return nil, err
+				}
+				var e struct {
+					Error string `json:"error"`
+				}
+				json.Unmarshal(raw, &e)
+				status += " " + e.Error
+				resp.Body = io.NopCloser(bytes.NewReader(raw))
+			}
 			b.mu.Lock()
-			b.statuses[fmt.Sprintf("%s %d", version, resp.StatusCode)]++
+			b.statuses[version+" "+status]++
 			if resp.StatusCode >= 500 {
 				b.fails = append(b.fails, fmt.Sprintf("instance %d (%s) answered %s %s: %s", i, version, r.Method, r.URL.Path, resp.Status))
 			}
@@ -511,16 +559,19 @@ type rollLoad struct {
 	begun       atomic.Int64
 	refreshes   atomic.Int64
 	revocations atomic.Int64
-	longest     atomic.Int64 // the longest wait from approval to tokens, in ns
+	phase       atomic.Value // string: which releases serve, set by the test
 
-	mu     sync.Mutex
-	chains []*rollChain
-	errs   []string
+	mu      sync.Mutex
+	chains  []*rollChain
+	errs    []string
+	longest map[string]time.Duration // by phase: the longest wait from approval to tokens
 }
 
 func startRollLoad(t *testing.T, base string, instances []string) *rollLoad {
 	t.Helper()
-	l := &rollLoad{base: base, instances: instances, client: &http.Client{Timeout: 30 * time.Second}, quit: make(chan struct{})}
+	l := &rollLoad{base: base, instances: instances, client: &http.Client{Timeout: 30 * time.Second}, quit: make(chan struct{}),
+		longest: map[string]time.Duration{}}
+	l.phase.Store("old")
 	reg := postJSON(t, base+"oauth2/registration", nil, `{"client_name":"Upgrade rehearsal","client_uri":"https://kiosk.example.org/","token_endpoint_auth_method":"none","grant_types":["urn:ietf:params:oauth:grant-type:device_code","refresh_token"]}`)
 	if l.clientID, _ = reg["client_id"].(string); l.clientID == "" {
 		t.Fatalf("registration: %v", reg)
@@ -533,15 +584,25 @@ func startRollLoad(t *testing.T, base string, instances []string) *rollLoad {
 	return l
 }
 
-// noteWait records how long a device waited for its tokens after the
-// approval.
-func (l *rollLoad) noteWait(d time.Duration) {
-	for {
-		cur := l.longest.Load()
-		if int64(d) <= cur || l.longest.CompareAndSwap(cur, int64(d)) {
-			return
+// noteWait records how long a device approved in phase waited for its
+// tokens.
+func (l *rollLoad) noteWait(phase string, d time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.longest[phase] = max(l.longest[phase], d.Round(10*time.Millisecond))
+}
+
+// waits is the longest wait from approval to tokens in each phase.
+func (l *rollLoad) waits() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for _, p := range []string{"old", "old on the new schema", "mixed", "new"} {
+		if d, ok := l.longest[p]; ok {
+			out = append(out, fmt.Sprintf("%s %s", p, d))
 		}
 	}
+	return strings.Join(out, ", ")
 }
 
 func (l *rollLoad) stop() {
@@ -646,7 +707,7 @@ func (l *rollLoad) flows(worker int) {
 			polled <- result{tok, err}
 		}()
 		time.Sleep(2200 * time.Millisecond)
-		approved := time.Now()
+		approved, phase := time.Now(), l.phase.Load().(string)
 		if err := rollApprove(ctx, phone, da.VerificationURIComplete); err != nil {
 			l.errorf("device %s: the phone's approval: %v", deviceID, err)
 			cancel()
@@ -659,7 +720,7 @@ func (l *rollLoad) flows(worker int) {
 			continue
 		}
 		tok := r.tok
-		l.noteWait(time.Since(approved))
+		l.noteWait(phase, time.Since(approved))
 		ch := &rollChain{deviceID: deviceID, access: tok.AccessToken, refresh: tok.RefreshToken, issuedBy: release, refreshedBy: map[string]int{}}
 		l.mu.Lock()
 		l.chains = append(l.chains, ch)
@@ -827,6 +888,25 @@ func rollKeyIDs(t *testing.T, base string) string {
 	}
 	sort.Strings(ids)
 	return strings.Join(ids, ",")
+}
+
+// rollFirst is at most the first n of errs, and how many more there were.
+func rollFirst(errs []string, n int) []string {
+	if len(errs) <= n {
+		return errs
+	}
+	return append(errs[:n:n], fmt.Sprintf("... and %d more", len(errs)-n))
+}
+
+// rollSyncs counts the sync_devices calls the homeserver received.
+func rollSyncs(hs *fakesynapse.Homeserver) int {
+	n := 0
+	for _, c := range hs.Calls() {
+		if strings.HasSuffix(c.Path, "/sync_devices") {
+			n++
+		}
+	}
+	return n
 }
 
 func countIssuedBy(chains []rollChain, release string) int {
