@@ -47,15 +47,18 @@ const upgradeFrom = "6d24ca0"
 // on one PostgreSQL database with real binaries (issue 15): three
 // daemons built from upgradeFrom serve behind a round-robin balancer
 // while devices sign in (x/oauth2's device flow, a phone approving through
-// the pages), refresh and are introspected; the new binary runs
-// "migrate" once; an old binary then refuses to start on the new schema;
-// and each old daemon is stopped with SIGTERM and replaced by a new one on
-// its address in turn. Throughout, no instance answers a 5xx and the
-// balancer cuts off no request; every device flow begun ends with tokens
-// (P-DEV-6); every refresh chain carries on across versions (P-RT-2); at
-// the end every pair a client holds is active at every instance
-// (P-INT-1), every device is at the homeserver (P-HS-4), and "migrate
-// --check" finds the schema current.
+// the pages), refresh, sign out and are introspected. The new binary's
+// "migrate --check" says migrations are pending and "migrate" applies
+// them; the old daemons keep serving on the new schema; an old binary
+// started then refuses, saying why; and each old daemon is stopped with
+// SIGTERM and replaced by a new one on its address in turn. Throughout,
+// no instance answers a 5xx and the balancer cuts off no request; every
+// device flow begun ends with tokens (P-DEV-6); refresh chains carry on
+// across releases (P-RT-2); a sign-out is inactive at once at every
+// instance of either release (P-REV-1, P-INT-1). At the end every pair a
+// client holds is active at every instance, the new release publishes the
+// old one's signing keys, the homeserver has exactly the signed-in
+// devices (P-HS-4), and "migrate --check" finds the schema current.
 //
 // It builds upgradeFrom from the git history, so it skips when that
 // commit is not there (a tarball, a shallow clone).
@@ -143,7 +146,11 @@ func TestRollingUpgrade(t *testing.T) {
 	wait("device flows and refreshes on the old release", func() bool { return load.refreshedChains() >= 3 })
 
 	syncsOld := rollSyncs(hs)
-	out, err := runBinary(newBin, common, "", "migrate")
+	out, err := runBinary(newBin, common, "", "migrate", "--check")
+	if want := fmt.Sprintf("schema version %d, this program's %d: migrations pending", oldLatest, newLatest); err == nil || !strings.Contains(out, want) {
+		t.Errorf("new migrate --check before the upgrade: %v\n%s\nwant it to fail with %q", err, out, want)
+	}
+	out, err = runBinary(newBin, common, "", "migrate")
 	if want := fmt.Sprintf("schema version %d before, %d after", oldLatest, newLatest); err != nil || !strings.Contains(out, want) {
 		t.Fatalf("new migrate: %v\n%s\nwant %q", err, out, want)
 	}
