@@ -66,9 +66,18 @@ func TestRollingUpgrade(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds two releases of the daemon and runs six of them")
 	}
-	root, err := exec.Command("git", "rev-parse", "--show-toplevel").Output()
+	// Only a missing commit skips: git refusing to work here (not
+	// installed, a repository it deems unsafe) fails, lest CI skip in
+	// silence.
+	var stderr strings.Builder
+	find := exec.Command("git", "rev-parse", "--show-toplevel")
+	find.Stderr = &stderr
+	root, err := find.Output()
 	if err != nil {
-		t.Skipf("not in a git checkout (%v): cannot build release %s", err, upgradeFrom)
+		if strings.Contains(stderr.String(), "not a git repository") {
+			t.Skipf("not in a git checkout: cannot build release %s", upgradeFrom)
+		}
+		t.Fatalf("git rev-parse: %v\n%s", err, stderr.String())
 	}
 	repo := strings.TrimSpace(string(root))
 	if err := exec.Command("git", "-C", repo, "cat-file", "-e", upgradeFrom+"^{commit}").Run(); err != nil {
