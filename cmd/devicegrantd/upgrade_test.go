@@ -115,23 +115,29 @@ func TestRollingUpgrade(t *testing.T) {
 	if out, err := runBinary(oldBin, common, devtest.Password+"\n", "user", "add", devtest.Username, "--password-stdin"); err != nil {
 		t.Fatalf("old user add: %v\n%s", err, out)
 	}
+	// Every daemon started is killed at the end, after the load stopped
+	// (cleanups run last registered first).
+	var started []*rollDaemon
+	t.Cleanup(func() {
+		for _, d := range started {
+			d.kill()
+		}
+	})
 	// One at a time: two old daemons that start at once on an empty
 	// database may each make a signing key (fixed since, d2d4e90).
 	for i := range lb.targets {
-		lb.instances[i] = startRollDaemon(t, oldBin, "old", lb.addr(i), common)
+		lb.instances[i] = startRollDaemon(t, &started, oldBin, "old", lb.addr(i), common)
 		lb.setVersion(i, "old")
 	}
 
 	keysBefore := rollKeyIDs(t, lb.url)
 	load := startRollLoad(t, lb.url, lb.targets)
-	// Registered after the daemons' own cleanups, so it runs before they
-	// are killed: on a failure, what the clients, the balancer and the
-	// daemons saw.
+	// On a failure, what the clients, the balancer and the daemons saw.
 	t.Cleanup(func() {
+		load.stop()
 		if !t.Failed() {
 			return
 		}
-		load.stop()
 		for _, e := range rollFirst(load.errors(), 10) {
 			t.Logf("client: %s", e)
 		}
@@ -182,7 +188,7 @@ func TestRollingUpgrade(t *testing.T) {
 		if err := lb.instances[i].stop(); err != nil {
 			t.Errorf("old daemon %d on SIGTERM: %v\n%s", i, err, lb.instances[i].logs.String())
 		}
-		lb.instances[i] = startRollDaemon(t, newBin, "new", lb.addr(i), common)
+		lb.instances[i] = startRollDaemon(t, &started, newBin, "new", lb.addr(i), common)
 		lb.setVersion(i, "new")
 		load.phase.Store("mixed")
 		// Mixed versions: let the clients work before the next restart.
@@ -368,8 +374,9 @@ type rollDaemon struct {
 }
 
 // startRollDaemon starts bin serving on addr and returns once its
-// /healthz answers there.
-func startRollDaemon(t *testing.T, bin, version, addr string, vars []string) *rollDaemon {
+// /healthz answers there; it adds the daemon to started, for the test to
+// kill at its end.
+func startRollDaemon(t *testing.T, started *[]*rollDaemon, bin, version, addr string, vars []string) *rollDaemon {
 	t.Helper()
 	d := &rollDaemon{version: version, logs: &devtest.SyncBuffer{}, done: make(chan error, 1)}
 	d.cmd = exec.Command(bin, "serve")
@@ -379,11 +386,7 @@ func startRollDaemon(t *testing.T, bin, version, addr string, vars []string) *ro
 		t.Fatal(err)
 	}
 	go func() { d.done <- d.cmd.Wait() }()
-	t.Cleanup(func() {
-		d.cmd.Process.Kill()
-		<-d.done
-		d.done <- nil // for a second cleanup or stop
-	})
+	*started = append(*started, d)
 	waitFor(t, version+" daemon on "+addr+" to answer /healthz", func() bool {
 		select {
 		case err := <-d.done:
@@ -399,6 +402,12 @@ func startRollDaemon(t *testing.T, bin, version, addr string, vars []string) *ro
 		return resp.StatusCode == http.StatusOK
 	})
 	return d
+}
+
+// kill ends the process, if it still runs, and waits for it.
+func (d *rollDaemon) kill() {
+	d.cmd.Process.Kill()
+	d.done <- <-d.done // for a second kill or stop
 }
 
 // stop sends SIGTERM and waits for the process to exit; a graceful stop
