@@ -110,6 +110,9 @@ func TestRollingUpgrade(t *testing.T) {
 		"DEVICEGRANTD_CLIENT_REGISTRATIONS=100000/1ms",
 		"DEVICEGRANTD_NEW_CLIENTS=100000/1ms",
 	}
+	// The new release drains on SIGTERM, as a deployment behind a
+	// balancer should; the old one has no such setting.
+	newVars := append(append([]string(nil), common...), "DEVICEGRANTD_SHUTDOWN_DRAIN=1s")
 	// The operator's first account, made with the old release (the new
 	// one would migrate the schema).
 	if out, err := runBinary(oldBin, common, devtest.Password+"\n", "user", "add", devtest.Username, "--password-stdin"); err != nil {
@@ -188,7 +191,7 @@ func TestRollingUpgrade(t *testing.T) {
 		if err := lb.instances[i].stop(); err != nil {
 			t.Errorf("old daemon %d on SIGTERM: %v\n%s", i, err, lb.instances[i].logs.String())
 		}
-		lb.instances[i] = startRollDaemon(t, &started, newBin, "new", lb.addr(i), common)
+		lb.instances[i] = startRollDaemon(t, &started, newBin, "new", lb.addr(i), newVars)
 		lb.setVersion(i, "new")
 		load.phase.Store("mixed")
 		// Mixed versions: let the clients work before the next restart.
@@ -199,6 +202,31 @@ func TestRollingUpgrade(t *testing.T) {
 	load.phase.Store("new")
 	mark = load.completed()
 	wait("device flows on the new release only", func() bool { return load.completed() >= mark+2 })
+
+	// The next upgrade: the new daemons, which drain on SIGTERM
+	// (shutdown_drain), restarted in turn. While one drains, its /healthz
+	// says 503 and it still answers the balancer.
+	load.phase.Store("new, restarting")
+	for i := range lb.targets {
+		d := lb.instances[i]
+		if err := d.term(); err != nil {
+			t.Fatal(err)
+		}
+		rollWait(t, "daemon "+strconv.Itoa(i)+"'s /healthz to say 503 while it drains", func() bool {
+			resp, err := http.Get("http://" + lb.addr(i) + "/healthz")
+			if err != nil {
+				t.Fatalf("daemon %d refused /healthz during its drain: %v", i, err)
+			}
+			resp.Body.Close()
+			return resp.StatusCode == http.StatusServiceUnavailable
+		})
+		if err := d.wait(); err != nil {
+			t.Errorf("new daemon %d on SIGTERM: %v\n%s", i, err, d.logs.String())
+		}
+		lb.instances[i] = startRollDaemon(t, &started, newBin, "new", lb.addr(i), newVars)
+		mark := load.completed()
+		wait("a device flow after restarting daemon "+strconv.Itoa(i), func() bool { return load.completed() >= mark+1 })
+	}
 	load.stop()
 
 	// Every flow begun ended with tokens; no request failed.
@@ -413,9 +441,17 @@ func (d *rollDaemon) kill() {
 // stop sends SIGTERM and waits for the process to exit; a graceful stop
 // exits 0.
 func (d *rollDaemon) stop() error {
-	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := d.term(); err != nil {
 		return err
 	}
+	return d.wait()
+}
+
+// term sends SIGTERM.
+func (d *rollDaemon) term() error { return d.cmd.Process.Signal(syscall.SIGTERM) }
+
+// wait waits for the process to exit after a term.
+func (d *rollDaemon) wait() error {
 	select {
 	case err := <-d.done:
 		d.done <- nil
@@ -426,12 +462,13 @@ func (d *rollDaemon) stop() error {
 }
 
 // rollBalancer is a round-robin load balancer in front of the instances.
-// As HAProxy's redispatch or nginx's proxy_next_upstream do, a request
-// whose connection an instance refuses (it is restarting) goes to the
-// next; a request an instance took and then dropped is not retried (it
-// may have taken effect) and counts as a failure. It keeps connections to
-// the instances alive, as balancers do, and notes which release answered
-// each request in X-Upgrade-Release.
+// It sends nothing to an instance whose last health check (/healthz,
+// every 100 ms) failed. As HAProxy's redispatch or nginx's
+// proxy_next_upstream do, a request whose connection an instance refuses
+// (it is restarting) goes to the next; a request an instance took and
+// then dropped is not retried (it may have taken effect) and counts as a
+// failure. It keeps connections to the instances alive, as balancers do,
+// and notes which release answered each request in X-Upgrade-Release.
 type rollBalancer struct {
 	url       string
 	targets   []string
@@ -442,16 +479,42 @@ type rollBalancer struct {
 
 	mu       sync.Mutex
 	versions []string
+	down     []bool         // its last health check failed
 	statuses map[string]int // "old 200" → count
 	fails    []string       // 5xx answers and requests cut off
 }
 
 func newRollBalancer(t *testing.T, n int) *rollBalancer {
 	b := &rollBalancer{transport: &http.Transport{MaxIdleConnsPerHost: 32}, statuses: map[string]int{},
-		versions: make([]string, n), instances: make([]*rollDaemon, n)}
+		versions: make([]string, n), down: make([]bool, n), instances: make([]*rollDaemon, n)}
 	for range n {
 		b.targets = append(b.targets, freeAddr(t))
 	}
+	// Health checks, as balancers make them: GET /healthz every 100 ms;
+	// an instance that fails one gets no requests until one succeeds.
+	quit, checked := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(checked)
+		check := &http.Client{Timeout: time.Second}
+		for {
+			for i, target := range b.targets {
+				resp, err := check.Get("http://" + target + "/healthz")
+				if err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+				b.mu.Lock()
+				b.down[i] = err != nil || resp.StatusCode != http.StatusOK
+				b.mu.Unlock()
+			}
+			select {
+			case <-quit:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}()
+	t.Cleanup(func() { close(quit); <-checked })
 	srv := httptest.NewServer(&httputil.ReverseProxy{
 		Rewrite: func(r *httputil.ProxyRequest) {
 			r.SetURL(&url.URL{Scheme: "http", Host: b.targets[0]}) // RoundTrip picks
@@ -512,8 +575,22 @@ func (b *rollBalancer) RoundTrip(r *http.Request) (*http.Response, error) {
 	}
 	n := len(b.targets)
 	first := int((b.next.Add(1) - 1) % uint64(n))
+	// The instances up, in turn; all of them should every one have failed
+	// its last check.
+	var order, all []int
+	b.mu.Lock()
 	for k := range n {
 		i := (first + k) % n
+		all = append(all, i)
+		if !b.down[i] {
+			order = append(order, i)
+		}
+	}
+	b.mu.Unlock()
+	if len(order) == 0 {
+		order = all
+	}
+	for _, i := range order {
 		out := r.Clone(r.Context())
 		out.URL.Host = b.targets[i]
 		out.Body, out.GetBody = nil, nil
@@ -622,7 +699,7 @@ func (l *rollLoad) waits() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var out []string
-	for _, p := range []string{"old", "old on the new schema", "mixed", "new"} {
+	for _, p := range []string{"old", "old on the new schema", "mixed", "new", "new, restarting"} {
 		if d, ok := l.longest[p]; ok {
 			out = append(out, fmt.Sprintf("%s %s", p, d))
 		}
