@@ -50,8 +50,10 @@ const upgradeFrom = "6d24ca0"
 // the pages), refresh, sign out and are introspected. The new binary's
 // "migrate --check" says migrations are pending and "migrate" applies
 // them; the old daemons keep serving on the new schema; an old binary
-// started then refuses, saying why; and each old daemon is stopped with
-// SIGTERM and replaced by a new one on its address in turn. Throughout,
+// started then refuses, saying why; each old daemon is stopped with
+// SIGTERM and replaced by a new one on its address in turn; then, as the
+// next upgrade would, each new daemon, which drains (shutdown_drain), is
+// restarted in turn, its /healthz saying 503 while it drains. Throughout,
 // no instance answers a 5xx and the balancer cuts off no request; every
 // device flow begun ends with tokens (P-DEV-6); refresh chains carry on
 // across releases (P-RT-2); a sign-out is inactive at once at every
