@@ -24,6 +24,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/net/html"
 	"golang.org/x/oauth2"
 
@@ -114,7 +116,7 @@ func TestRollingUpgrade(t *testing.T) {
 	}
 	// The new release drains on SIGTERM, as a deployment behind a
 	// balancer should; the old one has no such setting.
-	newVars := append(append([]string(nil), common...), "DEVICEGRANTD_SHUTDOWN_DRAIN=1s")
+	newVars := append(append([]string(nil), common...), "DEVICEGRANTD_SHUTDOWN_DRAIN=2s")
 	// The operator's first account, made with the old release (the new
 	// one would migrate the schema).
 	if out, err := runBinary(oldBin, common, devtest.Password+"\n", "user", "add", devtest.Username, "--password-stdin"); err != nil {
@@ -196,6 +198,9 @@ func TestRollingUpgrade(t *testing.T) {
 		lb.instances[i] = startRollDaemon(t, &started, newBin, "new", lb.addr(i), newVars)
 		lb.setVersion(i, "new")
 		load.phase.Store("mixed")
+		// The old release does not heartbeat: the new daemons divide the
+		// rate limits among themselves only (README, Upgrading).
+		rollWait(t, "the new daemons' heartbeats", func() bool { return rollInstances(t, pgURL) == i+1 })
 		// Mixed versions: let the clients work before the next restart.
 		mark := load.completed()
 		wait("a device flow after replacing daemon "+strconv.Itoa(i), func() bool { return load.completed() >= mark+1 })
@@ -230,6 +235,8 @@ func TestRollingUpgrade(t *testing.T) {
 		wait("a device flow after restarting daemon "+strconv.Itoa(i), func() bool { return load.completed() >= mark+1 })
 	}
 	load.stop()
+	// A stopped daemon leaves the instances; its successor joins.
+	rollWait(t, "three daemons heartbeating", func() bool { return rollInstances(t, pgURL) == len(lb.targets) })
 
 	// Every flow begun ended with tokens; no request failed.
 	for _, e := range load.errors() {
@@ -1009,6 +1016,26 @@ func rollSyncs(hs *fakesynapse.Homeserver) int {
 		if strings.HasSuffix(c.Path, "/sync_devices") {
 			n++
 		}
+	}
+	return n
+}
+
+// rollInstances counts the instances heartbeating into the database.
+func rollInstances(t *testing.T, dsn string) int {
+	t.Helper()
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	conn, err := pgx.ConnectConfig(ctx, cfg.ConnConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var n int
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM instances`).Scan(&n); err != nil {
+		t.Fatal(err)
 	}
 	return n
 }
