@@ -48,6 +48,9 @@ type config struct {
 	TrustedProxies []string `yaml:"trusted_proxies"`
 	MetricsListen  string   `yaml:"metrics_listen"`
 	MetricsPprof   bool     `yaml:"metrics_pprof"`
+	// ShutdownDrain: how long serve keeps answering after SIGTERM (see
+	// drain in serve.go).
+	ShutdownDrain time.Duration `yaml:"shutdown_drain"`
 
 	Registration struct {
 		Enabled  bool   `yaml:"enabled"`
@@ -142,6 +145,7 @@ func settings() []setting {
 		{"registration.terms_url", "DEVICEGRANTD_TERMS_URL", "terms people must accept to register (put a version in the URL)", "none", func(c *config) any { return &c.Registration.TermsURL }},
 		{"legacy_login.enabled", "DEVICEGRANTD_LEGACY_LOGIN", "serve the legacy Matrix login API (/_matrix/client/v3/login, /refresh, /logout) for clients without OAuth 2.0: true or false", "true", func(c *config) any { return &c.LegacyLogin.Enabled }},
 		{"legacy_login.password", "DEVICEGRANTD_LEGACY_LOGIN_PASSWORD", "offer m.login.password there (false leaves SSO and m.login.token)", "true", func(c *config) any { return &c.LegacyLogin.Password }},
+		{"shutdown_drain", "DEVICEGRANTD_SHUTDOWN_DRAIN", "on SIGTERM, keep serving this long first, /healthz answering 503 and each connection closed after its next answer, so that a load balancer stops sending before the port closes", "0s", func(c *config) any { return &c.ShutdownDrain }},
 		{"metrics_listen", "DEVICEGRANTD_METRICS_LISTEN", "host:port serving Prometheus /metrics (keep it private)", "off", func(c *config) any { return &c.MetricsListen }},
 		{"metrics_pprof", "DEVICEGRANTD_METRICS_PPROF", "also serve Go's profiler (/debug/pprof/) on metrics_listen, to profile before optimising: true or false", "false", func(c *config) any { return &c.MetricsPprof }},
 		{"display.panel", "DEVICEGRANTD_DISPLAY", "appliance mode: show the newest pending pairing on ssd1306:/dev/i2c-1:0x3c, sh1106:..., epd, fb:/dev/fb1, png:FILE:WxH or terminal", "off", func(c *config) any { return &c.Display.Panel }},

@@ -10,7 +10,9 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -70,6 +72,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 	if cfg.TLS.CertFile != "" {
 		handler = hsts(srv)
 	}
+	var draining atomic.Bool
+	handler = drain(handler, &draining, strings.TrimSuffix(issuerPath(srv.Issuer()), "/")+"/healthz")
 	// Bodies are capped by the server at devicegrant.MaxBodyBytes; these
 	// bound what a slow or bloated client can hold before a handler runs.
 	hs := &http.Server{
@@ -81,12 +85,15 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	// Run outlives the signal by the drain, so that an instance still
+	// answering keeps hearing the others' grant notices and heartbeating.
+	runCtx, stopRun := context.WithCancel(context.WithoutCancel(ctx))
 	runDone := make(chan struct{})
 	go func() {
 		defer close(runDone)
-		srv.Run(ctx)
+		srv.Run(runCtx)
 	}()
-	defer func() { <-runDone }()
+	defer func() { stopRun(); <-runDone }()
 	if cfg.MetricsListen != "" {
 		mln, err := net.Listen("tcp", cfg.MetricsListen)
 		if err != nil {
@@ -138,16 +145,59 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 	if err := sd.notify("STOPPING=1"); err != nil {
 		log.Warn("telling systemd we are stopping", "err", err)
 	}
+	if cfg.ShutdownDrain > 0 {
+		log.Info("draining before shutting down", "for", cfg.ShutdownDrain)
+		draining.Store(true)
+		time.Sleep(cfg.ShutdownDrain)
+	}
 	// Shutdown finishes the requests in flight; the outbox deliverer,
-	// stopped by the same signal, releases the call it held (run waits
-	// for it in the deferred <-runDone).
+	// stopped at the same time, releases the call it held (run waits for
+	// it in the deferred <-runDone).
 	log.Info("shutting down")
+	stopRun()
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := hs.Shutdown(shutdownCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	return nil
+}
+
+// drain wraps the server for the time between SIGTERM and closing the
+// port, when shutdown_drain is set. Go's Shutdown closes the port and every idle
+// connection at once; a load balancer that keeps connections to the
+// instance alive may be sending a request on one of them at that moment,
+// and gets no answer, which it cannot safely retry for a POST (it may
+// have taken effect). While draining, the instance serves on, but
+// /healthz answers 503, so that a health-checking balancer takes it out,
+// and every answer closes its connection, so that the balancer holds no
+// idle connection to it when the port closes: requests then meet a
+// refused connection, which any balancer tries on the next instance.
+// With TestRollingUpgrade's clients speeded up to some 250 requests a
+// second per instance, a stop without a drain cut off about one request in
+// three restarts; a drain without health checks at the balancer, about
+// one in two (the port's close still meets connections being opened); a
+// 1 s drain with checks every 100 ms, none in nine.
+func drain(next http.Handler, draining *atomic.Bool, healthz string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if draining.Load() {
+			w.Header().Set("Connection", "close")
+			if r.URL.Path == healthz {
+				http.Error(w, "shutting down", http.StatusServiceUnavailable)
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// mustPath is the path of a URL the server already parsed (its issuer).
+func issuerPath(u string) string {
+	p, err := url.Parse(u)
+	if err != nil {
+		return "/"
+	}
+	return p.Path
 }
 
 // maxHeaderBytes caps a request's headers (net/http allows 4 KiB more for
