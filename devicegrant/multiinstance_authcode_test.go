@@ -257,15 +257,7 @@ func TestMultiInstanceAuthCodeWithSynapse(t *testing.T) {
 		}
 	}
 	hs.Up()
-	var back *url.URL
-	eventually(t, "the browser is sent back with a code", func() bool {
-		pg := a.phone.Get(waiting)
-		if pg.Status == http.StatusSeeOther {
-			back = a.back(pg)
-			return true
-		}
-		return false
-	})
+	back := a.backOnceUp(waiting)
 	tok, err := a.conf.Exchange(t.Context(), back.Query().Get("code"), oauth2.VerifierOption(a.verifier))
 	if err != nil {
 		t.Fatalf("Exchange through the proxy: %v", err)
