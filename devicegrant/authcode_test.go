@@ -94,6 +94,22 @@ func (a *app) waitForDevice(pg *devtest.Page) *devtest.Page {
 	return pg
 }
 
+// backOnceUp reloads waiting, the page that waits for a homeserver that
+// was down, until the browser is sent back to the app, and returns where.
+func (a *app) backOnceUp(waiting string) *url.URL {
+	a.e.t.Helper()
+	var back *url.URL
+	eventually(a.e.t, "the browser is sent back with a code", func() bool {
+		pg := a.phone.Get(waiting)
+		if pg.Status == http.StatusSeeOther {
+			back = a.back(pg)
+			return true
+		}
+		return false
+	})
+	return back
+}
+
 func (a *app) back(pg *devtest.Page) *url.URL {
 	a.e.t.Helper()
 	loc := pg.Header.Get("Location")
@@ -344,15 +360,7 @@ func TestAuthCodeWithSynapse(t *testing.T) {
 	}
 	waiting := pg.URL.String()
 	e.hs.Up()
-	var back *url.URL
-	eventually(t, "the browser is sent back with a code", func() bool {
-		pg := a.phone.Get(waiting)
-		if pg.Status == http.StatusSeeOther {
-			back = a.back(pg)
-			return true
-		}
-		return false
-	})
+	back := a.backOnceUp(waiting)
 	tok, err := a.conf.Exchange(context.Background(), back.Query().Get("code"), oauth2.VerifierOption(a.verifier))
 	if err != nil {
 		t.Fatal(err)

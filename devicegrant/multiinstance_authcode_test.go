@@ -21,7 +21,14 @@ import (
 // register registers a client through the proxy and returns its id.
 func (c *cluster) register(metadata string) string {
 	c.t.Helper()
-	req, err := http.NewRequest(http.MethodPost, c.issuer+"oauth2/registration", strings.NewReader(metadata))
+	return c.registerAt(c.issuer, metadata)
+}
+
+// registerAt registers a client at base (the proxy, or one instance's
+// URL) and returns its id.
+func (c *cluster) registerAt(base, metadata string) string {
+	c.t.Helper()
+	req, err := http.NewRequest(http.MethodPost, base+"oauth2/registration", strings.NewReader(metadata))
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -29,7 +36,7 @@ func (c *cluster) register(metadata string) string {
 	status, m := devtest.Do(c.t, req)
 	id, _ := m["client_id"].(string)
 	if status != http.StatusCreated || id == "" {
-		c.t.Fatalf("register through the proxy: %d %v", status, m)
+		c.t.Fatalf("register at %s: %d %v", base, status, m)
 	}
 	return id
 }
@@ -250,15 +257,7 @@ func TestMultiInstanceAuthCodeWithSynapse(t *testing.T) {
 		}
 	}
 	hs.Up()
-	var back *url.URL
-	eventually(t, "the browser is sent back with a code", func() bool {
-		pg := a.phone.Get(waiting)
-		if pg.Status == http.StatusSeeOther {
-			back = a.back(pg)
-			return true
-		}
-		return false
-	})
+	back := a.backOnceUp(waiting)
 	tok, err := a.conf.Exchange(t.Context(), back.Query().Get("code"), oauth2.VerifierOption(a.verifier))
 	if err != nil {
 		t.Fatalf("Exchange through the proxy: %v", err)

@@ -149,18 +149,7 @@ func TestMultiInstanceJobsRunOnce(t *testing.T) {
 
 	// Rows for the cleanup: device authorizations, through every core,
 	// left to expire.
-	status, m := func() (int, map[string]any) {
-		req, err := http.NewRequest(http.MethodPost, c.issuer+"oauth2/registration", strings.NewReader(deviceClientJSON))
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set("Content-Type", "application/json")
-		return devtest.Do(t, req)
-	}()
-	clientID, _ := m["client_id"].(string)
-	if status != http.StatusCreated || clientID == "" {
-		t.Fatalf("register: %d %v", status, m)
-	}
+	clientID := c.register(deviceClientJSON)
 	const grants = 6
 	for i := range grants {
 		status, m := c.post(c.instances[i%n], "oauth2/device", url.Values{"client_id": {clientID},
@@ -427,18 +416,7 @@ func TestMultiInstanceOutbox(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	status, m := func() (int, map[string]any) {
-		req, err := http.NewRequest(http.MethodPost, c.issuer+"oauth2/registration", strings.NewReader(deviceClientJSON))
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set("Content-Type", "application/json")
-		return devtest.Do(t, req)
-	}()
-	clientID, _ := m["client_id"].(string)
-	if status != http.StatusCreated || clientID == "" {
-		t.Fatalf("register: %d %v", status, m)
-	}
+	clientID := c.register(deviceClientJSON)
 	phones := map[string]*devtest.Phone{}
 	order := map[string]map[string]int{} // user → device id → approval index
 	for _, u := range users {

@@ -2,7 +2,6 @@ package devicegrant_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -158,22 +157,11 @@ func TestMultiInstanceBudgets(t *testing.T) {
 	}
 	check(fmt.Sprintf("%d wrong user codes from as many addresses", tries), checked, refused)
 
-	resp, err := http.Post(c.issuer+"oauth2/registration", "application/json", strings.NewReader(deviceClientJSON))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var registered struct {
-		ClientID string `json:"client_id"`
-	}
-	err = json.NewDecoder(resp.Body).Decode(&registered)
-	resp.Body.Close()
-	if err != nil || resp.StatusCode != http.StatusCreated {
-		t.Fatalf("register a device client: %d %v", resp.StatusCode, err)
-	}
+	clientID := c.register(deviceClientJSON)
 	device := phoneFrom(t, "127.0.6.1").Client
 	allowed, refused := 0, 0
 	for i := range tries {
-		resp, err := device.PostForm(c.issuer+"oauth2/device", url.Values{"client_id": {registered.ClientID}, "scope": {apiScope + " urn:matrix:client:device:BUDGETDEV" + fmt.Sprint(i)}})
+		resp, err := device.PostForm(c.issuer+"oauth2/device", url.Values{"client_id": {clientID}, "scope": {apiScope + " urn:matrix:client:device:BUDGETDEV" + fmt.Sprint(i)}})
 		if err != nil {
 			t.Fatal(err)
 		}

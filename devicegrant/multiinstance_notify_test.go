@@ -20,18 +20,7 @@ import (
 func TestPollHearsOtherInstance(t *testing.T) {
 	c := newCluster(t, 2)
 	a, b := c.instances[0], c.instances[1]
-	status, m := func() (int, map[string]any) {
-		req, err := http.NewRequest(http.MethodPost, a+"oauth2/registration", strings.NewReader(deviceClientJSON))
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set("Content-Type", "application/json")
-		return devtest.Do(t, req)
-	}()
-	clientID, _ := m["client_id"].(string)
-	if status != http.StatusCreated || clientID == "" {
-		t.Fatalf("register: %d %v", status, m)
-	}
+	clientID := c.registerAt(a, deviceClientJSON)
 	phone := devtest.NewPhone(t)
 
 	tokens := func(status int, m map[string]any) bool { return status == http.StatusOK && m["access_token"] != nil }

@@ -207,18 +207,7 @@ func TestMultiInstance(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Second)
 	defer cancel()
 
-	status, m := func() (int, map[string]any) {
-		req, err := http.NewRequest(http.MethodPost, c.issuer+"oauth2/registration", strings.NewReader(deviceClientJSON))
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set("Content-Type", "application/json")
-		return devtest.Do(t, req)
-	}()
-	clientID, _ := m["client_id"].(string)
-	if status != http.StatusCreated || clientID == "" {
-		t.Fatalf("register through the proxy: %d %v", status, m)
-	}
+	clientID := c.register(deviceClientJSON)
 	phone := devtest.NewPhone(t)
 
 	// A complete device flow through the proxy: x/oauth2 polls, and the
@@ -270,7 +259,7 @@ func TestMultiInstance(t *testing.T) {
 	if !c.activeAt(1, refreshed.AccessToken) {
 		t.Fatal("the refreshed token is inactive at instance 1")
 	}
-	status, m = c.post(c.instances[2], "oauth2/token", url.Values{"grant_type": {"refresh_token"},
+	status, m := c.post(c.instances[2], "oauth2/token", url.Values{"grant_type": {"refresh_token"},
 		"refresh_token": {tok.RefreshToken}, "client_id": {clientID}})
 	if status != http.StatusBadRequest || m["error"] != "invalid_grant" {
 		t.Fatalf("reuse of the rotated refresh token at instance 2: %d %v, want invalid_grant", status, m)

@@ -17,8 +17,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -29,124 +27,6 @@ import (
 	"github.com/devicegrant/devicegrant/internal/fakesynapse"
 	"github.com/devicegrant/devicegrant/store/postgres/pgtest"
 )
-
-// balancer is the load balancer an operator puts in front of several
-// instances: round robin over them, and, as HAProxy's redispatch or nginx's
-// proxy_next_upstream do, a connection an instance refuses (it is down) is
-// tried on the next one. A request that reached an instance and was cut
-// off there is not tried again, since it may have taken effect; the client
-// gets a 502 marked with the instance (X-Balancer-Cut), as from a real
-// balancer. A request carrying X-Balancer-Pin goes to that instance
-// first, as with session affinity.
-type balancer struct {
-	targets   []*url.URL
-	next      atomic.Uint64
-	transport *http.Transport
-
-	pinnedInflight atomic.Int32 // pinned requests sent and not yet answered
-
-	mu       sync.Mutex
-	statuses map[int]int // answers the instances gave
-	refused  []int       // connections refused, per instance (tried elsewhere)
-	cut      []int       // requests cut off, per instance (502 to the client)
-	errs     []string    // 5xx answered by an instance, and requests no instance took
-}
-
-// cutError is a request an instance took and never answered.
-type cutError struct {
-	instance int
-	err      error
-}
-
-func (e *cutError) Error() string { return fmt.Sprintf("instance %d: %v", e.instance, e.err) }
-
-func newBalancer(t *testing.T, targets []string) (*balancer, *httptest.Server) {
-	b := &balancer{statuses: map[int]int{}, refused: make([]int, len(targets)), cut: make([]int, len(targets)),
-		transport: &http.Transport{MaxIdleConnsPerHost: 64}}
-	for _, s := range targets {
-		u, err := url.Parse(s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b.targets = append(b.targets, u)
-	}
-	t.Cleanup(b.transport.CloseIdleConnections)
-	srv := httptest.NewServer(&httputil.ReverseProxy{
-		Rewrite: func(r *httputil.ProxyRequest) {
-			r.SetURL(b.targets[0]) // RoundTrip picks the instance
-			r.Out.Host = r.In.Host // the issuer's host, as a load balancer keeps it
-		},
-		Transport: b,
-		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			var cut *cutError
-			if errors.As(err, &cut) {
-				w.Header().Set("X-Balancer-Cut", strconv.Itoa(cut.instance))
-			} else {
-				b.mu.Lock()
-				b.errs = append(b.errs, fmt.Sprintf("%s %s: %v", r.Method, r.URL.Path, err))
-				b.mu.Unlock()
-			}
-			w.WriteHeader(http.StatusBadGateway)
-		},
-	})
-	t.Cleanup(srv.Close)
-	return b, srv
-}
-
-// RoundTrip sends r to the next instance, and on to the following ones
-// while they refuse the connection.
-func (b *balancer) RoundTrip(r *http.Request) (*http.Response, error) {
-	var body []byte
-	if r.Body != nil {
-		var err error
-		if body, err = io.ReadAll(r.Body); err != nil {
-			return nil, err
-		}
-		r.Body.Close()
-	}
-	n := len(b.targets)
-	first := int((b.next.Add(1) - 1) % uint64(n))
-	if pin := r.Header.Get("X-Balancer-Pin"); pin != "" {
-		first, _ = strconv.Atoi(pin)
-		b.pinnedInflight.Add(1)
-		defer b.pinnedInflight.Add(-1)
-	}
-	for k := range n {
-		i := (first + k) % n
-		out := r.Clone(r.Context())
-		out.URL.Scheme, out.URL.Host = b.targets[i].Scheme, b.targets[i].Host
-		out.Body, out.GetBody = nil, nil
-		if len(body) > 0 {
-			out.Body = io.NopCloser(bytes.NewReader(body))
-			out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
-		}
-		resp, err := b.transport.RoundTrip(out)
-		b.mu.Lock()
-		switch {
-		case err == nil:
-			b.statuses[resp.StatusCode]++
-			if resp.StatusCode >= 500 {
-				b.errs = append(b.errs, fmt.Sprintf("instance %d answered %s %s: %s", i, r.Method, r.URL.Path, resp.Status))
-			}
-		case errors.Is(err, syscall.ECONNREFUSED):
-			b.refused[i]++
-		case r.Context().Err() == nil:
-			b.cut[i]++
-		}
-		b.mu.Unlock()
-		switch {
-		case err == nil:
-			return resp, nil
-		case errors.Is(err, syscall.ECONNREFUSED):
-			continue
-		case r.Context().Err() != nil:
-			return nil, err
-		default:
-			return nil, &cutError{i, err}
-		}
-	}
-	return nil, errors.New("every instance refused the connection")
-}
 
 // gate sits between the instances and the homeserver: each instance has
 // its own endpoint on it (/i0, /i1, ...), so the test knows which one
@@ -255,16 +135,6 @@ func (g *gate) holdNext(i int) {
 	g.mu.Unlock()
 }
 
-// pinned is a transport that sends every request of one phone to one
-// instance first (session affinity at the balancer).
-type pinned struct{ instance int }
-
-func (p pinned) RoundTrip(r *http.Request) (*http.Response, error) {
-	r = r.Clone(r.Context())
-	r.Header.Set("X-Balancer-Pin", strconv.Itoa(p.instance))
-	return http.DefaultTransport.RoundTrip(r)
-}
-
 // decideAs walks the approval pages as user, as devtest.Phone.Decide does
 // for alice.
 func decideAs(t *testing.T, phone *devtest.Phone, complete, user string) {
@@ -353,8 +223,8 @@ func TestMultiInstanceKill(t *testing.T) {
 		addrs[i] = freeAddr(t)
 		bases[i] = "http://" + addrs[i] + "/"
 	}
-	lb, front := newBalancer(t, bases)
-	issuer := front.URL + "/"
+	lb := newBalancer(t, addrs, balancerOptions{expectCuts: true})
+	issuer := lb.url
 	vars := map[string]string{
 		"DEVICEGRANTD_ISSUER":                  issuer,
 		"DEVICEGRANTD_DATABASE":                pgtest.URL(t),

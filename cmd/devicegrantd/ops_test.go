@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -96,11 +97,7 @@ func addAlice(t *testing.T, vars map[string]string) {
 // device id, approved on the phone as alice, and returns the access token.
 func signInDevice(t *testing.T, base, deviceID string, phone *devtest.Phone) string {
 	t.Helper()
-	reg := postJSON(t, base+"oauth2/registration", nil, `{"client_name":"Kiosk","client_uri":"https://kiosk.example.org/","token_endpoint_auth_method":"none","grant_types":["urn:ietf:params:oauth:grant-type:device_code","refresh_token"]}`)
-	clientID, _ := reg["client_id"].(string)
-	if clientID == "" {
-		t.Fatalf("registration: %v", reg)
-	}
+	clientID := registerKiosk(t, base)
 	conf := &oauth2.Config{
 		ClientID: clientID,
 		Endpoint: oauth2.Endpoint{DeviceAuthURL: base + "oauth2/device", TokenURL: base + "oauth2/token", AuthStyle: oauth2.AuthStyleInParams},
@@ -120,24 +117,50 @@ func signInDevice(t *testing.T, base, deviceID string, phone *devtest.Phone) str
 	return tok.AccessToken
 }
 
+// registerKiosk registers a public device-flow client at base and returns
+// its id.
+func registerKiosk(t *testing.T, base string) string {
+	t.Helper()
+	reg := postJSON(t, base+"oauth2/registration", nil, `{"client_name":"Kiosk","client_uri":"https://kiosk.example.org/","token_endpoint_auth_method":"none","grant_types":["urn:ietf:params:oauth:grant-type:device_code","refresh_token"]}`)
+	clientID, _ := reg["client_id"].(string)
+	if clientID == "" {
+		t.Fatalf("registration: %v", reg)
+	}
+	return clientID
+}
+
 // introspect asks about a token as the homeserver does.
 func introspect(t *testing.T, base, token string) bool {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodPost, base+"oauth2/introspect", strings.NewReader(url.Values{"token": {token}}.Encode()))
+	status, active, err := introspectWith(http.DefaultClient, base, token)
+	if err != nil || status != http.StatusOK {
+		t.Fatalf("introspect: %d %v", status, err)
+	}
+	return active
+}
+
+// introspectWith asks about a token as the homeserver does, with client.
+// A transport error comes with status 0; a 200 without JSON is an error
+// too.
+func introspectWith(client *http.Client, base, token string) (status int, active bool, err error) {
+	req, err := http.NewRequest(http.MethodPost, base+"oauth2/introspect", strings.NewReader(url.Values{"token": {token}}.Encode()))
+	if err != nil {
+		return 0, false, err
+	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Authorization", "Bearer "+opsSecret)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
-		t.Fatal(err)
+		return 0, false, err
 	}
 	defer resp.Body.Close()
 	var m struct {
 		Active bool `json:"active"`
 	}
-	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&m) != nil {
-		t.Fatalf("introspect: %s", resp.Status)
+	if resp.StatusCode == http.StatusOK && json.NewDecoder(resp.Body).Decode(&m) != nil {
+		return resp.StatusCode, false, errors.New("introspection answered 200 without JSON")
 	}
-	return m.Active
+	return resp.StatusCode, m.Active, nil
 }
 
 // opsVars is a daemon's configuration in dir, provisioning hs when given.

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"net"
 	"net/http"
 	"net/url"
@@ -204,24 +203,9 @@ func TestPostgresDownAndSilent(t *testing.T) {
 	// The listeners: an approval at A reaches a poll at B at once. B's
 	// listener may still be pausing before it reconnects (at most 10 s);
 	// each try is a new device authorization.
-	reg := postJSON(t, b.base+"oauth2/registration", nil, `{"client_name":"Kiosk","client_uri":"https://kiosk.example.org/","token_endpoint_auth_method":"none","grant_types":["urn:ietf:params:oauth:grant-type:device_code","refresh_token"]}`)
-	clientID, _ := reg["client_id"].(string)
+	clientID := registerKiosk(t, b.base)
 	heard := func(device string) bool {
-		da := postJSON(t, b.base+"oauth2/device", url.Values{"client_id": {clientID},
-			"scope": {scopeAPI + " " + scopeDevice + device}}, "")
-		code, _ := da["device_code"].(string)
-		complete, _ := da["verification_uri_complete"].(string)
-		if code == "" || complete == "" {
-			t.Fatalf("device authorization at B: %v", da)
-		}
-		poll := func() map[string]any {
-			return postJSON(t, b.base+"oauth2/token", url.Values{"grant_type": {"urn:ietf:params:oauth:grant-type:device_code"},
-				"device_code": {code}, "client_id": {clientID}}, "")
-		}
-		if m := poll(); m["error"] != "authorization_pending" {
-			t.Fatalf("first poll at B: %v", m)
-		}
-		devtest.NewPhone(t).Decide(strings.Replace(complete, b.base, a.base, 1), "approve")
+		poll := approvedElsewhere(t, a, b, clientID, device)
 		for decided := time.Now(); time.Since(decided) < 2*time.Second; time.Sleep(100 * time.Millisecond) {
 			if m := poll(); m["access_token"] != nil {
 				return true
@@ -234,25 +218,4 @@ func TestPostgresDownAndSilent(t *testing.T) {
 			t.Fatal("B never hears of approvals at A again: its listener did not come back")
 		}
 	}
-}
-
-// tryIntrospectWith is tryIntrospect with a client of the caller's, whose
-// timeout is a failed answer rather than the end of the test.
-func tryIntrospectWith(t *testing.T, client *http.Client, base, token string) (status int, active bool) {
-	t.Helper()
-	req, _ := http.NewRequest(http.MethodPost, base+"oauth2/introspect", strings.NewReader(url.Values{"token": {token}}.Encode()))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("Authorization", "Bearer "+opsSecret)
-	resp, err := client.Do(req)
-	if err != nil {
-		return 0, false
-	}
-	defer resp.Body.Close()
-	var m struct {
-		Active bool `json:"active"`
-	}
-	if resp.StatusCode == http.StatusOK && json.NewDecoder(resp.Body).Decode(&m) != nil {
-		t.Fatal("introspection answered 200 without JSON")
-	}
-	return resp.StatusCode, m.Active
 }

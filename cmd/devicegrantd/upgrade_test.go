@@ -1,16 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/cookiejar"
-	"net/http/httptest"
-	"net/http/httputil"
 	"net/url"
 	"os"
 	"os/exec"
@@ -98,7 +94,9 @@ func TestRollingUpgrade(t *testing.T) {
 	built := time.Since(began)
 
 	hs := fakesynapse.Start(t, fakesynapse.Options{Secret: opsSecret})
-	lb := newRollBalancer(t, 3)
+	addrs := []string{freeAddr(t), freeAddr(t), freeAddr(t)}
+	lb := newBalancer(t, addrs, balancerOptions{healthChecks: true})
+	daemons := make([]*rollDaemon, len(addrs))
 	hs.SetAuthEndpoint(lb.url)
 	common := []string{
 		"DEVICEGRANTD_ISSUER=" + lb.url,
@@ -132,13 +130,13 @@ func TestRollingUpgrade(t *testing.T) {
 	})
 	// One at a time: two old daemons that start at once on an empty
 	// database may each make a signing key (fixed since, d2d4e90).
-	for i := range lb.targets {
-		lb.instances[i] = startRollDaemon(t, &started, oldBin, "old", lb.addr(i), common)
-		lb.setVersion(i, "old")
+	for i, addr := range addrs {
+		daemons[i] = startRollDaemon(t, &started, oldBin, "old", addr, common)
+		lb.setLabel(i, "old")
 	}
 
 	keysBefore := rollKeyIDs(t, lb.url)
-	load := startRollLoad(t, lb.url, lb.targets)
+	load := startRollLoad(t, lb.url, addrs)
 	// On a failure, what the clients, the balancer and the daemons saw.
 	t.Cleanup(func() {
 		load.stop()
@@ -151,7 +149,7 @@ func TestRollingUpgrade(t *testing.T) {
 		for _, e := range rollFirst(lb.failures(), 10) {
 			t.Logf("balancer: %s", e)
 		}
-		for i, d := range lb.instances {
+		for i, d := range daemons {
 			t.Logf("daemon %d (%s) log:\n%s", i, d.version, d.logs.String())
 		}
 	})
@@ -191,12 +189,12 @@ func TestRollingUpgrade(t *testing.T) {
 		t.Errorf("the old release started on the new schema: %v\n%s\nwant it to refuse with %q", err, refusal, want)
 	}
 
-	for i := range lb.targets {
-		if err := lb.instances[i].stop(); err != nil {
-			t.Errorf("old daemon %d on SIGTERM: %v\n%s", i, err, lb.instances[i].logs.String())
+	for i, addr := range addrs {
+		if err := daemons[i].stop(); err != nil {
+			t.Errorf("old daemon %d on SIGTERM: %v\n%s", i, err, daemons[i].logs.String())
 		}
-		lb.instances[i] = startRollDaemon(t, &started, newBin, "new", lb.addr(i), newVars)
-		lb.setVersion(i, "new")
+		daemons[i] = startRollDaemon(t, &started, newBin, "new", addr, newVars)
+		lb.setLabel(i, "new")
 		load.phase.Store("mixed")
 		// The old release does not heartbeat: the new daemons divide the
 		// rate limits among themselves only (README, Upgrading).
@@ -214,13 +212,13 @@ func TestRollingUpgrade(t *testing.T) {
 	// (shutdown_drain), restarted in turn. While one drains, its /healthz
 	// says 503 and it still answers the balancer.
 	load.phase.Store("new, restarting")
-	for i := range lb.targets {
-		d := lb.instances[i]
+	for i, addr := range addrs {
+		d := daemons[i]
 		if err := d.term(); err != nil {
 			t.Fatal(err)
 		}
 		rollWait(t, "daemon "+strconv.Itoa(i)+"'s /healthz to say 503 while it drains", func() bool {
-			resp, err := http.Get("http://" + lb.addr(i) + "/healthz")
+			resp, err := http.Get("http://" + addr + "/healthz")
 			if err != nil {
 				t.Fatalf("daemon %d refused /healthz during its drain: %v", i, err)
 			}
@@ -230,13 +228,13 @@ func TestRollingUpgrade(t *testing.T) {
 		if err := d.wait(); err != nil {
 			t.Errorf("new daemon %d on SIGTERM: %v\n%s", i, err, d.logs.String())
 		}
-		lb.instances[i] = startRollDaemon(t, &started, newBin, "new", lb.addr(i), newVars)
+		daemons[i] = startRollDaemon(t, &started, newBin, "new", addr, newVars)
 		mark := load.completed()
 		wait("a device flow after restarting daemon "+strconv.Itoa(i), func() bool { return load.completed() >= mark+1 })
 	}
 	load.stop()
 	// A stopped daemon leaves the instances; its successor joins.
-	rollWait(t, "three daemons heartbeating", func() bool { return rollInstances(t, pgURL) == len(lb.targets) })
+	rollWait(t, "three daemons heartbeating", func() bool { return rollInstances(t, pgURL) == len(addrs) })
 
 	// Every flow begun ended with tokens; no request failed.
 	for _, e := range load.errors() {
@@ -255,8 +253,8 @@ func TestRollingUpgrade(t *testing.T) {
 	// refreshed by the new one.
 	crossed := 0
 	for _, c := range chains {
-		for i := range lb.targets {
-			if active := rollIntrospect(t, "http://"+lb.addr(i)+"/", c.access); active == c.revoked {
+		for i, addr := range addrs {
+			if active := rollIntrospect(t, "http://"+addr+"/", c.access); active == c.revoked {
 				t.Errorf("device %s (signed out: %v): its access token's active is %v at instance %d", c.deviceID, c.revoked, active, i)
 			}
 		}
@@ -278,8 +276,8 @@ func TestRollingUpgrade(t *testing.T) {
 		}
 	}
 	// The new release signs with the keys the old one made.
-	for i := range lb.targets {
-		if got := rollKeyIDs(t, "http://"+lb.addr(i)+"/"); got != keysBefore {
+	for i, addr := range addrs {
+		if got := rollKeyIDs(t, "http://"+addr+"/"); got != keysBefore {
 			t.Errorf("instance %d publishes signing keys %s, the old release %s", i, got, keysBefore)
 		}
 	}
@@ -305,7 +303,7 @@ func TestRollingUpgrade(t *testing.T) {
 	statuses := lb.statusCounts()
 	t.Logf("built in %s; %d device flows (%d chains began on the old release, %d of them refreshed by the new), %d refreshes, %d sign-outs; longest wait from approval to tokens: %s; answers %v; connections refused and retried %d; sync_devices calls %d with the old release alone, %d during the roll, %d after; whole test %s",
 		built.Round(100*time.Millisecond), len(chains), countIssuedBy(chains, "old"), crossed, load.refreshes.Load(), load.revocations.Load(),
-		load.waits(), statuses, lb.refused.Load(), syncsOld, syncsRoll, rollSyncs(hs)-syncsOld-syncsRoll, time.Since(began).Round(100*time.Millisecond))
+		load.waits(), statuses, lb.refusedTotal(), syncsOld, syncsRoll, rollSyncs(hs)-syncsOld-syncsRoll, time.Since(began).Round(100*time.Millisecond))
 }
 
 // rollWait waits for cond, longer than waitFor: a device flow needs a few
@@ -468,182 +466,6 @@ func (d *rollDaemon) wait() error {
 	case <-time.After(20 * time.Second):
 		return errors.New("still running 20 s after SIGTERM")
 	}
-}
-
-// rollBalancer is a round-robin load balancer in front of the instances.
-// It sends nothing to an instance whose last health check (/healthz,
-// every 100 ms) failed. As HAProxy's redispatch or nginx's
-// proxy_next_upstream do, a request whose connection an instance refuses
-// (it is restarting) goes to the next; a request an instance took and
-// then dropped is not retried (it may have taken effect) and counts as a
-// failure. It keeps connections to the instances alive, as balancers do,
-// and notes which release answered each request in X-Upgrade-Release.
-type rollBalancer struct {
-	url       string
-	targets   []string
-	instances []*rollDaemon
-	transport *http.Transport
-	next      atomic.Uint64
-	refused   atomic.Int64
-
-	mu       sync.Mutex
-	versions []string
-	down     []bool         // its last health check failed
-	statuses map[string]int // "old 200" → count
-	fails    []string       // 5xx answers and requests cut off
-}
-
-func newRollBalancer(t *testing.T, n int) *rollBalancer {
-	b := &rollBalancer{transport: &http.Transport{MaxIdleConnsPerHost: 32}, statuses: map[string]int{},
-		versions: make([]string, n), down: make([]bool, n), instances: make([]*rollDaemon, n)}
-	for range n {
-		b.targets = append(b.targets, freeAddr(t))
-	}
-	// Health checks, as balancers make them: GET /healthz every 100 ms;
-	// an instance that fails one gets no requests until one succeeds.
-	quit, checked := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(checked)
-		check := &http.Client{Timeout: time.Second}
-		for {
-			for i, target := range b.targets {
-				resp, err := check.Get("http://" + target + "/healthz")
-				if err == nil {
-					io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-				}
-				b.mu.Lock()
-				b.down[i] = err != nil || resp.StatusCode != http.StatusOK
-				b.mu.Unlock()
-			}
-			select {
-			case <-quit:
-				return
-			case <-time.After(100 * time.Millisecond):
-			}
-		}
-	}()
-	t.Cleanup(func() { close(quit); <-checked })
-	srv := httptest.NewServer(&httputil.ReverseProxy{
-		Rewrite: func(r *httputil.ProxyRequest) {
-			r.SetURL(&url.URL{Scheme: "http", Host: b.targets[0]}) // RoundTrip picks
-			r.Out.Host = r.In.Host                                 // the issuer's host, as a balancer keeps it
-		},
-		Transport: b,
-		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			b.fail(fmt.Sprintf("%s %s: %v", r.Method, r.URL.Path, err))
-			w.WriteHeader(http.StatusBadGateway)
-		},
-	})
-	t.Cleanup(srv.Close)
-	t.Cleanup(b.transport.CloseIdleConnections)
-	b.url = srv.URL + "/"
-	return b
-}
-
-func (b *rollBalancer) addr(i int) string { return b.targets[i] }
-
-func (b *rollBalancer) setVersion(i int, v string) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.versions[i] = v
-}
-
-func (b *rollBalancer) fail(s string) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.fails = append(b.fails, s)
-}
-
-func (b *rollBalancer) failures() []string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return append([]string(nil), b.fails...)
-}
-
-func (b *rollBalancer) statusCounts() map[string]int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	out := map[string]int{}
-	for k, v := range b.statuses {
-		out[k] = v
-	}
-	return out
-}
-
-// RoundTrip sends r to the next instance, and on to the following ones
-// while they refuse the connection.
-func (b *rollBalancer) RoundTrip(r *http.Request) (*http.Response, error) {
-	var body []byte
-	if r.Body != nil {
-		var err error
-		if body, err = io.ReadAll(r.Body); err != nil {
-			return nil, err
-		}
-		r.Body.Close()
-	}
-	n := len(b.targets)
-	first := int((b.next.Add(1) - 1) % uint64(n))
-	// The instances up, in turn; all of them should every one have failed
-	// its last check.
-	var order, all []int
-	b.mu.Lock()
-	for k := range n {
-		i := (first + k) % n
-		all = append(all, i)
-		if !b.down[i] {
-			order = append(order, i)
-		}
-	}
-	b.mu.Unlock()
-	if len(order) == 0 {
-		order = all
-	}
-	for _, i := range order {
-		out := r.Clone(r.Context())
-		out.URL.Host = b.targets[i]
-		out.Body, out.GetBody = nil, nil
-		if len(body) > 0 {
-			out.Body = io.NopCloser(bytes.NewReader(body))
-			out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
-		}
-		b.mu.Lock()
-		version := b.versions[i]
-		b.mu.Unlock()
-		resp, err := b.transport.RoundTrip(out)
-		switch {
-		case err == nil:
-			status := strconv.Itoa(resp.StatusCode)
-			if resp.StatusCode == http.StatusBadRequest && r.URL.Path == "/oauth2/token" {
-				// Which OAuth error: slow_down is worth telling apart.
-				raw, err := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				if err != nil {
-					return nil, err
-				}
-				var e struct {
-					Error string `json:"error"`
-				}
-				json.Unmarshal(raw, &e)
-				status += " " + e.Error
-				resp.Body = io.NopCloser(bytes.NewReader(raw))
-			}
-			b.mu.Lock()
-			b.statuses[version+" "+status]++
-			if resp.StatusCode >= 500 {
-				b.fails = append(b.fails, fmt.Sprintf("instance %d (%s) answered %s %s: %s", i, version, r.Method, r.URL.Path, resp.Status))
-			}
-			b.mu.Unlock()
-			resp.Header.Set("X-Upgrade-Release", version)
-			return resp, nil
-		case errors.Is(err, syscall.ECONNREFUSED):
-			b.refused.Add(1)
-			continue
-		default:
-			return nil, fmt.Errorf("instance %d (%s) took the request and dropped it: %w", i, version, err)
-		}
-	}
-	return nil, errors.New("every instance refused the connection")
 }
 
 // rollChain is what one signed-in device holds: its newest pair, which
@@ -847,7 +669,7 @@ type releaseTap struct{ release *string }
 func (r releaseTap) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := http.DefaultTransport.RoundTrip(req)
 	if err == nil {
-		*r.release = resp.Header.Get("X-Upgrade-Release")
+		*r.release = resp.Header.Get("X-Balancer-Label")
 	}
 	return resp, err
 }
@@ -887,7 +709,7 @@ func (l *rollLoad) revoke(ch *rollChain) error {
 		return fmt.Errorf("revoke: %w", err)
 	}
 	resp.Body.Close()
-	release := resp.Header.Get("X-Upgrade-Release")
+	release := resp.Header.Get("X-Balancer-Label")
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("revoke on the %s release: %s", release, resp.Status)
 	}
@@ -924,7 +746,7 @@ func (l *rollLoad) refresh(ch *rollChain) error {
 		AccessToken  string `json:"access_token"`
 		RefreshToken string `json:"refresh_token"`
 	}
-	release := resp.Header.Get("X-Upgrade-Release")
+	release := resp.Header.Get("X-Balancer-Label")
 	err = json.NewDecoder(resp.Body).Decode(&pair)
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK || err != nil || pair.AccessToken == "" || pair.RefreshToken == "" {
@@ -958,7 +780,7 @@ func rollActive(client *http.Client, base, token string) (active bool, release s
 		return false, "", fmt.Errorf("introspect: %w", err)
 	}
 	defer resp.Body.Close()
-	release = resp.Header.Get("X-Upgrade-Release")
+	release = resp.Header.Get("X-Balancer-Label")
 	var m struct {
 		Active bool `json:"active"`
 	}
@@ -1092,7 +914,7 @@ func rollPage(ctx context.Context, phone *http.Client, method, u string, form ur
 		return nil, nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, nil, fmt.Errorf("%s %s: %s (%s release): %s", method, u, resp.Status, resp.Header.Get("X-Upgrade-Release"), rollText(doc))
+		return nil, nil, fmt.Errorf("%s %s: %s (%s release): %s", method, u, resp.Status, resp.Header.Get("X-Balancer-Label"), rollText(doc))
 	}
 	return resp.Request.URL, doc, nil
 }
