@@ -42,6 +42,8 @@ type balancer struct {
 	mu       sync.Mutex
 	labels   []string
 	down     []bool         // its last health check failed
+	out      []bool         // taken out by the operator (takeOut)
+	inflight []int          // requests sent to it and not yet answered
 	statuses map[string]int // answers the instances gave: "200", "old 400 slow_down" → count
 	refused  []int          // connections refused, per instance (tried elsewhere)
 	cut      []int          // requests cut off, per instance (502 to the client)
@@ -77,7 +79,7 @@ func newBalancer(t *testing.T, addrs []string, opts balancerOptions) *balancer {
 	t.Helper()
 	n := len(addrs)
 	b := &balancer{addrs: addrs, opts: opts, transport: &http.Transport{MaxIdleConnsPerHost: 64},
-		labels: make([]string, n), down: make([]bool, n), statuses: map[string]int{},
+		labels: make([]string, n), down: make([]bool, n), out: make([]bool, n), inflight: make([]int, n), statuses: map[string]int{},
 		refused: make([]int, n), cut: make([]int, n)}
 	if opts.healthChecks {
 		quit, checked := make(chan struct{}), make(chan struct{})
@@ -128,6 +130,36 @@ func (b *balancer) check(quit <-chan struct{}, checked chan<- struct{}) {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// takeOut stops sending requests to instance i, as an operator disables a
+// server at the balancer before stopping a release that cannot drain
+// itself, and returns once the requests already sent to it are answered.
+func (b *balancer) takeOut(t *testing.T, i int) {
+	t.Helper()
+	b.mu.Lock()
+	b.out[i] = true
+	b.mu.Unlock()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		b.mu.Lock()
+		busy := b.inflight[i]
+		b.mu.Unlock()
+		if busy == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("instance %d still has %d requests in flight 30 s after it was taken out", i, busy)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// putBack sends requests to instance i again.
+func (b *balancer) putBack(i int) {
+	b.mu.Lock()
+	b.out[i] = false
+	b.mu.Unlock()
 }
 
 // setLabel names what instance i runs, for its answers and the counts.
@@ -197,7 +229,7 @@ func (b *balancer) RoundTrip(r *http.Request) (*http.Response, error) {
 	for k := range n {
 		i := (first + k) % n
 		all = append(all, i)
-		if !b.down[i] {
+		if !b.down[i] && !b.out[i] {
 			order = append(order, i)
 		}
 	}
@@ -214,6 +246,12 @@ func (b *balancer) RoundTrip(r *http.Request) (*http.Response, error) {
 			out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
 		}
 		b.mu.Lock()
+		if b.out[i] {
+			// Taken out since the order was made: as if refused.
+			b.mu.Unlock()
+			continue
+		}
+		b.inflight[i]++
 		label := b.labels[i]
 		b.mu.Unlock()
 		who := fmt.Sprintf("instance %d", i)
@@ -221,6 +259,9 @@ func (b *balancer) RoundTrip(r *http.Request) (*http.Response, error) {
 			who += " (" + label + ")"
 		}
 		resp, err := b.transport.RoundTrip(out)
+		b.mu.Lock()
+		b.inflight[i]--
+		b.mu.Unlock()
 		switch {
 		case err == nil:
 			status := strconv.Itoa(resp.StatusCode)

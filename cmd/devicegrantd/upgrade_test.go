@@ -190,11 +190,17 @@ func TestRollingUpgrade(t *testing.T) {
 	}
 
 	for i, addr := range addrs {
+		// The old release cannot drain (shutdown_drain is newer): as
+		// README's Upgrading says, take it out of the balancer first, or
+		// its SIGTERM may catch a request just sent on a kept-alive
+		// connection.
+		lb.takeOut(t, i)
 		if err := daemons[i].stop(); err != nil {
 			t.Errorf("old daemon %d on SIGTERM: %v\n%s", i, err, daemons[i].logs.String())
 		}
 		daemons[i] = startRollDaemon(t, &started, newBin, "new", addr, newVars)
 		lb.setLabel(i, "new")
+		lb.putBack(i)
 		load.phase.Store("mixed")
 		// The old release does not heartbeat: the new daemons divide the
 		// rate limits among themselves only (README, Upgrading).
