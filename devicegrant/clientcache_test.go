@@ -6,8 +6,11 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/oauth2"
 
 	"github.com/devicegrant/devicegrant/devicegrant"
 	"github.com/devicegrant/devicegrant/store"
@@ -164,4 +167,36 @@ func TestDeletedClientFromMemory(t *testing.T) {
 	// Forgotten: the next request does not get that far.
 	status, m = e.poll(clientID, "dgd_nosuchcode")
 	wantError(t, "poll of a deleted client", status, m, "invalid_client")
+}
+
+// TestDeletedClientAtConsent: the same at the authorization endpoint: a
+// client deleted by cleanup elsewhere while the person reads the consent
+// page (this process has its row in memory) cannot get a code; the
+// approval shows the page for an unregistered application, a 400, not a
+// server error (P-AC-1).
+func TestDeletedClientAtConsent(t *testing.T) {
+	e := newEnv(t, withClock())
+	clientID, _ := e.Register(appClientJSON)
+	e.Clock.Advance(25 * time.Hour)
+	a := newApp(e, clientID)
+	pg := a.phone.Get(a.conf.AuthCodeURL("state", oauth2.S256ChallengeOption(a.verifier)))
+	if pg.Form("/login") != nil {
+		pg = a.phone.Submit(pg, "/login", url.Values{"username": {testUser}, "password": {testPassword}})
+	}
+	if pg.Form("/oauth2/authorize") == nil {
+		t.Fatalf("no consent page: %d %s", pg.Status, pg.Text())
+	}
+	ctx := context.Background()
+	var n int64
+	err := e.Store.Update(ctx, func(tx store.Tx) (err error) {
+		n, err = tx.DeleteUnusedClients(ctx, e.Clock.Now().Add(-24*time.Hour))
+		return err
+	})
+	if err != nil || n != 1 {
+		t.Fatalf("cleanup behind the server's back: %d deleted, %v", n, err)
+	}
+	pg = a.phone.Submit(pg, "/oauth2/authorize", url.Values{"action": {"approve"}})
+	if pg.Status != http.StatusBadRequest || !strings.Contains(pg.Text(), "not registered") {
+		t.Fatalf("approval for a client deleted meanwhile: %d %s", pg.Status, pg.Text())
+	}
 }
