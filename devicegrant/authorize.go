@@ -385,6 +385,12 @@ func (s *Server) approveAuth(c *gin.Context, req *authRequest, user *store.User)
 		}
 		return tx.CreateAuthCode(ctx, approvedAuthCode(a, wait != 0))
 	})
+	if s.clientGone(ctx, req.client.ID, err) {
+		// Deleted by cleanup while the person was deciding: nothing can
+		// be sent back to it, nor should be.
+		s.errorPage(c, http.StatusBadRequest, "Cannot continue", "This application is not registered here. It may need to sign in again from the start.")
+		return
+	}
 	if err != nil {
 		s.log.ErrorContext(ctx, "authorize: approve", "err", err)
 		s.errorPage(c, http.StatusInternalServerError, "Something went wrong", "Please go back to the application and try again.")

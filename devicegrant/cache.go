@@ -142,11 +142,18 @@ func pollKey(deviceCodeHash []byte) string {
 }
 
 // topicPolls is the topic under which a transaction announces the grants
-// it changed (pollKey), or, with an empty key, that grants were deleted.
-const topicPolls = "polls"
+// it changed (pollKey), or, with an empty key, that grants were deleted;
+// topicClients, the clients it wrote (by id, which is no secret: it is
+// sent in the clear with every request of the client), or, with an empty
+// key, that clients were deleted.
+const (
+	topicPolls   = "polls"
+	topicClients = "client"
+)
 
-// watchOthers makes the polling cache forget what other instances change,
-// as they announce it (store.Watcher), until ctx is done.
+// watchOthers makes the polling and client caches forget what other
+// instances change, as they announce it (store.Watcher), until ctx is
+// done.
 func (s *Server) watchOthers(ctx context.Context, w store.Watcher) {
 	_ = w.Watch(ctx, func(n store.Notice) {
 		switch {
@@ -154,13 +161,18 @@ func (s *Server) watchOthers(ctx context.Context, w store.Watcher) {
 			// Notices may have been missed: nothing cached can be trusted
 			// beyond what pollCacheTTL bounds.
 			s.polls.forgetAll()
+			s.clients.forgetAll()
 			if n.Err != nil {
-				s.log.WarnContext(ctx, "missed other instances' changes for a while; the polling cache starts afresh", "err", n.Err)
+				s.log.WarnContext(ctx, "missed other instances' changes for a while; the polling and client caches start afresh", "err", n.Err)
 			}
 		case n.Topic == topicPolls && n.Key == "":
 			s.polls.forgetAll()
 		case n.Topic == topicPolls:
 			s.polls.forget(n.Key)
+		case n.Topic == topicClients && n.Key == "":
+			s.clients.forgetAll()
+		case n.Topic == topicClients:
+			s.clients.forget(n.Key)
 		}
 	})
 }

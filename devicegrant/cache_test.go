@@ -20,7 +20,12 @@ import (
 // countingStore counts the lookups and writes that reach the database.
 type countingStore struct {
 	store.Store
-	accessTokens, updates atomic.Int64
+	accessTokens, updates, clients atomic.Int64
+}
+
+func (c *countingStore) Client(ctx context.Context, id string) (store.Client, error) {
+	c.clients.Add(1)
+	return c.Store.Client(ctx, id)
 }
 
 func (c *countingStore) AccessToken(ctx context.Context, hash []byte) (store.AccessToken, error) {

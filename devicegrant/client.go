@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"time"
 
 	"github.com/gin-gonic/gin"
 
@@ -19,24 +20,62 @@ const (
 	grantRefreshToken = clientmeta.GrantRefreshToken
 )
 
-// client is a registered client with its metadata decoded.
+// client is a registered client with its metadata decoded. The stored
+// bytes are dropped (Metadata is nil): meta is what they said.
 type client struct {
 	store.Client
 	meta *clientmeta.Metadata
 }
 
+// clientCacheTTL bounds how long a client row is answered from memory,
+// counted from the start of the read that learned it. A change made in
+// this process is heard of when it commits (committing), and one made by
+// another instance on PostgreSQL a moment later (watchOthers); the bound
+// covers what sends no notice: an admin command on the SQLite file
+// (devicegrantd client untrust) takes effect here within it. What a stale
+// row can allow for that long: a client whose trust was removed still
+// skips the consent page, introspects any token and gets errors redirected
+// unasked; a client deleted by cleanup still passes authentication, but it
+// has no grant, code or session left to use, and a row it tries to create
+// is refused with invalid_client (clientGone). Its secret hash and
+// metadata are never stale: both are fixed at registration (UpdateClient
+// changes only trust and, for a shared public client, CreatedAt).
+const clientCacheTTL = pollCacheTTL
+
+// clientCacheSize bounds the client cache. An entry is the row without its
+// metadata bytes, and the parsed metadata, shared with parsedMeta (which
+// has the same bound).
+const clientCacheSize = 1000
+
+// cachedClient is a client as loadClient last read it, and when that read
+// began.
+type cachedClient struct {
+	cl     client
+	readAt time.Time
+}
+
+// loadClient reads a client for a request: every token request and poll
+// does, so the row is kept in memory (clientCacheTTL says for how long and
+// what that allows). The caller gets a copy of its own.
 func (s *Server) loadClient(ctx context.Context, id string) (*client, error) {
 	if id == legacyClientID {
 		return legacyClient(), nil
 	}
+	if v, ok := s.clients.get(id); ok && s.now().Sub(v.readAt) < clientCacheTTL {
+		cl := v.cl
+		return &cl, nil
+	}
+	begun := s.clients.begin()
+	// The age counts from before the read, as pollState's does: a slow
+	// read must not stretch clientCacheTTL.
+	readAt := s.now()
 	sc, err := s.store.Client(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	// The row is read every time (trust can change from another
-	// process); parsing its metadata, which every token request would
-	// otherwise repeat, is remembered by the metadata's bytes. Parsed
-	// metadata is never changed after parsing.
+	// Parsing the metadata, which is never changed after registration, is
+	// remembered by the metadata's bytes. Parsed metadata is never changed
+	// after parsing.
 	m, ok := s.parsedMeta.get(string(sc.Metadata))
 	if !ok {
 		if m, err = clientmeta.Parse(sc.Metadata); err != nil {
@@ -44,7 +83,25 @@ func (s *Server) loadClient(ctx context.Context, id string) (*client, error) {
 		}
 		s.parsedMeta.put(string(sc.Metadata), m, s.parsedMeta.begin())
 	}
-	return &client{Client: sc, meta: m}, nil
+	cl := client{Client: sc, meta: m}
+	cl.Metadata = nil // kept parsed, in meta
+	s.clients.put(id, cachedClient{cl: cl, readAt: readAt}, begun)
+	return &cl, nil
+}
+
+// clientGone reports whether a write that failed with err, on behalf of
+// the client id, failed because the client no longer exists: cleanup may
+// have deleted it (DeleteUnusedClients) after loadClient read it, from
+// memory or not, and the row naming it then fails its foreign key. Only
+// after a failure is the client read again; the caller then answers
+// invalid_client, as for an unknown client_id, rather than a server error.
+func (s *Server) clientGone(ctx context.Context, id string, err error) bool {
+	if err == nil || id == legacyClientID {
+		return false
+	}
+	s.clients.forget(id)
+	_, err = s.store.Client(ctx, id)
+	return errors.Is(err, store.ErrNotFound)
 }
 
 // name is what people are shown for the client. The name is the client's

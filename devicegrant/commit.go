@@ -11,13 +11,15 @@ import (
 // of a transaction's changes once it has committed, and never of a
 // transaction that rolled back or of an Update run that was rolled back
 // and run again: the outbox deliverer is woken when a call was queued, and
-// the caches (introspection, polling) forget what the transaction changed.
+// the caches (introspection, polling, clients) forget what the transaction
+// changed.
 // Because the caches learn of changes from the writes themselves, no rule
 // has to remember to invalidate them. Token validity is also recorded in
 // the database (the token epoch), so other processes (admin commands,
-// other instances) invalidate too; changed grants are announced to other
-// instances when the store can (store.Announcer, on PostgreSQL), and the
-// polling cache bounds what it cannot hear of by age (cache.go).
+// other instances) invalidate too; changed grants and clients are
+// announced to other instances when the store can (store.Announcer, on
+// PostgreSQL), and the polling and client caches bound what they cannot
+// hear of by age (cache.go, client.go).
 type committing struct {
 	store.Store
 	s *Server
@@ -31,6 +33,10 @@ type changes struct {
 	// grantsDeleted: expired grants were deleted (polls of them answer
 	// invalid_grant from now on).
 	grantsDeleted bool
+	clients       []string // the id of each client written
+	// clientsDeleted: unused clients were deleted (which ones, the delete
+	// does not say).
+	clientsDeleted bool
 }
 
 func (w committing) Update(ctx context.Context, fn func(tx store.Tx) error) error {
@@ -50,8 +56,8 @@ func (w committing) Update(ctx context.Context, fn func(tx store.Tx) error) erro
 }
 
 // announce tells other instances, through tx, what the caches of this one
-// are told after the commit. Only the polling cache listens (cache.go says
-// why the introspection cache does not).
+// are told after the commit. The polling and client caches listen
+// (cache.go says why the introspection cache does not).
 func (ch changes) announce(tx store.Tx) {
 	a, ok := tx.(store.Announcer)
 	if !ok {
@@ -59,10 +65,17 @@ func (ch changes) announce(tx store.Tx) {
 	}
 	if ch.grantsDeleted {
 		a.Announce(topicPolls, "")
-		return
+	} else {
+		for _, k := range ch.grants {
+			a.Announce(topicPolls, k)
+		}
 	}
-	for _, k := range ch.grants {
-		a.Announce(topicPolls, k)
+	if ch.clientsDeleted {
+		a.Announce(topicClients, "")
+	} else {
+		for _, id := range ch.clients {
+			a.Announce(topicClients, id)
+		}
 	}
 }
 
@@ -75,6 +88,12 @@ func (s *Server) committed(ch changes) {
 	}
 	if ch.grantsDeleted {
 		s.polls.forgetAll()
+	}
+	for _, id := range ch.clients {
+		s.clients.forget(id)
+	}
+	if ch.clientsDeleted {
+		s.clients.forgetAll()
 	}
 	if ch.enqueued {
 		s.kickOutbox()
@@ -141,4 +160,23 @@ func (t watchingTx) DeleteExpired(ctx context.Context, before time.Time) (int64,
 func (t watchingTx) UpdateDeviceGrant(ctx context.Context, g store.DeviceGrant) error {
 	t.ch.grants = append(t.ch.grants, pollKey(g.DeviceCodeHash))
 	return t.Tx.UpdateDeviceGrant(ctx, g)
+}
+
+// A client's trust, or its CreatedAt (a shared public client registered
+// again, P-DCR-6), changed; CreateClient makes a row no cache has, but an
+// id is forgotten anyway, so that no cache ever has to rely on that.
+func (t watchingTx) UpdateClient(ctx context.Context, c store.Client) error {
+	t.ch.clients = append(t.ch.clients, c.ID)
+	return t.Tx.UpdateClient(ctx, c)
+}
+
+func (t watchingTx) CreateClient(ctx context.Context, c store.Client) error {
+	t.ch.clients = append(t.ch.clients, c.ID)
+	return t.Tx.CreateClient(ctx, c)
+}
+
+func (t watchingTx) DeleteUnusedClients(ctx context.Context, before time.Time) (int64, error) {
+	n, err := t.Tx.DeleteUnusedClients(ctx, before)
+	t.ch.clientsDeleted = t.ch.clientsDeleted || n > 0
+	return n, err
 }

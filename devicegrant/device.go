@@ -49,6 +49,10 @@ func (s *Server) deviceAuthorization(c *gin.Context) {
 			break
 		}
 	}
+	if s.clientGone(ctx, cl.ID, err) {
+		writeError(c, errInvalidClient("unknown client_id; register the client again"))
+		return
+	}
 	if err != nil {
 		s.fail(c, "store device grant", err)
 		return

@@ -199,9 +199,10 @@ type Server struct {
 	metadataJSON []byte
 
 	// Caches of the hot paths (cache.go), kept correct by committing.
-	tokens *memo[string, cachedToken] // introspection, by access-token hash
-	polls  *memo[string, pollView]    // polling, by pollKey
-	pacing *pacer                     // when each device polled, for slow_down
+	tokens  *memo[string, cachedToken]  // introspection, by access-token hash
+	polls   *memo[string, pollView]     // polling, by pollKey
+	clients *memo[string, cachedClient] // client rows, by id (loadClient)
+	pacing  *pacer                      // when each device polled, for slow_down
 	// parsedMeta remembers parsed client metadata by its stored bytes.
 	parsedMeta *memo[string, *clientmeta.Metadata]
 }
@@ -283,6 +284,7 @@ func New(cfg Config, st store.Store) (*Server, error) {
 		httpClient:   &http.Client{Timeout: 20 * time.Second},
 		tokens:       newMemo[string, cachedToken](tokenCacheSize),
 		polls:        newMemo[string, pollView](pollCacheSize),
+		clients:      newMemo[string, cachedClient](clientCacheSize),
 		pacing:       newPacer(),
 		parsedMeta:   newMemo[string, *clientmeta.Metadata](1000),
 	}

@@ -18,6 +18,9 @@ const clientUsage = `Usage:
       run yourself). Use sparingly: anyone can register a client claiming
       any name, so trust a client id only after checking its redirect URIs.
   devicegrantd client untrust CLIENT_ID [--config FILE]
+      A running daemon on SQLite sees either change within 10 seconds (it
+      keeps client rows in memory that long); on PostgreSQL it is told at
+      once.
 `
 
 const keysUsage = `Usage:
