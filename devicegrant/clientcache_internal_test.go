@@ -2,15 +2,10 @@ package devicegrant
 
 import (
 	"context"
-	"io"
-	"log/slog"
-	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/devicegrant/devicegrant/store"
-	"github.com/devicegrant/devicegrant/store/sqlite"
 )
 
 // slowClientReads is a store whose client reads take readTime on the
@@ -33,21 +28,9 @@ func (s slowClientReads) Client(ctx context.Context, id string) (store.Client, e
 // documented 10 s after the read saw the client trusted.
 func TestClientCacheAgesFromTheRead(t *testing.T) {
 	ctx := context.Background()
-	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "clients.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	var mu sync.Mutex
-	clock := time.Date(2026, 11, 30, 9, 0, 0, 0, time.UTC)
-	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
-	wait := func(d time.Duration) { mu.Lock(); clock = clock.Add(d); mu.Unlock() }
-	const readTime = 8 * time.Second
-	s, err := New(Config{Issuer: "http://127.0.0.1:1/", Now: now, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))},
-		slowClientReads{Store: st, advance: func() { wait(readTime) }})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, st, now, wait := slowReadServer(t, func(st store.Store, advance func()) store.Store {
+		return slowClientReads{Store: st, advance: advance}
+	})
 	c := store.Client{ID: "client1", Metadata: []byte(`{"client_uri":"https://kitchen.example.org/","token_endpoint_auth_method":"none","grant_types":["urn:ietf:params:oauth:grant-type:device_code"]}`), CreatedAt: now(), Trusted: true}
 	if err := st.Update(ctx, func(tx store.Tx) error { return tx.CreateClient(ctx, c) }); err != nil {
 		t.Fatal(err)

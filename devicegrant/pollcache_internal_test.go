@@ -26,6 +26,33 @@ func (s slowGrantReads) DeviceGrantByDeviceCode(ctx context.Context, hash []byte
 	return g, err
 }
 
+// readTime is how long slowReadServer's slow reads take on its clock.
+const readTime = 8 * time.Second
+
+// slowReadServer is a server on a new SQLite file whose clock moves only
+// by wait, and whose store, as wrap makes it, calls advance to take
+// readTime for the reads under test. It returns the server, the store
+// itself (for changes made behind the server's back, as another process
+// would), and the clock.
+func slowReadServer(t *testing.T, wrap func(st store.Store, advance func()) store.Store) (s *Server, st store.Store, now func() time.Time, wait func(time.Duration)) {
+	t.Helper()
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "slow.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	var mu sync.Mutex
+	clock := time.Date(2026, 11, 30, 8, 0, 0, 0, time.UTC)
+	now = func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
+	wait = func(d time.Duration) { mu.Lock(); clock = clock.Add(d); mu.Unlock() }
+	s, err = New(Config{Issuer: "http://127.0.0.1:1/", Now: now, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))},
+		wrap(st, func() { wait(readTime) }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, st, now, wait
+}
+
 // TestPollCacheAgesFromTheRead: the polling cache answers a grant's state
 // from memory for at most pollCacheTTL after the read that learned it
 // began, however long that read took: a change it was not told of (a
@@ -35,21 +62,9 @@ func (s slowGrantReads) DeviceGrantByDeviceCode(ctx context.Context, hash []byte
 // state that much longer.
 func TestPollCacheAgesFromTheRead(t *testing.T) {
 	ctx := context.Background()
-	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "poll.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	var mu sync.Mutex
-	clock := time.Date(2026, 11, 30, 8, 0, 0, 0, time.UTC)
-	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
-	wait := func(d time.Duration) { mu.Lock(); clock = clock.Add(d); mu.Unlock() }
-	const readTime = 8 * time.Second
-	s, err := New(Config{Issuer: "http://127.0.0.1:1/", Now: now, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))},
-		slowGrantReads{Store: st, advance: func() { wait(readTime) }})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, st, now, wait := slowReadServer(t, func(st store.Store, advance func()) store.Store {
+		return slowGrantReads{Store: st, advance: advance}
+	})
 	hash := []byte("device code hash of a pending grant")
 	g := store.DeviceGrant{ID: "grant1", DeviceCodeHash: hash, UserCode: "BCDFGHJK", ClientID: "client1",
 		Scope: "openid", CreatedAt: now(), ExpiresAt: now().Add(time.Hour), Interval: 5 * time.Second, State: store.GrantPending}
