@@ -98,7 +98,7 @@ func TestPostgresConnectionsKilled(t *testing.T) {
 
 	// The listeners came back: B reports the resync.
 	waitFor(t, "B's listener to reconnect", func() bool {
-		return strings.Contains(b.log.String(), "polling cache starts afresh") &&
+		return strings.Contains(b.log.String(), "missed other instances' changes") &&
 			countBackends(t, base, appName, schema, false) >= 2
 	})
 	poll := approvedElsewhere(t, a, b, registerKiosk(t, b.base), "KILLKIOSK2")
