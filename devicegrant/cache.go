@@ -152,28 +152,30 @@ const (
 )
 
 // watchOthers makes the polling and client caches forget what other
-// instances change, as they announce it (store.Watcher), until ctx is
-// done.
-func (s *Server) watchOthers(ctx context.Context, w store.Watcher) {
-	_ = w.Watch(ctx, func(n store.Notice) {
+// instances change, as they announce it (s.others), until ctx is done.
+// A notice is read as the changes it announces (the inverse of
+// changes.announce) and forgotten as this process's own commits are.
+func (s *Server) watchOthers(ctx context.Context) {
+	_ = s.others.Watch(ctx, func(n store.Notice) {
+		var ch changes
 		switch {
 		case n.Resync:
 			// Notices may have been missed: nothing cached can be trusted
-			// beyond what pollCacheTTL bounds.
-			s.polls.forgetAll()
-			s.clients.forgetAll()
+			// beyond what the caches' ages bound.
+			ch.grantsDeleted, ch.clientsDeleted = true, true
 			if n.Err != nil {
 				s.log.WarnContext(ctx, "missed other instances' changes for a while; the polling and client caches start afresh", "err", n.Err)
 			}
 		case n.Topic == topicPolls && n.Key == "":
-			s.polls.forgetAll()
+			ch.grantsDeleted = true
 		case n.Topic == topicPolls:
-			s.polls.forget(n.Key)
+			ch.grants = []string{n.Key}
 		case n.Topic == topicClients && n.Key == "":
-			s.clients.forgetAll()
+			ch.clientsDeleted = true
 		case n.Topic == topicClients:
-			s.clients.forget(n.Key)
+			ch.clients = []string{n.Key}
 		}
+		s.forgetChanged(ch)
 	})
 }
 

@@ -83,6 +83,16 @@ func (ch changes) announce(tx store.Tx) {
 // (The introspection cache needs no telling: the token epoch, bumped in
 // the transaction itself, tells it, and tells other processes too.)
 func (s *Server) committed(ch changes) {
+	s.forgetChanged(ch)
+	if ch.enqueued {
+		s.kickOutbox()
+	}
+}
+
+// forgetChanged makes the polling and client caches forget what ch says
+// changed, whether this process committed it or another instance
+// announced it (watchOthers).
+func (s *Server) forgetChanged(ch changes) {
 	for _, h := range ch.grants {
 		s.polls.forget(h)
 	}
@@ -94,9 +104,6 @@ func (s *Server) committed(ch changes) {
 	}
 	if ch.clientsDeleted {
 		s.clients.forgetAll()
-	}
-	if ch.enqueued {
-		s.kickOutbox()
 	}
 }
 

@@ -37,7 +37,7 @@ const cleanupEvery = 10 * time.Minute
 // takeLease takes the named job's lease for this instance for d from now
 // and reports whether it did.
 func (s *Server) takeLease(ctx context.Context, job string, d time.Duration) (bool, error) {
-	if !s.shared {
+	if s.others == nil {
 		return true, nil
 	}
 	var got bool

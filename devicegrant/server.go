@@ -182,9 +182,10 @@ type Server struct {
 	// heartbeats divide the limiters' budgets (heartbeat), and as the
 	// holder of the leases on shared jobs (jobs.go).
 	instanceID string
-	// shared is set when the store may be shared with other instances
-	// (store.Watcher): only then are heartbeats and job leases written.
-	shared bool
+	// others is the store's Watcher when other instances may share it,
+	// nil otherwise: only then are heartbeats and job leases written, and
+	// other instances' changes heard of (watchOthers).
+	others store.Watcher
 
 	dummyOnce sync.Once
 	dummy     string // see dummyHash
@@ -291,7 +292,7 @@ func New(cfg Config, st store.Store) (*Server, error) {
 	s.store = committing{Store: st, s: s}
 	// Only a store that several processes share (store.Watcher) may have
 	// other instances beside this one, to count and to share jobs with.
-	_, s.shared = st.(store.Watcher)
+	s.others, _ = st.(store.Watcher)
 	if s.metrics, err = newMetrics(cfg.Metrics, st); err != nil {
 		return nil, err
 	}
@@ -327,18 +328,15 @@ func (s *Server) Issuer() string { return s.issuer }
 func (s *Server) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	if s.shared {
-		wg.Add(1)
+	if s.others != nil {
+		wg.Add(2)
 		go func() {
 			defer wg.Done()
 			s.heartbeat(ctx)
 		}()
-	}
-	if w, ok := s.store.(committing).Store.(store.Watcher); ok {
-		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s.watchOthers(ctx, w)
+			s.watchOthers(ctx)
 		}()
 	}
 	// The sync's ticker starts before the sync at start, so that its
@@ -389,7 +387,7 @@ func (s *Server) Cleanup(ctx context.Context) (int64, error) {
 func (s *Server) cleanup(ctx context.Context, leased bool) (n int64, ran bool, err error) {
 	err = s.store.Update(ctx, func(tx store.Tx) error {
 		n, ran = 0, false
-		if leased && s.shared {
+		if leased && s.others != nil {
 			now := s.now()
 			got, err := tx.TakeLease(ctx, jobCleanup, s.instanceID, now, now.Add(cleanupEvery))
 			if err != nil || !got {

@@ -54,7 +54,8 @@ func TestWatchOthersForgets(t *testing.T) {
 	}
 	w := scriptedWatcher{notes: make(chan store.Notice), handled: make(chan struct{})}
 	done := make(chan struct{})
-	go func() { defer close(done); s.watchOthers(ctx, w) }()
+	s.others = w // the server runs on SQLite; the test plays the other instances
+	go func() { defer close(done); s.watchOthers(ctx) }()
 	defer func() { cancel(); <-done }()
 	send := func(n store.Notice) { w.notes <- n; <-w.handled }
 
