@@ -6,11 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"io/fs"
-	"sort"
-	"strconv"
-	"strings"
 
+	"github.com/devicegrant/devicegrant/store/internal/migration"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
@@ -59,23 +56,17 @@ func migrate(ctx context.Context, cfg *pgx.ConnConfig) (int, error) {
 		return 0, fmt.Errorf("postgres: read schema version: %w", err)
 	}
 
-	names, err := fs.Glob(migrations, "migrations/*.sql")
+	files, err := migration.List(migrations, "migrations")
 	if err != nil {
-		return 0, fmt.Errorf("postgres: list migrations: %w", err)
+		return 0, fmt.Errorf("postgres: %w", err)
 	}
-	sort.Strings(names)
-	latest := 0
-	for _, name := range names {
-		base := strings.TrimPrefix(name, "migrations/")
-		version, err := strconv.Atoi(strings.SplitN(base, "_", 2)[0])
-		if err != nil {
-			return 0, fmt.Errorf("postgres: migration %s: bad version prefix: %w", base, err)
-		}
-		latest = version
+	latest := migration.Latest(files)
+	for _, f := range files {
+		version, base := f.Version, f.Name
 		if version <= current {
 			continue
 		}
-		body, err := migrations.ReadFile(name)
+		body, err := migrations.ReadFile(f.Path)
 		if err != nil {
 			return 0, fmt.Errorf("postgres: read migration %s: %w", base, err)
 		}
@@ -107,7 +98,7 @@ func Migrate(ctx context.Context, url string) (before, after int, err error) {
 	if err != nil {
 		return 0, 0, errors.New("postgres: the database URL does not parse")
 	}
-	_, latest, err := latestMigration()
+	latest, err := latestVersion()
 	if err != nil {
 		return 0, 0, err
 	}
@@ -117,19 +108,13 @@ func Migrate(ctx context.Context, url string) (before, after int, err error) {
 	return before, latest, nil
 }
 
-// latestMigration returns the embedded migrations in order and the
-// version of the last.
-func latestMigration() ([]string, int, error) {
-	names, err := fs.Glob(migrations, "migrations/*.sql")
-	if err != nil || len(names) == 0 {
-		return nil, 0, fmt.Errorf("postgres: list migrations: %w", err)
-	}
-	sort.Strings(names)
-	latest, err := strconv.Atoi(strings.SplitN(strings.TrimPrefix(names[len(names)-1], "migrations/"), "_", 2)[0])
+// latestVersion is the schema version the embedded migrations make.
+func latestVersion() (int, error) {
+	files, err := migration.List(migrations, "migrations")
 	if err != nil {
-		return nil, 0, fmt.Errorf("postgres: migration %s: bad version prefix: %w", names[len(names)-1], err)
+		return 0, fmt.Errorf("postgres: %w", err)
 	}
-	return names, latest, nil
+	return migration.Latest(files), nil
 }
 
 // SchemaVersion connects to the database at url and reads its schema
@@ -142,7 +127,7 @@ func SchemaVersion(ctx context.Context, url string) (current, latest int, err er
 	if err != nil {
 		return 0, 0, errors.New("postgres: the database URL does not parse")
 	}
-	if _, latest, err = latestMigration(); err != nil {
+	if latest, err = latestVersion(); err != nil {
 		return 0, 0, err
 	}
 	conn, err := pgx.ConnectConfig(ctx, cfg.ConnConfig)

@@ -6,46 +6,15 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net/url"
 	"os"
 	"path/filepath"
-	"sort"
-	"strconv"
-	"strings"
+
+	"github.com/devicegrant/devicegrant/store/internal/migration"
 )
 
 //go:embed migrations/*.sql
 var migrations embed.FS
-
-// migration is one embedded file, NNNN_what.sql.
-type migration struct {
-	version int
-	name    string // the file's base name
-	path    string // in migrations
-}
-
-// migrationFiles lists the embedded migrations in order.
-func migrationFiles() ([]migration, error) {
-	names, err := fs.Glob(migrations, "migrations/*.sql")
-	if err != nil {
-		return nil, fmt.Errorf("sqlite: list migrations: %w", err)
-	}
-	sort.Strings(names)
-	out := make([]migration, 0, len(names))
-	for _, name := range names {
-		base := strings.TrimPrefix(name, "migrations/")
-		version, err := strconv.Atoi(strings.SplitN(base, "_", 2)[0])
-		if err != nil {
-			return nil, fmt.Errorf("sqlite: migration %s: bad version prefix: %w", base, err)
-		}
-		out = append(out, migration{version: version, name: base, path: name})
-	}
-	if len(out) == 0 {
-		return nil, errors.New("sqlite: no migrations embedded")
-	}
-	return out, nil
-}
 
 // migrate applies, in order and each in its own transaction, the embedded
 // migrations newer than the database's user_version, and returns the
@@ -60,11 +29,11 @@ func migrationFiles() ([]migration, error) {
 // reads the version again under it, skipping what the other applied
 // while it waited.
 func migrate(ctx context.Context, db *sql.DB) (int, error) {
-	files, err := migrationFiles()
+	files, err := migration.List(migrations, "migrations")
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("sqlite: %w", err)
 	}
-	latest := files[len(files)-1].version
+	latest := migration.Latest(files)
 	var before int
 	if err := db.QueryRowContext(ctx, "PRAGMA user_version").Scan(&before); err != nil {
 		return 0, fmt.Errorf("sqlite: read schema version: %w", err)
@@ -75,7 +44,7 @@ func migrate(ctx context.Context, db *sql.DB) (int, error) {
 	found := -1 // the version under which this process applied its first migration
 	current := before
 	for _, m := range files {
-		if m.version <= current {
+		if m.Version <= current {
 			continue
 		}
 		applied, err := apply(ctx, db, m, &current)
@@ -86,7 +55,7 @@ func migrate(ctx context.Context, db *sql.DB) (int, error) {
 			found = current
 		}
 		if applied {
-			current = m.version
+			current = m.Version
 		}
 	}
 	if found < 0 {
@@ -97,31 +66,31 @@ func migrate(ctx context.Context, db *sql.DB) (int, error) {
 
 // apply runs one migration unless the database already has it; current
 // becomes the version it found under the write lock.
-func apply(ctx context.Context, db *sql.DB, m migration, current *int) (bool, error) {
-	body, err := migrations.ReadFile(m.path)
+func apply(ctx context.Context, db *sql.DB, m migration.File, current *int) (bool, error) {
+	body, err := migrations.ReadFile(m.Path)
 	if err != nil {
-		return false, fmt.Errorf("sqlite: read migration %s: %w", m.name, err)
+		return false, fmt.Errorf("sqlite: read migration %s: %w", m.Name, err)
 	}
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
-		return false, fmt.Errorf("sqlite: migration %s: %w", m.name, err)
+		return false, fmt.Errorf("sqlite: migration %s: %w", m.Name, err)
 	}
 	defer tx.Rollback() // after Commit, does nothing
 	if err := tx.QueryRowContext(ctx, "PRAGMA user_version").Scan(current); err != nil {
-		return false, fmt.Errorf("sqlite: migration %s: read schema version: %w", m.name, err)
+		return false, fmt.Errorf("sqlite: migration %s: read schema version: %w", m.Name, err)
 	}
-	if *current >= m.version {
+	if *current >= m.Version {
 		return false, nil
 	}
 	if _, err := tx.ExecContext(ctx, string(body)); err != nil {
-		return false, fmt.Errorf("sqlite: migration %s: %w", m.name, err)
+		return false, fmt.Errorf("sqlite: migration %s: %w", m.Name, err)
 	}
 	// PRAGMA takes no bind parameters; version is an integer we parsed.
-	if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", m.version)); err != nil {
-		return false, fmt.Errorf("sqlite: migration %s: %w", m.name, err)
+	if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", m.Version)); err != nil {
+		return false, fmt.Errorf("sqlite: migration %s: %w", m.Name, err)
 	}
 	if err := tx.Commit(); err != nil {
-		return false, fmt.Errorf("sqlite: migration %s: %w", m.name, err)
+		return false, fmt.Errorf("sqlite: migration %s: %w", m.Name, err)
 	}
 	return true, nil
 }
@@ -130,11 +99,11 @@ func apply(ctx context.Context, db *sql.DB, m migration, current *int) (bool, er
 // latest version this program's migrations make, changing nothing: a
 // database that does not exist yet is at version 0.
 func SchemaVersion(ctx context.Context, path string) (current, latest int, err error) {
-	files, err := migrationFiles()
+	files, err := migration.List(migrations, "migrations")
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, fmt.Errorf("sqlite: %w", err)
 	}
-	latest = files[len(files)-1].version
+	latest = migration.Latest(files)
 	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
 		return 0, latest, nil
 	} else if err != nil {
