@@ -97,7 +97,15 @@ func addAlice(t *testing.T, vars map[string]string) {
 // device id, approved on the phone as alice, and returns the access token.
 func signInDevice(t *testing.T, base, deviceID string, phone *devtest.Phone) string {
 	t.Helper()
-	clientID := registerKiosk(t, base)
+	_, tok := signInDeviceTokens(t, base, deviceID, phone)
+	return tok.AccessToken
+}
+
+// signInDeviceTokens is signInDevice that returns the client's id and the
+// whole token, refresh token included.
+func signInDeviceTokens(t *testing.T, base, deviceID string, phone *devtest.Phone) (clientID string, tok *oauth2.Token) {
+	t.Helper()
+	clientID = registerKiosk(t, base)
 	conf := &oauth2.Config{
 		ClientID: clientID,
 		Endpoint: oauth2.Endpoint{DeviceAuthURL: base + "oauth2/device", TokenURL: base + "oauth2/token", AuthStyle: oauth2.AuthStyleInParams},
@@ -110,11 +118,11 @@ func signInDevice(t *testing.T, base, deviceID string, phone *devtest.Phone) str
 		t.Fatalf("DeviceAuth: %v", err)
 	}
 	phone.Decide(strings.Replace(da.VerificationURIComplete, strings.ToUpper(base), base, 1), "approve")
-	tok, err := conf.DeviceAccessToken(ctx, da)
+	tok, err = conf.DeviceAccessToken(ctx, da)
 	if err != nil {
 		t.Fatalf("DeviceAccessToken: %v", err)
 	}
-	return tok.AccessToken
+	return clientID, tok
 }
 
 // registerKiosk registers a public device-flow client at base and returns

@@ -4,9 +4,12 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -26,23 +29,9 @@ import (
 // polling the other at its next poll, not after the polling cache's 10 s
 // (P-DEV-5, issue 15).
 func TestPostgresConnectionsKilled(t *testing.T) {
-	base := pgtest.URL(t)
-	app := make([]byte, 6)
-	if _, err := rand.Read(app); err != nil {
-		t.Fatal(err)
-	}
-	appName := "dgkill_" + hex.EncodeToString(app)
-	u, err := url.Parse(base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	schema := u.Query().Get("search_path")
-	q := u.Query()
-	q.Set("application_name", appName) // to end this test's connections only
-	u.RawQuery = q.Encode()
-
+	base, dbURL, appName, schema := killableDatabase(t)
 	varsA := opsVars(t, t.TempDir(), nil)
-	varsA["DEVICEGRANTD_DATABASE"] = u.String()
+	varsA["DEVICEGRANTD_DATABASE"] = dbURL
 	varsA["DEVICEGRANTD_LOG_LEVEL"] = "info"
 	varsB := with(varsA, "DEVICEGRANTD_LISTEN", freeAddr(t))
 	addAlice(t, varsA)
@@ -117,6 +106,148 @@ func TestPostgresConnectionsKilled(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// killableDatabase is a throwaway schema (base, the URL to inspect it with)
+// and the URL for daemons (dbURL), which names their connections appName so
+// that countBackends can end this test's connections only.
+func killableDatabase(t *testing.T) (base, dbURL, appName, schema string) {
+	t.Helper()
+	base = pgtest.URL(t)
+	app := make([]byte, 6)
+	if _, err := rand.Read(app); err != nil {
+		t.Fatal(err)
+	}
+	appName = "dgkill_" + hex.EncodeToString(app)
+	u, err := url.Parse(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	schema = q.Get("search_path")
+	q.Set("application_name", appName)
+	u.RawQuery = q.Encode()
+	return base, u.String(), appName, schema
+}
+
+// TestPostgresConnectionsKilledMidWrites: as in TestPostgresConnectionsKilled
+// every connection of two daemons is ended by the server, but while they
+// are busy, and what reaches them first is not an introspection (whose
+// epoch read resets the pool) but refreshes, registrations, device
+// authorizations and polls, at both at once. Their pooled connections were
+// in use a moment before, so the pool hands them out unchecked. Not one
+// of these requests may fail or be answered wrongly: a transaction that
+// never committed, like a read, can run again on a new connection (issue
+// 15: a client never sees a 5xx because of the database's connections).
+// A refresh answered with an error would be worse than a 5xx: the client
+// would drop a session that is alive (P-REF-1).
+func TestPostgresConnectionsKilledMidWrites(t *testing.T) {
+	base, dbURL, appName, schema := killableDatabase(t)
+	varsA := opsVars(t, t.TempDir(), nil)
+	varsA["DEVICEGRANTD_DATABASE"] = dbURL
+	varsA["DEVICEGRANTD_LOG_LEVEL"] = "info"
+	varsB := with(varsA, "DEVICEGRANTD_LISTEN", freeAddr(t))
+	addAlice(t, varsA)
+	a, b := startDaemonCtl(t, varsA), startDaemonCtl(t, varsB)
+	daemons := []*daemon{a, b}
+	phone := devtest.NewPhone(t)
+
+	type chain struct{ clientID, refresh, access string }
+	chains := make([]*chain, 4)
+	for i := range chains {
+		id, tok := signInDeviceTokens(t, a.base, fmt.Sprintf("KILLWRITE%d", i), phone)
+		chains[i] = &chain{id, tok.RefreshToken, tok.AccessToken}
+	}
+	kiosk := registerKiosk(t, b.base)
+
+	var mu sync.Mutex
+	var failures []string
+	fail := func(format string, args ...any) {
+		mu.Lock()
+		defer mu.Unlock()
+		failures = append(failures, fmt.Sprintf(format, args...))
+	}
+	for round := range 3 {
+		// Busy pools: several connections each, used within the last
+		// second, which pgxpool hands out again without a ping.
+		var warm sync.WaitGroup
+		for i := range 16 {
+			warm.Go(func() { tryIntrospect(t, daemons[i%2].base, chains[0].access) })
+		}
+		warm.Wait()
+		killed := countBackends(t, base, appName, schema, true)
+
+		var wg sync.WaitGroup
+		for i, c := range chains {
+			d := daemons[(i+round)%2]
+			wg.Go(func() {
+				status, m := postForm(d.base+"oauth2/token", url.Values{"grant_type": {"refresh_token"},
+					"refresh_token": {c.refresh}, "client_id": {c.clientID}})
+				if status != http.StatusOK {
+					fail("round %d: refresh at %s: %d %v", round, d.base, status, m)
+					return
+				}
+				c.refresh, _ = m["refresh_token"].(string)
+				c.access, _ = m["access_token"].(string)
+			})
+		}
+		for i, d := range daemons {
+			wg.Go(func() {
+				status, m := postForm(d.base+"oauth2/device", url.Values{"client_id": {kiosk},
+					"scope": {scopeAPI + " " + scopeDevice + fmt.Sprintf("KILLPEND%d%d", round, i)}})
+				if status != http.StatusOK {
+					fail("round %d: device authorization at %s: %d %v", round, d.base, status, m)
+					return
+				}
+				code, _ := m["device_code"].(string)
+				status, m = postForm(daemons[1-i].base+"oauth2/token", url.Values{"grant_type": {"urn:ietf:params:oauth:grant-type:device_code"},
+					"device_code": {code}, "client_id": {kiosk}})
+				if status != http.StatusBadRequest || m["error"] != "authorization_pending" {
+					fail("round %d: poll at %s: %d %v", round, daemons[1-i].base, status, m)
+				}
+			})
+			wg.Go(func() {
+				resp, err := http.Post(d.base+"oauth2/registration", "application/json", strings.NewReader(
+					`{"client_name":"Kiosk","client_uri":"https://kiosk.example.org/","token_endpoint_auth_method":"none","grant_types":["urn:ietf:params:oauth:grant-type:device_code","refresh_token"]}`))
+				if err != nil {
+					fail("round %d: registration at %s: %v", round, d.base, err)
+					return
+				}
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusCreated {
+					fail("round %d: registration at %s: %d", round, d.base, resp.StatusCode)
+				}
+			})
+		}
+		wg.Wait()
+		t.Logf("round %d: ended %d connections", round, killed)
+	}
+	for _, f := range failures {
+		t.Error(f)
+	}
+	if len(failures) > 0 {
+		t.Logf("A:\n%s\nB:\n%s", a.log.String(), b.log.String())
+	}
+	for i, c := range chains {
+		for _, d := range daemons {
+			if !introspect(t, d.base, c.access) {
+				t.Errorf("chain %d: the newest access token is inactive at %s", i, d.base)
+			}
+		}
+	}
+}
+
+// postForm posts form to u and returns the status and the JSON answer; a
+// transport error is status 0.
+func postForm(u string, form url.Values) (int, map[string]any) {
+	resp, err := http.PostForm(u, form)
+	if err != nil {
+		return 0, map[string]any{"transport": err.Error()}
+	}
+	defer resp.Body.Close()
+	var m map[string]any
+	json.NewDecoder(resp.Body).Decode(&m)
+	return resp.StatusCode, m
 }
 
 // countBackends counts, or with kill terminates, the PostgreSQL sessions of

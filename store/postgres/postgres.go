@@ -33,6 +33,7 @@ type Store struct {
 	pool    *pgxpool.Pool
 	retries atomic.Uint64 // transactions run again after a serialization failure or deadlock
 	epochs  *epochReader  // TokenEpoch's shared reads
+	reset   *resetter     // resets the pool after a lost connection (lost.go)
 	notify  notifier      // where announcements go (notify.go)
 }
 
@@ -74,41 +75,10 @@ func Open(ctx context.Context, url string) (*Store, error) {
 		pool.Close()
 		return nil, err
 	}
-	s := &Store{queries: queries{db: pool}, pool: pool, notify: n}
-	s.epochs = newEpochReader(s.readEpoch)
+	reset := &resetter{pool: pool}
+	s := &Store{queries: queries{db: pooled{pool, reset}}, pool: pool, reset: reset, notify: n}
+	s.epochs = newEpochReader(s.queries.TokenEpoch)
 	return s, nil
-}
-
-// readEpoch is the epoch reader's read. When the connection it ran on
-// turns out lost, as every pooled one is once PostgreSQL restarts, fails
-// over or ends the sessions, it resets the pool, so that the requests
-// after it do not each find another dead connection, and reads once more
-// on a new one: a read has no effect to repeat, and the second still
-// starts after every caller that waits for it. Introspection, which reads
-// the epoch first on every request, then answers through a database
-// restart instead of failing once per pooled connection.
-func (s *Store) readEpoch(ctx context.Context) (int64, error) {
-	v, err := s.queries.TokenEpoch(ctx)
-	if err != nil && ctx.Err() == nil && connectionLost(err) {
-		s.pool.Reset()
-		v, err = s.queries.TokenEpoch(ctx)
-	}
-	return v, err
-}
-
-// connectionLost tells whether err means that the session a statement
-// ran on is gone: the server ended it (admin_shutdown, crash_shutdown:
-// SQLSTATE class 57P, or connection_exception: 08), or the socket broke
-// (an error that PostgreSQL did not send at all).
-func connectionLost(err error) bool {
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, pgx.ErrNoRows) {
-		return false
-	}
-	var pe *pgconn.PgError
-	if errors.As(err, &pe) {
-		return strings.HasPrefix(pe.Code, "57P") || strings.HasPrefix(pe.Code, "08")
-	}
-	return true
 }
 
 // TokenEpoch reads the token epoch (store.Reader): always a read that
@@ -132,14 +102,29 @@ const retryFor = 10 * time.Second
 // returns nil. When PostgreSQL aborts the transaction to keep it
 // serializable (SQLSTATE 40001) or to break a deadlock (40P01), fn runs
 // again in a new transaction, after a short random pause, for up to
-// retryFor after its first run. fn runs on the caller's goroutine, so a
-// panic in it reaches the caller (the transaction is rolled back).
+// retryFor after its first run. When the connection is lost before the
+// commit, fn runs again once, at once, on a new connection (lost.go).
+// fn runs on the caller's goroutine, so a panic in it reaches the caller
+// (the transaction is rolled back).
 func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) error {
 	pause := 2 * time.Millisecond
 	first := time.Now()
+	reconnected := false
 	for {
 		err := s.updateOnce(ctx, fn)
-		if err == nil || !retryable(err) || time.Since(first) >= retryFor || ctx.Err() != nil {
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		if !reconnected && lostBeforeCommit(err) {
+			// Once only: a database that is down fails the next run at
+			// connect, and the caller should hear of it now, not after
+			// retryFor.
+			reconnected = true
+			s.reset.lost()
+			s.retries.Add(1)
+			continue
+		}
+		if !retryable(err) || time.Since(first) >= retryFor {
 			return err
 		}
 		// Jitter keeps the transactions that collided from colliding again
@@ -157,8 +142,8 @@ func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) error {
 }
 
 // Retries returns how many times Update ran a function again because
-// PostgreSQL aborted its transaction: a measure of contention, for
-// metrics and tests.
+// PostgreSQL aborted its transaction or its connection was lost: a
+// measure of contention (and of outages), for metrics and tests.
 func (s *Store) Retries() uint64 { return s.retries.Load() }
 
 // updateOnce runs fn in one transaction.
@@ -180,9 +165,16 @@ func (s *Store) updateOnce(ctx context.Context, fn func(store.Tx) error) error {
 		return err
 	}
 	if err := pgTx.Commit(ctx); err != nil {
-		return fmt.Errorf("postgres: commit: %w", err)
+		return &commitError{err}
 	}
 	return nil
+}
+
+// lostBeforeCommit tells whether err is a lost connection that ended a
+// transaction before its COMMIT was sent, so that it took no effect.
+func lostBeforeCommit(err error) bool {
+	var ce *commitError
+	return !errors.As(err, &ce) && connectionLost(err)
 }
 
 // retryable tells whether err is PostgreSQL aborting a transaction that
