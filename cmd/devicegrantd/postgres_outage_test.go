@@ -29,13 +29,8 @@ import (
 // polling the other at its next poll, not after the polling cache's 10 s
 // (P-DEV-5, issue 15).
 func TestPostgresConnectionsKilled(t *testing.T) {
-	base, dbURL, appName, schema := killableDatabase(t)
-	varsA := opsVars(t, t.TempDir(), nil)
-	varsA["DEVICEGRANTD_DATABASE"] = dbURL
-	varsA["DEVICEGRANTD_LOG_LEVEL"] = "info"
-	varsB := with(varsA, "DEVICEGRANTD_LISTEN", freeAddr(t))
-	addAlice(t, varsA)
-	a, b := startDaemonCtl(t, varsA), startDaemonCtl(t, varsB)
+	k := startKillable(t)
+	base, appName, schema, varsA, a, b := k.base, k.appName, k.schema, k.varsA, k.a, k.b
 	token := signInDevice(t, a.base, "KILLKIOSK1", devtest.NewPhone(t))
 	for _, d := range []*daemon{a, b} {
 		if !introspect(t, d.base, token) {
@@ -108,6 +103,28 @@ func TestPostgresConnectionsKilled(t *testing.T) {
 	}
 }
 
+// killable is two daemons, a and b (a configured by varsA, with alice as
+// its user), on a killableDatabase.
+type killable struct {
+	base, appName, schema string
+	varsA                 map[string]string
+	a, b                  *daemon
+}
+
+func startKillable(t *testing.T) killable {
+	t.Helper()
+	var k killable
+	var dbURL string
+	k.base, dbURL, k.appName, k.schema = killableDatabase(t)
+	k.varsA = opsVars(t, t.TempDir(), nil)
+	k.varsA["DEVICEGRANTD_DATABASE"] = dbURL
+	k.varsA["DEVICEGRANTD_LOG_LEVEL"] = "info"
+	varsB := with(k.varsA, "DEVICEGRANTD_LISTEN", freeAddr(t))
+	addAlice(t, k.varsA)
+	k.a, k.b = startDaemonCtl(t, k.varsA), startDaemonCtl(t, varsB)
+	return k
+}
+
 // killableDatabase is a throwaway schema (base, the URL to inspect it with)
 // and the URL for daemons (dbURL), which names their connections appName so
 // that countBackends can end this test's connections only.
@@ -142,13 +159,8 @@ func killableDatabase(t *testing.T) (base, dbURL, appName, schema string) {
 // A refresh answered with an error would be worse than a 5xx: the client
 // would drop a session that is alive (P-REF-1).
 func TestPostgresConnectionsKilledMidWrites(t *testing.T) {
-	base, dbURL, appName, schema := killableDatabase(t)
-	varsA := opsVars(t, t.TempDir(), nil)
-	varsA["DEVICEGRANTD_DATABASE"] = dbURL
-	varsA["DEVICEGRANTD_LOG_LEVEL"] = "info"
-	varsB := with(varsA, "DEVICEGRANTD_LISTEN", freeAddr(t))
-	addAlice(t, varsA)
-	a, b := startDaemonCtl(t, varsA), startDaemonCtl(t, varsB)
+	k := startKillable(t)
+	base, appName, schema, a, b := k.base, k.appName, k.schema, k.a, k.b
 	daemons := []*daemon{a, b}
 	phone := devtest.NewPhone(t)
 
