@@ -30,6 +30,7 @@ import (
 type cluster struct {
 	t         *testing.T
 	issuer    string   // the proxy, with its trailing slash
+	dsn       string   // the schema they share, for a test that reaches into it
 	instances []string // each core's own URL, with its trailing slash
 	stores    []*postgres.Store
 	hits      []atomic.Int64
@@ -55,7 +56,7 @@ func newClusterWith(t *testing.T, n int, configure func(i int, cfg *devicegrant.
 	t.Helper()
 	gin.SetMode(gin.ReleaseMode)
 	dsn := pgtest.URL(t)
-	c := &cluster{t: t, hits: make([]atomic.Int64, n), statuses: map[int]int{}}
+	c := &cluster{t: t, dsn: dsn, hits: make([]atomic.Int64, n), statuses: map[int]int{}}
 	targets := make([]*url.URL, n)
 	var next atomic.Uint64
 	proxy := httptest.NewUnstartedServer(&httputil.ReverseProxy{

@@ -412,22 +412,42 @@ func (q queries) AuthCodesLapsed(ctx context.Context, statuses []store.AuthCodeS
 		WHERE expires_at > $1 AND expires_at <= $2 AND status = ANY($3) ORDER BY expires_at`, ms(after), ms(before), texts(statuses))
 }
 
+// The token epoch is not a plain count of bumps, because the database
+// can go back in time under running instances: a failover to a standby
+// that had not received the last commits (asynchronous replication), or
+// a restore from a backup. A count would then climb again through values
+// it had before, and a token that a cache holds under one of them, read
+// before the regression, would be answered from memory although revoked
+// since (P-REV-1; TestRevocationAfterEpochRegression). So each stripe's n
+// holds a count of its bumps above epochSaltBits random bits that each
+// bump draws afresh, and the epoch is the counts' sum above the sum of
+// the random parts (modulo 2^epochSaltBits): it still grows with each
+// bump, and after a regression the epoch a bump makes repeats one that
+// was seen before only by a 1 in 2^24 chance. (A release before this
+// added 1 to n; its bumps still change the epoch, which is all a cache
+// compares.)
 func (q queries) TokenEpoch(ctx context.Context) (int64, error) {
 	var n int64
-	err := q.db.QueryRow(ctx, `SELECT sum(n)::bigint FROM token_epoch`).Scan(&n)
+	err := q.db.QueryRow(ctx, `SELECT (sum(n >> 24)::bigint << 24) | (sum(n & 16777215)::bigint & 16777215) FROM token_epoch`).Scan(&n)
 	return n, wrap("token epoch", err)
 }
 
-// BumpTokenEpoch adds one to a random stripe of the epoch (see migration
-// 0006), seen only once this transaction commits. Two transactions that
-// pick the same stripe at once conflict, and Update runs the loser again,
-// which then most likely picks another.
+// BumpTokenEpoch bumps a random stripe of the epoch (see migration 0006
+// and TokenEpoch), seen only once this transaction commits. Two
+// transactions that pick the same stripe at once conflict, and Update runs
+// the loser again, which then most likely picks another.
 func (t *tx) BumpTokenEpoch(ctx context.Context) error {
-	return t.exec1(ctx, "bump token epoch", `UPDATE token_epoch SET n = n + 1 WHERE stripe = $1`, rand.IntN(epochStripes))
+	return t.exec1(ctx, "bump token epoch", `UPDATE token_epoch SET n = ((n >> 24) + 1) << 24 | $2 WHERE stripe = $1`,
+		rand.IntN(epochStripes), rand.Int64N(1<<epochSaltBits))
 }
 
-// epochStripes is how many rows migration 0006 made.
-const epochStripes = 64
+const (
+	// epochStripes is how many rows migration 0006 made.
+	epochStripes = 64
+	// epochSaltBits is how many low bits of each stripe are drawn at
+	// random by each bump (the 24 in TokenEpoch and BumpTokenEpoch's SQL).
+	epochSaltBits = 24
+)
 
 // texts turns a list of states into the text[] that = ANY compares with;
 // an empty list matches nothing.
