@@ -1,6 +1,7 @@
 package devicegrant_test
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -136,6 +137,10 @@ func TestHostileInput(t *testing.T) {
 		} else {
 			add("garbage Basic credentials", formCT, form, "Authorization", "Basic %%%")
 			add("Basic credentials without a colon", formCT, form, "Authorization", "Basic AP8A")
+			// RFC 6749 §2.3.1 form-encodes the id and secret inside Basic:
+			// decoded, they may be bytes no form field could carry.
+			add("Basic client id not UTF-8", formCT, "", "Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte("%ff%fe:secret")))
+			add("Basic client id with NUL", formCT, "", "Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte("a%00b:secret")))
 		}
 		for _, m := range []string{http.MethodPut, http.MethodDelete, http.MethodPatch} {
 			reqs = append(reqs, request{ep.path + ": method " + m, m, ep.path, formCT, form, ep.page, nil, false})

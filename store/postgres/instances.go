@@ -20,8 +20,8 @@ func (q queries) LiveInstances(ctx context.Context, since time.Time) (int, error
 }
 
 func (t *tx) Heartbeat(ctx context.Context, id string, at time.Time) error {
-	if hasNUL(id) {
-		return errors.New("postgres: heartbeat: NUL in the instance id")
+	if notText(id) {
+		return errors.New("postgres: heartbeat: the instance id is not text")
 	}
 	_, err := t.execN(ctx, "heartbeat", `INSERT INTO instances (id, seen_at) VALUES ($1, $2)
 		ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at`, id, at.UnixMilli())
@@ -29,7 +29,7 @@ func (t *tx) Heartbeat(ctx context.Context, id string, at time.Time) error {
 }
 
 func (t *tx) DeleteInstance(ctx context.Context, id string) error {
-	if hasNUL(id) {
+	if notText(id) {
 		return nil // there is no such row
 	}
 	_, err := t.execN(ctx, "delete instance", `DELETE FROM instances WHERE id = $1`, id)
@@ -41,7 +41,7 @@ func (t *tx) DeleteInstances(ctx context.Context, before time.Time) (int64, erro
 }
 
 func (q queries) KnownPlace(ctx context.Context, userID, place string) (time.Time, error) {
-	if hasNUL(userID, place) {
+	if notText(userID, place) {
 		return time.Time{}, notFound("known place")
 	}
 	var seen time.Time
@@ -51,8 +51,8 @@ func (q queries) KnownPlace(ctx context.Context, userID, place string) (time.Tim
 }
 
 func (t *tx) RememberPlace(ctx context.Context, userID, place string, at time.Time, keep int) error {
-	if hasNUL(userID, place) {
-		return errors.New("postgres: remember place: NUL in the key")
+	if notText(userID, place) {
+		return errors.New("postgres: remember place: the key is not text")
 	}
 	if _, err := t.execN(ctx, "remember place", `INSERT INTO known_places (user_id, place, seen_at) VALUES ($1, $2, $3)
 		ON CONFLICT (user_id, place) DO UPDATE SET seen_at = GREATEST(known_places.seen_at, excluded.seen_at)`,

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -56,7 +57,7 @@ func scanPair(s scanner, extra ...any) (store.TokenPair, error) {
 // SQLite does, whatever collation the database was created with.
 
 func (q queries) User(ctx context.Context, id string) (store.User, error) {
-	if hasNUL(id) {
+	if notText(id) {
 		return store.User{}, notFound("user")
 	}
 	u, err := scanUser(q.db.QueryRow(ctx, `SELECT `+rowscan.UserCols+` FROM users WHERE id = $1`, id))
@@ -64,7 +65,7 @@ func (q queries) User(ctx context.Context, id string) (store.User, error) {
 }
 
 func (q queries) UserByUsername(ctx context.Context, username string) (store.User, error) {
-	if hasNUL(username) {
+	if notText(username) {
 		return store.User{}, notFound("user by username")
 	}
 	u, err := scanUser(q.db.QueryRow(ctx, `SELECT `+rowscan.UserCols+` FROM users WHERE username = $1`, username))
@@ -87,7 +88,7 @@ func (t *tx) UpdateUser(ctx context.Context, u store.User) error {
 }
 
 func (q queries) Client(ctx context.Context, id string) (store.Client, error) {
-	if hasNUL(id) {
+	if notText(id) {
 		return store.Client{}, notFound("client")
 	}
 	c, err := scanClient(q.db.QueryRow(ctx, `SELECT `+rowscan.ClientCols+` FROM clients WHERE id = $1`, id))
@@ -119,7 +120,7 @@ func (t *tx) DeleteUnusedClients(ctx context.Context, before time.Time) (int64, 
 }
 
 func (q queries) AuthCode(ctx context.Context, id string) (store.AuthCode, error) {
-	if hasNUL(id) {
+	if notText(id) {
 		return store.AuthCode{}, notFound("auth code")
 	}
 	a, err := scanAuthCode(q.db.QueryRow(ctx, `SELECT `+rowscan.AuthCodeCols+` FROM auth_codes WHERE id = $1`, id))
@@ -158,7 +159,7 @@ func (t *tx) UpdateSigningKey(ctx context.Context, k store.SigningKey) error {
 }
 
 func (q queries) DeviceGrant(ctx context.Context, id string) (store.DeviceGrant, error) {
-	if hasNUL(id) {
+	if notText(id) {
 		return store.DeviceGrant{}, notFound("device grant")
 	}
 	g, err := scanGrant(q.db.QueryRow(ctx, `SELECT `+rowscan.GrantCols+` FROM device_grants WHERE id = $1`, id))
@@ -171,7 +172,7 @@ func (q queries) DeviceGrantByDeviceCode(ctx context.Context, hash []byte) (stor
 }
 
 func (q queries) DeviceGrantByUserCode(ctx context.Context, userCode string) (store.DeviceGrant, error) {
-	if hasNUL(userCode) {
+	if notText(userCode) {
 		return store.DeviceGrant{}, notFound("device grant by user code")
 	}
 	g, err := scanGrant(q.db.QueryRow(ctx, `SELECT `+rowscan.GrantCols+` FROM device_grants WHERE user_code = $1`, userCode))
@@ -205,7 +206,7 @@ func (t *tx) UpdateDeviceGrant(ctx context.Context, g store.DeviceGrant) error {
 }
 
 func (q queries) Session(ctx context.Context, id string) (store.Session, error) {
-	if hasNUL(id) {
+	if notText(id) {
 		return store.Session{}, notFound("session")
 	}
 	s, err := scanSession(q.db.QueryRow(ctx, `SELECT `+rowscan.SessionCols+` FROM sessions WHERE id = $1`, id))
@@ -213,7 +214,7 @@ func (q queries) Session(ctx context.Context, id string) (store.Session, error) 
 }
 
 func (q queries) SessionsByDevice(ctx context.Context, userID, deviceID string) ([]store.Session, error) {
-	if hasNUL(userID, deviceID) {
+	if notText(userID, deviceID) {
 		return nil, nil
 	}
 	return list(ctx, q, "sessions by device", scanSession, `SELECT `+rowscan.SessionCols+` FROM sessions
@@ -221,7 +222,7 @@ func (q queries) SessionsByDevice(ctx context.Context, userID, deviceID string) 
 }
 
 func (q queries) SessionsByUser(ctx context.Context, userID string, includeEnded bool) ([]store.Session, error) {
-	if hasNUL(userID) {
+	if notText(userID) {
 		return nil, nil
 	}
 	query := `SELECT ` + rowscan.SessionCols + ` FROM sessions WHERE user_id = $1`
@@ -245,7 +246,7 @@ func (t *tx) UpdateSession(ctx context.Context, s store.Session) error {
 }
 
 func (q queries) TokenPair(ctx context.Context, id string) (store.TokenPair, error) {
-	if hasNUL(id) {
+	if notText(id) {
 		return store.TokenPair{}, notFound("token pair")
 	}
 	p, err := scanPair(q.db.QueryRow(ctx, `SELECT `+rowscan.PairCols+` FROM token_pairs WHERE id = $1`, id))
@@ -343,7 +344,7 @@ func (q queries) Outbox(ctx context.Context, limit int) ([]store.OutboxEntry, er
 }
 
 func (q queries) OutboxHead(ctx context.Context, userKey string) (store.OutboxEntry, error) {
-	if hasNUL(userKey) {
+	if notText(userKey) {
 		return store.OutboxEntry{}, notFound("outbox head")
 	}
 	e, err := scanOutbox(q.db.QueryRow(ctx, `SELECT `+rowscan.OutboxCols+` FROM outbox
@@ -387,7 +388,7 @@ func (t *tx) DeleteOutbox(ctx context.Context, id int64) error {
 }
 
 func (q queries) GrantsOfUser(ctx context.Context, userID string, states []store.GrantState, now time.Time) ([]store.DeviceGrant, error) {
-	if hasNUL(userID) {
+	if notText(userID) {
 		return nil, nil
 	}
 	return list(ctx, q, "grants of user", scanGrant, `SELECT `+rowscan.GrantCols+` FROM device_grants
@@ -400,7 +401,7 @@ func (q queries) GrantsLapsed(ctx context.Context, states []store.GrantState, af
 }
 
 func (q queries) AuthCodesOfUser(ctx context.Context, userID string, statuses []store.AuthCodeStatus, now time.Time) ([]store.AuthCode, error) {
-	if hasNUL(userID) {
+	if notText(userID) {
 		return nil, nil
 	}
 	return list(ctx, q, "auth codes of user", scanAuthCode, `SELECT `+rowscan.AuthCodeCols+` FROM auth_codes
@@ -513,13 +514,16 @@ func (t *tx) execN(ctx context.Context, what, query string, args ...any) (int64,
 	return tag.RowsAffected(), nil
 }
 
-// hasNUL tells whether a lookup key holds a NUL character. PostgreSQL text
-// cannot hold one, so no row matches such a key; asking would be an error
-// that aborts the transaction, where SQLite simply finds nothing. Keys
-// come from requests (a username at the legacy login, an id in a form).
-func hasNUL(keys ...string) bool {
+// notText tells whether a lookup key holds a NUL character or is not
+// valid UTF-8. PostgreSQL text (in a UTF8 database) can hold neither, so
+// no row matches such a key; asking would be an error that aborts the
+// transaction, where SQLite simply finds nothing. Keys come from requests
+// (a username at the legacy login, an id in a form, a client id that
+// HTTP Basic carries percent-encoded, which the form checks never see):
+// the error was a 500 for any stranger who sent one.
+func notText(keys ...string) bool {
 	for _, k := range keys {
-		if strings.IndexByte(k, 0) >= 0 {
+		if strings.IndexByte(k, 0) >= 0 || !utf8.ValidString(k) {
 			return true
 		}
 	}
