@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/gin-gonic/gin"
 
@@ -77,9 +78,17 @@ func (s *Server) completeURI(userCode string) string {
 	return strings.ToUpper(s.issuer) + "D/" + userCode
 }
 
+// truncate makes s valid UTF-8 text of at most n bytes, cut between
+// characters. What it gets may come from a header, which can carry any
+// byte from 0x80 up and which no form check sees; PostgreSQL refuses
+// text that is not UTF-8 (TestDeviceAuthorizationUserAgentNotUTF8).
 func truncate(s string, n int) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
 	if len(s) <= n {
 		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
 	}
 	return s[:n]
 }
