@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"net/url"
+	"strings"
 
 	"github.com/devicegrant/devicegrant/store"
 	"github.com/devicegrant/devicegrant/store/postgres"
@@ -20,7 +21,9 @@ func openStore(ctx context.Context, database string) (store.Store, error) {
 }
 
 // shownDatabase is the database setting as logs and messages may show it:
-// a URL's password is masked.
+// a URL's password is masked, before the host and in the query too
+// (?password=, ?sslpassword=, which libpq and pgx take as well;
+// TestPasswordInTheURLQueryNotShown).
 func shownDatabase(database string) string {
 	if !postgres.IsURL(database) {
 		return database
@@ -29,5 +32,15 @@ func shownDatabase(database string) string {
 	if err != nil {
 		return "(a PostgreSQL URL that does not parse)"
 	}
+	q, err := url.ParseQuery(u.RawQuery)
+	if err != nil {
+		return "(a PostgreSQL URL whose query does not parse)"
+	}
+	for k := range q {
+		if strings.Contains(strings.ToLower(k), "password") {
+			q.Set(k, "xxxxx")
+		}
+	}
+	u.RawQuery = q.Encode()
 	return u.Redacted()
 }

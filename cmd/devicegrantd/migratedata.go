@@ -44,7 +44,8 @@ func migrateDataCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 		return errors.New("--from names a PostgreSQL database; it takes a SQLite file")
 	}
 	if !postgres.IsURL(*to) {
-		return fmt.Errorf("--to %q is not a postgres:// or postgresql:// URL", *to)
+		// Not quoted back: a mistyped URL may still hold the password.
+		return errors.New("--to is not a postgres:// or postgresql:// URL")
 	}
 	moved, err := postgres.CopyFromSQLite(ctx, *from, *to)
 	if err != nil {

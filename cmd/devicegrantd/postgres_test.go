@@ -55,6 +55,37 @@ func TestWelcomeMasksThePassword(t *testing.T) {
 	}
 }
 
+// TestPasswordInTheURLQueryNotShown: PostgreSQL URLs may carry the
+// password as a query parameter (?password=..., as libpq and pgx take it)
+// rather than before the host; the daemon's log and what migrate,
+// migrate --check, doctor and migrate-data print name the database
+// without it, as they do a password before the host. (The server here
+// trusts the socket, so it accepts the connection whatever the password.)
+func TestPasswordInTheURLQueryNotShown(t *testing.T) {
+	const secret = "Hunter2InTheQuery"
+	vars := opsVars(t, t.TempDir(), nil)
+	vars["DEVICEGRANTD_DATABASE"] = pgtest.URL(t) + "&password=" + secret + "&sslpassword=" + secret
+	vars["DEVICEGRANTD_LOG_LEVEL"] = "info"
+	var shown []string
+	for _, args := range [][]string{{"migrate"}, {"migrate", "--check"}, {"doctor"}} {
+		out, _ := cli(t, vars, "", args...)
+		shown = append(shown, strings.Join(args, " ")+":\n"+out)
+	}
+	out, _ := cli(t, vars, "", "migrate-data", "--from", t.TempDir()+"/none.db", "--to", vars["DEVICEGRANTD_DATABASE"])
+	shown = append(shown, "migrate-data:\n"+out)
+	d := startDaemonCtl(t, vars)
+	d.stop()
+	shown = append(shown, "serve:\n"+d.log.String())
+	for _, s := range shown {
+		if strings.Contains(s, secret) {
+			t.Errorf("the password shows:\n%s", s)
+		}
+	}
+	if !strings.Contains(shown[len(shown)-1], "postgres") {
+		t.Errorf("the welcome does not name the database:\n%s", shown[len(shown)-1])
+	}
+}
+
 // TestMigrateData: "migrate-data" moves the database of a daemon that ran
 // on SQLite into PostgreSQL (issue 15); a daemon started on PostgreSQL
 // then knows the account and the device's token is active at
