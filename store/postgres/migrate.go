@@ -156,6 +156,8 @@ func Check(ctx context.Context, url string) error {
 		return err
 	case current == 0:
 		return errors.New("postgres: the database has no devicegrant schema yet; the daemon creates it when it first starts")
+	case current > latest:
+		return fmt.Errorf("postgres: the schema is at version %d, newer than this program's %d: a daemon of this version refuses to start on it; upgrade devicegrantd", current, latest)
 	case current != latest:
 		return fmt.Errorf("postgres: the schema is at version %d, this program's at %d; the daemon migrates when it starts", current, latest)
 	}

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/devicegrant/devicegrant/store"
 	"github.com/devicegrant/devicegrant/store/postgres"
 	"github.com/devicegrant/devicegrant/store/postgres/pgtest"
@@ -190,6 +192,20 @@ func TestCheck(t *testing.T) {
 	// them not.
 	if err := postgres.Check(ctx, dsn+"&pool_max_conns=8"); err != nil {
 		t.Errorf("Check with pool_max_conns: %v", err)
+	}
+	// An older binary's doctor, during or after an upgrade: the daemon
+	// it would start refuses the newer schema rather than migrating, so
+	// the advice is to upgrade.
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, `UPDATE schema_version SET version = version + 1`); err != nil {
+		t.Fatal(err)
+	}
+	if err := postgres.Check(ctx, dsn); err == nil || strings.Contains(err.Error(), "migrates") || !strings.Contains(err.Error(), "upgrade") {
+		t.Errorf("Check of a newer schema = %v, want it to say to upgrade devicegrantd", err)
 	}
 }
 
