@@ -123,10 +123,26 @@ func (s *Server) deliver(ctx context.Context, e store.OutboxEntry) (bool, error)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	if callErr != nil && stopping {
-		return false, s.releaseLease(ctx, e.ID)
+		return false, s.releaseLease(ctx, e)
 	}
 	if callErr == nil {
+		tookOver := false
 		err = s.store.Update(ctx, func(tx store.Tx) error {
+			tookOver = false
+			cur, err := tx.OutboxEntry(ctx, e.ID)
+			if errors.Is(err, store.ErrNotFound) {
+				return nil // another deliverer made the call again, and recorded it
+			}
+			if err != nil {
+				return err
+			}
+			if !leaseHeld(cur, e) {
+				// Another deliverer is making the call again: the entry is
+				// its to delete once that call has ended, not before, so
+				// that the user's next call cannot overtake it.
+				tookOver = true
+				return nil
+			}
 			if err := tx.DeleteOutbox(ctx, e.ID); err != nil {
 				return err
 			}
@@ -151,6 +167,11 @@ func (s *Server) deliver(ctx context.Context, e store.OutboxEntry) (bool, error)
 			}
 			return err
 		})
+		if err == nil && tookOver {
+			s.log.WarnContext(ctx, "outbox: delivered, but recorded only after the lease ran out; another instance makes the call again",
+				"call", e.Call, "user", e.UserKey)
+			return false, nil
+		}
 		if err == nil {
 			s.metrics.delivered.WithLabelValues(e.Call).Inc()
 			s.log.DebugContext(ctx, "outbox: delivered", "call", e.Call, "user", e.UserKey, "attempts", e.Attempts+1)
@@ -161,11 +182,21 @@ func (s *Server) deliver(ctx context.Context, e store.OutboxEntry) (bool, error)
 	s.metrics.failures.WithLabelValues(e.Call).Inc()
 	var he *homeserverError
 	permanent := errors.As(callErr, &he) && he.permanent
-	var failed store.OutboxEntry // the entry as recorded
+	var failed store.OutboxEntry // the entry as recorded; zero if not this deliverer's to record
 	err = s.store.Update(ctx, func(tx store.Tx) error {
+		failed = store.OutboxEntry{}
 		cur, err := tx.OutboxEntry(ctx, e.ID)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil // another deliverer made the call again, and it went through
+		}
 		if err != nil {
 			return err
+		}
+		if !leaseHeld(cur, e) {
+			// Recorded only after the lease ran out, and another deliverer
+			// took the call over: clearing its lease would let a third
+			// make the call beside it.
+			return nil
 		}
 		now := s.now()
 		cur.Attempts++
@@ -183,6 +214,11 @@ func (s *Server) deliver(ctx context.Context, e store.OutboxEntry) (bool, error)
 	}
 	// Counted and logged once the outcome is committed, so a re-run of
 	// the Update function counts and logs nothing twice.
+	if failed.ID == 0 {
+		s.log.WarnContext(ctx, "outbox: call failed, and the lease ran out before that was recorded; another instance has the call",
+			"call", e.Call, "user", e.UserKey, "err", callErr)
+		return false, nil
+	}
 	if !failed.ParkedAt.IsZero() {
 		s.metrics.parked.WithLabelValues(failed.Call).Inc()
 		s.log.ErrorContext(ctx, "outbox: call parked after repeated refusals; run devicegrantd outbox",
@@ -194,20 +230,31 @@ func (s *Server) deliver(ctx context.Context, e store.OutboxEntry) (bool, error)
 	return false, nil
 }
 
-// releaseLease gives up the lease on an entry whose call was cut short by
-// shutdown, without counting it as an attempt.
-func (s *Server) releaseLease(ctx context.Context, id int64) error {
+// releaseLease gives up the lease on claim, an entry whose call was cut
+// short by shutdown, without counting it as an attempt; unless the lease
+// ran out and another deliverer holds the entry now.
+func (s *Server) releaseLease(ctx context.Context, claim store.OutboxEntry) error {
 	return s.store.Update(ctx, func(tx store.Tx) error {
-		cur, err := tx.OutboxEntry(ctx, id)
+		cur, err := tx.OutboxEntry(ctx, claim.ID)
 		if errors.Is(err, store.ErrNotFound) {
 			return nil
 		}
-		if err != nil {
+		if err != nil || !leaseHeld(cur, claim) {
 			return err
 		}
 		cur.LeaseUntil = time.Time{}
 		return tx.UpdateOutbox(ctx, cur)
 	})
+}
+
+// leaseHeld tells whether cur, an outbox entry as read now, is still
+// under the lease that claim took. Each claim sets the lease to its own
+// time (to the millisecond the stores keep), so once another deliverer has
+// taken the entry over, after the lease ran out, it differs. An outcome
+// recorded that late (a slow database, a clock ahead elsewhere) is no
+// longer this deliverer's to record.
+func leaseHeld(cur, claim store.OutboxEntry) bool {
+	return cur.LeaseUntil.UnixMilli() == claim.LeaseUntil.UnixMilli()
 }
 
 // backoff doubles from the minimum to the maximum.
