@@ -177,9 +177,20 @@ func isLoopback(host string) bool {
 	return host == "localhost" || (ip != nil && ip.IsLoopback())
 }
 
+// pgCheckTimeout bounds the doctor's PostgreSQL checks together.
+const pgCheckTimeout = 10 * time.Second
+
 func (d *doctor) checkDatabase(ctx context.Context, path string) {
 	if postgres.IsURL(path) {
+		// A server that accepts and then says nothing (hung, or half of a
+		// failover) would otherwise hold the doctor until TCP gives up, or
+		// for ever (TestDoctorSilentPostgres).
+		ctx, cancel := context.WithTimeout(ctx, pgCheckTimeout)
+		defer cancel()
 		if err := postgres.Check(ctx, path); err != nil {
+			if ctx.Err() != nil {
+				err = fmt.Errorf("%s gave no answer within %s: %w", shownDatabase(path), pgCheckTimeout, err)
+			}
 			d.fail("database", err.Error(), "check the database URL, that PostgreSQL is reachable from here, and the daemon's log")
 			return
 		}

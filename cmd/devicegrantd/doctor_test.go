@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -167,5 +168,49 @@ func TestDoctorUntrustedCertificate(t *testing.T) {
 	}
 	if !strings.HasPrefix(lines["issuer"], "ok ") || strings.Count(out, "FAIL") != 1 {
 		t.Errorf("want only the listener to fail:\n%s", out)
+	}
+}
+
+// TestDoctorSilentPostgres: the doctor is what an operator runs when
+// something is wrong, and a database host that accepts connections and
+// then says nothing (a server hung, or half of a failover) must not hang
+// it: the database check fails, with its fix, within seconds, and the
+// other checks still run.
+func TestDoctorSilentPostgres(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { c.Close() }) // held open, never answered
+		}
+	}()
+	vars := opsVars(t, t.TempDir(), nil)
+	vars["DEVICEGRANTD_DATABASE"] = "postgres://dg@" + ln.Addr().String() + "/dg?sslmode=disable"
+	began := time.Now()
+	done := make(chan struct{})
+	var lines map[string]string
+	var out string
+	go func() {
+		defer close(done)
+		lines, out, _ = doctorLines(t, vars)
+	}()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the doctor still hangs after 30 s on a database that answers nothing")
+	}
+	t.Logf("the doctor took %v", time.Since(began).Round(time.Millisecond))
+	if !strings.HasPrefix(lines["database"], "FAIL ") {
+		t.Errorf("database check: %q, want FAIL\n%s", lines["database"], out)
+	}
+	if lines["listener"] == "" {
+		t.Errorf("the checks after the database did not run\n%s", out)
 	}
 }
