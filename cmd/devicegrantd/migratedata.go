@@ -20,8 +20,10 @@ SQLite file must not change during the move.
 Both databases are first brought to the current schema. The copy is one
 transaction on PostgreSQL; before it commits, every row of every table is
 read back and compared with SQLite, so a move that would lose or change
-anything leaves PostgreSQL empty. A target whose tables hold any row is
-refused. SQLite is only brought up to date (keep it until the move has proved
+anything leaves PostgreSQL empty. The one change it makes is to text
+that is not UTF-8 or holds NUL, which SQLite keeps and PostgreSQL cannot:
+each such byte becomes U+FFFD, and the values so mended are counted per
+table. A target whose tables hold any row is refused. SQLite is only brought up to date (keep it until the move has proved
 itself). Then set database: postgres://... (or DEVICEGRANTD_DATABASE) and
 start devicegrantd: tokens, sessions, accounts, clients, signing keys and
 undelivered homeserver calls carry on.
@@ -59,6 +61,16 @@ func migrateDataCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	fmt.Fprintf(stdout, "moved %s to %s: %d rows in %d tables, every row verified\n  %s\n",
 		*from, shownDatabase(*to), total, len(moved), strings.Join(parts, ", "))
+	var mended []string
+	for _, m := range moved {
+		if m.Replaced > 0 {
+			mended = append(mended, fmt.Sprintf("%s %d", m.Table, m.Replaced))
+		}
+	}
+	if len(mended) > 0 {
+		fmt.Fprintf(stdout, "text values that were not UTF-8 or held NUL, which PostgreSQL cannot store, have U+FFFD for each bad byte:\n  %s\n",
+			strings.Join(mended, ", "))
+	}
 	fmt.Fprintf(stdout, "next: set database: %s (or DEVICEGRANTD_DATABASE) and start devicegrantd\n", shownDatabase(*to))
 	return nil
 }

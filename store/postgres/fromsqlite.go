@@ -10,16 +10,21 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/devicegrant/devicegrant/store/sqlite"
 )
 
-// TableCount is how many rows of one table CopyFromSQLite moved.
+// TableCount is how many rows of one table CopyFromSQLite moved, and how
+// many of their text values it had to mend: SQLite keeps any bytes,
+// PostgreSQL only UTF-8 text without NUL, so each byte that is not is
+// stored as U+FFFD.
 type TableCount struct {
-	Table string
-	Rows  int
+	Table    string
+	Rows     int
+	Replaced int
 }
 
 // notCopied are tables that are not data: each backend keeps its own
@@ -38,7 +43,9 @@ var notCopied = []string{"schema_version", "token_epoch", "instances", "leases"}
 // first brought to the current schema, so their tables are the same. It
 // refuses a target with any row in its tables, and before committing it
 // reads every row back and compares it with the source, so that a move
-// that would lose or change anything commits nothing. The SQLite file is
+// that would lose or change anything commits nothing; the one change it
+// makes is to text PostgreSQL cannot store (TableCount.Replaced), which
+// it compares as mended. The SQLite file is
 // not changed (beyond its own migrations) and should not be in use.
 func CopyFromSQLite(ctx context.Context, sqlitePath, pgURL string) ([]TableCount, error) {
 	if _, err := os.Stat(sqlitePath); err != nil {
@@ -82,11 +89,11 @@ func CopyFromSQLite(ctx context.Context, sqlitePath, pgURL string) ([]TableCount
 		}
 	}
 	for _, t := range tables {
-		n, err := copyTable(ctx, src, tx, t)
+		n, mended, err := copyTable(ctx, src, tx, t)
 		if err != nil {
 			return nil, err
 		}
-		moved = append(moved, TableCount{Table: t, Rows: n})
+		moved = append(moved, TableCount{Table: t, Rows: n, Replaced: mended})
 	}
 	for _, t := range tables {
 		if err := verifyTable(ctx, src, tx, t); err != nil {
@@ -220,18 +227,19 @@ func columns(ctx context.Context, src *sql.DB, tx pgx.Tx, table string) ([]strin
 }
 
 // sqliteRows reads every row of a SQLite table as PostgreSQL values of
-// the given types.
-func sqliteRows(ctx context.Context, src *sql.DB, table string, cols, types []string) ([][]any, error) {
+// the given types, and counts the text values it mended (mendText).
+func sqliteRows(ctx context.Context, src *sql.DB, table string, cols, types []string) ([][]any, int, error) {
 	quoted := make([]string, len(cols))
 	for i, c := range cols {
 		quoted[i] = `"` + c + `"`
 	}
 	rows, err := src.QueryContext(ctx, `SELECT `+strings.Join(quoted, ", ")+` FROM "`+table+`"`)
 	if err != nil {
-		return nil, fmt.Errorf("postgres: read %s from SQLite: %w", table, err)
+		return nil, 0, fmt.Errorf("postgres: read %s from SQLite: %w", table, err)
 	}
 	defer rows.Close()
 	var out [][]any
+	mended := 0
 	for rows.Next() {
 		vals := make([]any, len(cols))
 		ptrs := make([]any, len(cols))
@@ -239,19 +247,32 @@ func sqliteRows(ctx context.Context, src *sql.DB, table string, cols, types []st
 			ptrs[i] = &vals[i]
 		}
 		if err := rows.Scan(ptrs...); err != nil {
-			return nil, fmt.Errorf("postgres: read %s from SQLite: %w", table, err)
+			return nil, 0, fmt.Errorf("postgres: read %s from SQLite: %w", table, err)
 		}
 		for i, v := range vals {
 			if vals[i], err = asType(v, types[i]); err != nil {
-				return nil, fmt.Errorf("postgres: %s.%s: %w", table, cols[i], err)
+				return nil, 0, fmt.Errorf("postgres: %s.%s: %w", table, cols[i], err)
+			}
+			if t, ok := vals[i].(string); ok && !isText(t) {
+				vals[i] = mendText(t)
+				mended++
 			}
 		}
 		out = append(out, vals)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("postgres: read %s from SQLite: %w", table, err)
+		return nil, 0, fmt.Errorf("postgres: read %s from SQLite: %w", table, err)
 	}
-	return out, nil
+	return out, mended, nil
+}
+
+// isText tells whether PostgreSQL can store s as text: UTF-8, without NUL.
+func isText(s string) bool { return utf8.ValidString(s) && !strings.ContainsRune(s, 0) }
+
+// mendText makes s text PostgreSQL can store: each byte that is not part
+// of a UTF-8 character, and each NUL, becomes U+FFFD.
+func mendText(s string) string {
+	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
 }
 
 // asType converts a value as SQLite returned it to the Go type pgx uses
@@ -296,37 +317,38 @@ func asType(v any, typ string) (any, error) {
 }
 
 // copyTable copies every row of a table and moves the identity sequence
-// (the outbox's ids) past the copied ids.
-func copyTable(ctx context.Context, src *sql.DB, tx pgx.Tx, table string) (int, error) {
+// (the outbox's ids) past the copied ids. It returns how many rows it
+// copied, and how many text values it mended on the way.
+func copyTable(ctx context.Context, src *sql.DB, tx pgx.Tx, table string) (int, int, error) {
 	cols, types, err := columns(ctx, src, tx, table)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	rows, err := sqliteRows(ctx, src, table, cols, types)
+	rows, mended, err := sqliteRows(ctx, src, table, cols, types)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	n, err := tx.CopyFrom(ctx, pgx.Identifier{table}, cols, pgx.CopyFromRows(rows))
 	if err != nil {
-		return 0, fmt.Errorf("postgres: copy %s: %w", table, err)
+		return 0, 0, fmt.Errorf("postgres: copy %s: %w", table, err)
 	}
 	idRows, err := tx.Query(ctx, `SELECT column_name FROM information_schema.columns
 		WHERE table_schema = current_schema() AND table_name = $1 AND is_identity = 'YES'`, table)
 	if err != nil {
-		return 0, fmt.Errorf("postgres: identity columns of %s: %w", table, err)
+		return 0, 0, fmt.Errorf("postgres: identity columns of %s: %w", table, err)
 	}
 	ids, err := pgx.CollectRows(idRows, pgx.RowTo[string])
 	if err != nil {
-		return 0, fmt.Errorf("postgres: identity columns of %s: %w", table, err)
+		return 0, 0, fmt.Errorf("postgres: identity columns of %s: %w", table, err)
 	}
 	for _, c := range ids {
 		if _, err := tx.Exec(ctx, `SELECT setval(pg_get_serial_sequence($1, $2), max(`+pgx.Identifier{c}.Sanitize()+`))
 			FROM `+pgx.Identifier{table}.Sanitize()+` HAVING max(`+pgx.Identifier{c}.Sanitize()+`) IS NOT NULL`,
 			pgx.Identifier{table}.Sanitize(), c); err != nil {
-			return 0, fmt.Errorf("postgres: move the sequence of %s.%s: %w", table, c, err)
+			return 0, 0, fmt.Errorf("postgres: move the sequence of %s.%s: %w", table, c, err)
 		}
 	}
-	return int(n), nil
+	return int(n), mended, nil
 }
 
 // verifyTable reads the table back from PostgreSQL and from SQLite and
@@ -336,7 +358,7 @@ func verifyTable(ctx context.Context, src *sql.DB, tx pgx.Tx, table string) erro
 	if err != nil {
 		return err
 	}
-	want, err := sqliteRows(ctx, src, table, cols, types)
+	want, _, err := sqliteRows(ctx, src, table, cols, types)
 	if err != nil {
 		return err
 	}

@@ -65,7 +65,7 @@ func TestVerifyTableSeesEveryDifference(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer tx.Rollback(ctx) //nolint:errcheck
-			if n, err := copyTable(ctx, src, tx, "users"); err != nil || n != 3 {
+			if n, _, err := copyTable(ctx, src, tx, "users"); err != nil || n != 3 {
 				t.Fatalf("copyTable: %d rows, %v", n, err)
 			}
 			if c.change != "" {

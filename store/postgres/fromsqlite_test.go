@@ -277,3 +277,58 @@ func introspect(t *testing.T, base, token string) bool {
 	}
 	return m["active"] == true
 }
+
+// TestCopyFromSQLiteTextNotUTF8: SQLite keeps whatever bytes it is given,
+// and releases before these stored some that are not UTF-8 text: a
+// homeserver's answer cut inside a character as an outbox call's last
+// error, a User-Agent with bytes from 0x80 up; a display name given on
+// the command line in Latin-1 still may. PostgreSQL refuses such text
+// (and NUL), so the move failed as a whole and could not be made. Now
+// each bad byte is stored as U+FFFD, the rows are verified against the
+// values so mended, and the count of mended values is reported per table,
+// for the operator to see.
+func TestCopyFromSQLiteTextNotUTF8(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "src.db")
+	lite, err := sqlite.Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	created := time.UnixMilli(1_700_000_000_000)
+	err = lite.Update(ctx, func(tx store.Tx) error {
+		if err := tx.CreateUser(ctx, store.User{ID: "u1", Username: "jose", PasswordHash: "h", DisplayName: "Jos\xe9",
+			CreatedAt: created}); err != nil {
+			return err
+		}
+		_, err := tx.Enqueue(ctx, store.OutboxEntry{UserKey: "jose", Call: "provision_user", Body: []byte(`{}`),
+			CreatedAt: created, NextAttemptAt: created, Attempts: 3, LastError: "answered 400: bad\x00request \xc3"})
+		return err
+	})
+	lite.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pgURL := pgtest.URL(t)
+	moved, err := postgres.CopyFromSQLite(ctx, path, pgURL)
+	if err != nil {
+		t.Fatalf("CopyFromSQLite: %v", err)
+	}
+	replaced := map[string]int{}
+	for _, m := range moved {
+		replaced[m.Table] = m.Replaced
+	}
+	if replaced["users"] != 1 || replaced["outbox"] != 1 || replaced["clients"] != 0 {
+		t.Errorf("values replaced per table: %v; want users 1, outbox 1, others 0", replaced)
+	}
+	st, err := postgres.Open(ctx, pgURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if u, err := st.User(ctx, "u1"); err != nil || u.DisplayName != "Jos\uFFFD" {
+		t.Errorf("display name after the move = %q, %v", u.DisplayName, err)
+	}
+	if o, err := st.Outbox(ctx, 10); err != nil || len(o) != 1 || o[0].LastError != "answered 400: bad\uFFFDrequest \uFFFD" || o[0].Attempts != 3 {
+		t.Errorf("outbox after the move = %+v, %v", o, err)
+	}
+}
