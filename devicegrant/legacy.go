@@ -227,6 +227,10 @@ func parseLegacyLogin(contentType string, body io.Reader, serverName string, l L
 	if utf8.RuneCountInString(out.name) > legacyNameLimit {
 		return out, mxErr(http.StatusBadRequest, "M_INVALID_PARAM", "initial_device_display_name is longer than %d characters", legacyNameLimit)
 	}
+	// JSON can carry a NUL, text in the database cannot (PostgreSQL).
+	if strings.ContainsRune(out.name, 0) {
+		return out, mxErr(http.StatusBadRequest, "M_INVALID_PARAM", "initial_device_display_name holds a NUL character")
+	}
 	return out, nil
 }
 

@@ -251,6 +251,9 @@ func TestLegacyLoginBadInput(t *testing.T) {
 		{"device_id with a non-ASCII letter", "application/json", passwordLogin(`,"device_id":"DEVICEÄÖÜ01"`), 400, "M_INVALID_PARAM"},
 		{"device_id too short", "application/json", passwordLogin(`,"device_id":"SHORT"`), 400, "M_INVALID_PARAM"},
 		{"display name too long", "application/json", passwordLogin(`,"initial_device_display_name":"` + strings.Repeat("x", 101) + `"`), 400, "M_INVALID_PARAM"},
+		// JSON may carry a NUL (\u0000); PostgreSQL text cannot, and a
+		// correct password then got a 500 there.
+		{"display name with NUL", "application/json", passwordLogin(`,"initial_device_display_name":"Weather\u0000bot"`), 400, "M_INVALID_PARAM"},
 		{"wrong password", "application/json", `{"type":"m.login.password","user":"alice","password":"wrong"}`, 403, "M_FORBIDDEN"},
 		{"unknown user", "application/json", `{"type":"m.login.password","user":"@mallory:example.org","password":"x"}`, 403, "M_FORBIDDEN"},
 		{"user of another server", "application/json", `{"type":"m.login.password","user":"@alice:elsewhere.example","password":"` + testPassword + `"}`, 403, "M_FORBIDDEN"},
