@@ -22,19 +22,25 @@ type limiter struct {
 	perCfg    RateLimit  // the per-key budget, for all instances together
 	globalCfg *RateLimit // the global one; nil when there is none
 
-	mu     sync.Mutex
-	per    RateLimit // this instance's share of perCfg
-	shares int       // how many instances the budgets are divided among
-	perKey map[string]*rate.Limiter
-	global *rate.Limiter // nil when there is no global limit
+	mu      sync.Mutex
+	per     RateLimit // this instance's share of perCfg
+	shares  int       // how many instances the budgets are divided among
+	perKey  map[string]*rate.Limiter
+	pruneAt int           // the size of perKey at which the next new key prunes it
+	global  *rate.Limiter // nil when there is no global limit
 }
 
-// maxTrackedKeys bounds the per-key map; full buckets carry no
-// information and are dropped first.
+// maxTrackedKeys is the size of the per-key map from which a new key
+// prunes it: full buckets carry no information and are dropped. Buckets
+// that are not full are kept, however many, since dropping one would give
+// its key a fresh budget. After a prune the next waits until the map has
+// doubled, so that many keys in use (one stranger's many addresses) cost
+// a constant amount per key rather than a scan of the whole map for each
+// (TestManyKeysCostLinearTime).
 const maxTrackedKeys = 10000
 
 func newLimiter(per RateLimit, global *RateLimit) *limiter {
-	l := &limiter{perCfg: per, per: per, shares: 1, perKey: map[string]*rate.Limiter{}}
+	l := &limiter{perCfg: per, per: per, shares: 1, perKey: map[string]*rate.Limiter{}, pruneAt: maxTrackedKeys}
 	if global != nil {
 		g := *global
 		l.globalCfg = &g
@@ -100,8 +106,9 @@ func (l *limiter) take(key string, now time.Time, skipGlobal bool) (*try, time.D
 	defer l.mu.Unlock()
 	b, ok := l.perKey[key]
 	if !ok {
-		if len(l.perKey) >= maxTrackedKeys {
+		if len(l.perKey) >= l.pruneAt {
 			l.prune(now)
+			l.pruneAt = max(maxTrackedKeys, 2*len(l.perKey))
 		}
 		b = rate.NewLimiter(rate.Every(l.per.Every), l.per.Burst)
 		l.perKey[key] = b

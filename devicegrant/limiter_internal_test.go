@@ -155,3 +155,38 @@ func TestEveryLimiterIsDivided(t *testing.T) {
 		t.Errorf("%d limiter fields, %d limiters divided", fields, len(divided))
 	}
 }
+
+// TestManyKeysCostLinearTime: a stranger with many addresses (a free
+// tunnelled IPv6 /48 holds 65,536 /64s, each a key of its own) makes one
+// try from each. Past maxTrackedKeys buckets, every new key scanned the
+// whole map under the limiter's lock for full buckets to drop, finding
+// none: 40,000 keys took 21 s of CPU, during which every try on that
+// limiter waited. Pruning now waits until the map has doubled since the
+// last prune, so the cost per key stays constant; full buckets are still
+// dropped.
+func TestManyKeysCostLinearTime(t *testing.T) {
+	l := newLimiter(RateLimit{Burst: 10, Every: 30 * time.Second}, nil)
+	now := time.Unix(1_700_000_000, 0)
+	const keys = 40000
+	began := time.Now()
+	for i := range keys {
+		if _, wait := l.take(fmt.Sprintf("2001:db8:%x::/64", i), now, true); wait != 0 {
+			t.Fatalf("key %d refused its first try", i)
+		}
+	}
+	if d := time.Since(began); d > 5*time.Second {
+		t.Errorf("%d keys with one try each took %v", keys, d)
+	}
+	if len(l.perKey) != keys {
+		t.Errorf("%d keys tracked, want all %d: none was full", len(l.perKey), keys)
+	}
+	// Once their buckets have refilled they carry no information, and the
+	// next prune drops them.
+	later := now.Add(10 * 30 * time.Second)
+	for i := range keys {
+		l.take(fmt.Sprintf("2001:db8:1:%x::/64", i), later, true)
+	}
+	if len(l.perKey) >= 2*keys {
+		t.Errorf("%d keys tracked after the first %d refilled; want those dropped", len(l.perKey), keys)
+	}
+}
