@@ -20,7 +20,7 @@
 //     waitForDeviceAuthorizationGrant), then MatrixClient.logout, which
 //     revokes both tokens (RFC 7009).
 //
-// Usage: node matrix-js-sdk.mjs HOMESERVER_URL
+// Usage: node matrix-js-sdk.mjs HOMESERVER_URL ISSUER
 // It prints one JSON line per step on stdout and reads the Go side's
 // answers as JSON lines on stdin (after "authorize", "refreshed" and
 // "device").
@@ -33,7 +33,7 @@
 import * as readline from 'node:readline';
 import * as sdk from 'matrix-js-sdk';
 
-const [homeserver] = process.argv.slice(2);
+const [homeserver, issuer] = process.argv.slice(2);
 const say = (step, data) => process.stdout.write(JSON.stringify({ step, ...data }) + '\n');
 // The SDK logs with loglevel, whose debug and info go to console.log,
 // that is to stdout: keep stdout for the JSON lines.
@@ -46,10 +46,16 @@ async function answer() {
   return JSON.parse(value);
 }
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+// JSON with object keys sorted, to compare documents whatever their order.
+const canonical = (v) => JSON.stringify(v, (_, x) =>
+  x && typeof x === 'object' && !Array.isArray(x) ? Object.fromEntries(Object.entries(x).sort()) : x);
 
-// What Element Web registers: a web client whose redirect URI is the app
-// itself, on the client_uri host.
-const appURL = 'https://element.interop.example.org/';
+// What Element Web registers: a web client whose client_uri is the
+// project's site and whose redirect URI is the app itself, on a subdomain
+// of it (https://element.io/, https://app.element.io/), with its logo,
+// terms and policy on the site.
+const siteURL = 'https://interop.example.org/';
+const appURL = 'https://app.interop.example.org/';
 
 try {
   // 1. Discovery, as Element does it from a homeserver URL.
@@ -58,8 +64,12 @@ try {
   if (hs.state !== sdk.AutoDiscovery.SUCCESS) throw new Error(`homeserver discovery: ${JSON.stringify(hs)}`);
   const anonymous = sdk.createClient({ baseUrl: hs.base_url });
   const metadata = await anonymous.getAuthMetadata(); // throws OAuth2Error.OpSupport unless valid
+  // The same document from our own auth_metadata path, which a reverse
+  // proxy on the homeserver's domain may route to us instead.
+  const direct = await sdk.createClient({ baseUrl: issuer.replace(/\/$/, '') }).getAuthMetadata();
   say('discovered', {
     issuer: metadata.issuer,
+    same_direct: canonical(direct) === canonical(metadata),
     device_authorization_endpoint: metadata.device_authorization_endpoint ?? null,
     account_management_uri: metadata.account_management_uri ?? null,
   });
@@ -69,7 +79,10 @@ try {
   // grant it can use that we advertise, the device grant included.
   const clientId = await sdk.OAuth2.registerClient(metadata, {
     client_name: 'matrix-js-sdk interop',
-    client_uri: appURL,
+    client_uri: siteURL,
+    logo_uri: `${siteURL}logo.png`,
+    tos_uri: `${siteURL}terms`,
+    policy_uri: `${siteURL}privacy`,
     application_type: 'web',
     redirect_uris: [appURL],
   });

@@ -22,9 +22,11 @@ import (
 // matrix_authentication_service) that delegates to devicegrantd, using
 // only the SDK's own OAuth API:
 //   - discovery through the homeserver's auth_metadata, which the SDK
-//     validates (P-DISC-1, P-DISC-2, P-HS-1);
-//   - dynamic registration of a public web client with the SDK's default
-//     grant types, the device grant included (P-DCR-1, P-DCR-4, P-DCR-5);
+//     validates, and the same from ours (P-DISC-1, P-DISC-2, P-HS-1);
+//   - dynamic registration of a public web client as Element registers
+//     one (redirect URI on a subdomain of client_uri, logo, terms and
+//     policy on its host) with the SDK's default grant types, the device
+//     grant included (P-DCR-1, P-DCR-2, P-DCR-4, P-DCR-5);
 //   - the authorization code grant with PKCE S256 and response_mode
 //     fragment, the code and state brought back from the phone's browser
 //     (P-AC-1, P-AC-3, P-AC-4), the device created at the homeserver
@@ -61,7 +63,7 @@ func TestMatrixJSSDK(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "node", "matrix-js-sdk.mjs", hs.URL())
+	cmd := exec.CommandContext(ctx, "node", "matrix-js-sdk.mjs", hs.URL(), srv.URL)
 	stderr := &devtest.SyncBuffer{}
 	cmd.Stderr = stderr
 	stdout, err := cmd.StdoutPipe()
@@ -119,7 +121,8 @@ func TestMatrixJSSDK(t *testing.T) {
 		t.Fatalf("node: %v\nstderr: %s", err, stderr.String())
 	}
 
-	if d := steps["discovered"]; d == nil || d["issuer"] != srv.URL || d["device_authorization_endpoint"] != srv.URL+"oauth2/device" {
+	if d := steps["discovered"]; d == nil || d["issuer"] != srv.URL || d["same_direct"] != true ||
+		d["device_authorization_endpoint"] != srv.URL+"oauth2/device" {
 		t.Fatalf("discovery: %v", d)
 	}
 	reg := steps["registered"]
