@@ -18,12 +18,12 @@
 //     would, tries the same: the SDK must take our answer as a logout;
 //  6. the device authorization grant (OAuth2.startDeviceAuthorizationGrant,
 //     waitForDeviceAuthorizationGrant), then MatrixClient.logout, which
-//     revokes both tokens (RFC 7009).
+//     revokes both tokens (RFC 7009); then a device the person denies.
 //
 // Usage: node matrix-js-sdk.mjs HOMESERVER_URL ISSUER
 // It prints one JSON line per step on stdout and reads the Go side's
-// answers as JSON lines on stdin (after "authorize", "refreshed" and
-// "device").
+// answers as JSON lines on stdin (after "authorize" and "refreshed"); it
+// approves "device" and denies "device_to_deny" on a phone.
 //
 // No browser polyfills: v43 dropped oidc-client-ts (which wanted window,
 // sessionStorage and localStorage); the SDK's OAuth code needs only
@@ -173,6 +173,14 @@ try {
   say('device_tokens', { access_token: dt.access_token, user_id: me2.user_id, device_id: me2.device_id });
   await mx2.logout(true);
   say('logged_out', {});
+
+  // A third device the person refuses: the SDK's poll must end with
+  // access_denied rather than wait for the code to expire.
+  const refused = new sdk.OAuth2(metadata, { clientId });
+  const rda = await refused.startDeviceAuthorizationGrant();
+  say('device_to_deny', { verification_uri_complete: rda.verification_uri_complete ?? null });
+  const rdt = await refused.waitForDeviceAuthorizationGrant(rda);
+  say('denied', { error: rdt.error ?? null, has_token: 'access_token' in rdt });
 } catch (err) {
   say('error', { error: String(err), name: err?.name, cause: err?.cause ? String(err.cause) : undefined, stack: err?.stack });
   process.exitCode = 1;

@@ -42,7 +42,8 @@ import (
 //     choose to invalidate the old access token immediately, or can choose
 //     not to"); the test sees it inactive once expired;
 //   - the device grant through the SDK (P-DEV-1, P-DEV-5) and logout,
-//     which revokes with client_id only (P-REV-1).
+//     which revokes with client_id only (P-REV-1); a denied device grant
+//     ends the SDK's polling with access_denied (P-DEV-5, P-DEV-7).
 //
 // The SDK (v43) speaks OAuth 2.0 as the Matrix spec profiles it: it asks
 // for no openid scope and so gets and checks no id_token (P-OIDC-1 is
@@ -115,6 +116,8 @@ func TestMatrixJSSDK(t *testing.T) {
 			send(map[string]string{})
 		case "device":
 			devtest.NewPhone(t).Decide(m["verification_uri_complete"].(string), "approve")
+		case "device_to_deny":
+			devtest.NewPhone(t).Decide(m["verification_uri_complete"].(string), "deny")
 		}
 	}
 	if err := cmd.Wait(); err != nil {
@@ -160,6 +163,9 @@ func TestMatrixJSSDK(t *testing.T) {
 		t.Errorf("the access token survived the SDK's logout: %v", m)
 	}
 	waitForDeviceGone(t, hs, devDevice)
+	if d := steps["denied"]; d == nil || d["error"] != "access_denied" || d["has_token"] != false {
+		t.Fatalf("denied device grant: %v", d)
+	}
 }
 
 // signInOnPhone opens the authorization URL the SDK made, signs in as the
