@@ -55,10 +55,12 @@ func TestMatrixJSSDK(t *testing.T) {
 	})
 	// Access tokens that expire within the test, so that the SDK has to
 	// refresh on the homeserver's M_UNKNOWN_TOKEN as it would after five
-	// minutes in real use.
+	// minutes in real use. Five seconds leave the Go side time to
+	// introspect the refreshed token before it too expires, on a busy
+	// machine.
 	srv := devtest.Start(t, devtest.WithConfig(func(c *devicegrant.Config) {
 		c.HomeserverEndpoint = hs.URL()
-		c.AccessTokenTTL = 3 * time.Second
+		c.AccessTokenTTL = 5 * time.Second
 	}))
 	hs.SetAuthEndpoint(srv.URL)
 
