@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"net/url"
+	"strings"
 
 	"github.com/devicegrant/devicegrant/store"
 	"github.com/devicegrant/devicegrant/store/postgres"
@@ -20,7 +21,8 @@ func openStore(ctx context.Context, database string) (store.Store, error) {
 }
 
 // shownDatabase is the database setting as logs and messages may show it:
-// a URL's password is masked.
+// a URL's password is masked, both in the user information and in the
+// password query parameter that pgx also reads.
 func shownDatabase(database string) string {
 	if !postgres.IsURL(database) {
 		return database
@@ -28,6 +30,18 @@ func shownDatabase(database string) string {
 	u, err := url.Parse(database)
 	if err != nil {
 		return "(a PostgreSQL URL that does not parse)"
+	}
+	if u.RawQuery != "" {
+		// Parameter by parameter rather than through url.Values, which
+		// would reorder the others and change how they read.
+		params := strings.Split(u.RawQuery, "&")
+		for i, p := range params {
+			key, _, _ := strings.Cut(p, "=")
+			if k, err := url.QueryUnescape(key); err == nil && strings.EqualFold(k, "password") {
+				params[i] = key + "=xxxxx"
+			}
+		}
+		u.RawQuery = strings.Join(params, "&")
 	}
 	return u.Redacted()
 }
