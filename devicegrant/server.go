@@ -581,8 +581,16 @@ const (
 	pathStyle        = "static/style.css"
 )
 
+// healthzTimeout bounds the store read behind /healthz, as the token
+// epoch's read bounds introspection: a database that accepts connections
+// but answers nothing must fail the check, not hold it open until the
+// balancer gives up, each of its checks holding a request here meanwhile.
+const healthzTimeout = 5 * time.Second
+
 func (s *Server) healthz(c *gin.Context) {
-	if _, err := s.store.Client(c.Request.Context(), "healthz"); err != nil && !errors.Is(err, store.ErrNotFound) {
+	ctx, cancel := context.WithTimeout(c.Request.Context(), healthzTimeout)
+	defer cancel()
+	if _, err := s.store.Client(ctx, "healthz"); err != nil && !errors.Is(err, store.ErrNotFound) {
 		s.log.ErrorContext(c, "health check: store unreachable", "err", err)
 		c.String(http.StatusServiceUnavailable, "store unavailable\n")
 		return
