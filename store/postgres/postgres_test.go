@@ -174,22 +174,21 @@ func TestUpdateRetriesSerializationFailure(t *testing.T) {
 	}
 }
 
-// TestCheck: the doctor's check fails on a database without the schema
-// and passes once a store has opened (and so migrated) it.
-func TestCheck(t *testing.T) {
+// TestSchemaVersion: what the doctor and migrate --check read: no
+// schema in a fresh database, the latest once a store has opened (and so
+// migrated) it, also through a URL carrying the pool's settings, which
+// the server knows not.
+func TestSchemaVersion(t *testing.T) {
 	dsn := freshSchema(t)
 	ctx := context.Background()
-	if err := postgres.Check(ctx, dsn); err == nil || !strings.Contains(err.Error(), "no devicegrant schema") {
-		t.Errorf("Check of an empty schema = %v, want the schema missing", err)
+	if current, latest, err := postgres.SchemaVersion(ctx, dsn); err != nil || current != 0 || latest < 8 {
+		t.Errorf("SchemaVersion of an empty schema = %d, %d, %v; want 0, ≥ 8, nil", current, latest, err)
 	}
 	open(t, dsn).Close()
-	if err := postgres.Check(ctx, dsn); err != nil {
-		t.Errorf("Check after Open: %v", err)
-	}
-	// An operator's URL may carry the pool's settings; the server knows
-	// them not.
-	if err := postgres.Check(ctx, dsn+"&pool_max_conns=8"); err != nil {
-		t.Errorf("Check with pool_max_conns: %v", err)
+	for _, u := range []string{dsn, dsn + "&pool_max_conns=8"} {
+		if current, latest, err := postgres.SchemaVersion(ctx, u); err != nil || current != latest {
+			t.Errorf("SchemaVersion(%s) after Open = %d, %d, %v; want the latest", u, current, latest, err)
+		}
 	}
 }
 
