@@ -87,9 +87,15 @@ func (p *process) stop() {
 }
 
 // rss returns a size from the process's /proc status (Linux): VmRSS, the
-// resident set now, or VmHWM, its peak.
+// resident set now, VmHWM, its peak, or RssAnon, its anonymous part.
 func (p *process) rss(field string) (int64, error) {
-	f, err := os.Open(filepath.Join("/proc", strconv.Itoa(p.cmd.Process.Pid), "status"))
+	return p.procSize("status", field)
+}
+
+// procSize returns the size field of the process's /proc file name
+// (status or smaps_rollup), in bytes.
+func (p *process) procSize(name, field string) (int64, error) {
+	f, err := os.Open(filepath.Join("/proc", strconv.Itoa(p.cmd.Process.Pid), name))
 	if err != nil {
 		return 0, err
 	}
@@ -101,7 +107,7 @@ func (p *process) rss(field string) (int64, error) {
 			return kb * 1024, err
 		}
 	}
-	return 0, errors.New("no " + field + " in /proc status")
+	return 0, errors.New("no " + field + " in /proc " + name)
 }
 
 // buildDaemon builds cmd/devicegrantd of the module in dir into out, as
