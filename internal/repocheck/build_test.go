@@ -75,9 +75,9 @@ func TestDaemonBuildsUseNomsgpack(t *testing.T) {
 
 // TestDaemonLeavesOutNetHTTPPprof: cmd/devicegrantd does not link
 // net/http/pprof, whose init registers handlers on http.DefaultServeMux
-// in every process that links it (which kept about half a megabyte more
-// of an idle daemon's binary resident); cmd/devicegrantd serves the
-// profiles itself (pprof.go).
+// in every process that links it (which kept 0.25-0.6 MB more of an idle
+// daemon's binary resident); cmd/devicegrantd serves the profiles itself
+// (pprof.go).
 func TestDaemonLeavesOutNetHTTPPprof(t *testing.T) {
 	cmd := exec.Command("go", "list", "-deps", "-tags", "nomsgpack", "./cmd/devicegrantd")
 	cmd.Dir = moduleRoot(t)
