@@ -165,7 +165,7 @@ type Server struct {
 	store   store.Store
 	log     *slog.Logger
 	now     func() time.Time
-	pages   map[string]*template.Template
+	pages   map[string]func() (*template.Template, error)
 	handler http.Handler
 
 	codeLimit    *limiter      // failed user-code entries per address and overall
@@ -257,10 +257,6 @@ func New(cfg Config, st store.Store) (*Server, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	pages, err := loadPages()
-	if err != nil {
-		return nil, err
-	}
 	s := &Server{
 		cfg:          cfg,
 		issuer:       issuer,
@@ -269,7 +265,7 @@ func New(cfg Config, st store.Store) (*Server, error) {
 		store:        st,
 		log:          cfg.Logger,
 		now:          cfg.Now,
-		pages:        pages,
+		pages:        lazyPages(),
 		codeLimit:    newLimiter(cfg.UserCodeFailures, &cfg.UserCodeFailuresGlobal),
 		accountCodes: newLimiter(cfg.UserCodeFailures, &cfg.UserCodeFailuresSignedIn),
 		loginLimit:   newLimiter(cfg.LoginFailures, nil),
