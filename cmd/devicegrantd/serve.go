@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/url"
 	"strings"
 	"sync/atomic"
@@ -101,7 +102,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer, getenv func(str
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		if cfg.MetricsPprof {
-			mux.Handle("/debug/pprof/", pprofHandler())
+			mux.HandleFunc("/debug/pprof/", pprof.Index)
+			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+			mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 		}
 		ms := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		go ms.Serve(mln)

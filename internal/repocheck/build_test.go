@@ -72,20 +72,3 @@ func TestDaemonBuildsUseNomsgpack(t *testing.T) {
 		t.Error("internal/bench builds devicegrantd without -tags nomsgpack")
 	}
 }
-
-// TestDaemonLeavesOutNetHTTPPprof: cmd/devicegrantd does not link
-// net/http/pprof, whose init registers handlers on http.DefaultServeMux
-// in every process that links it (which kept 0.25-0.6 MB more of an idle
-// daemon's binary resident); cmd/devicegrantd serves the profiles itself
-// (pprof.go).
-func TestDaemonLeavesOutNetHTTPPprof(t *testing.T) {
-	cmd := exec.Command("go", "list", "-deps", "-tags", "nomsgpack", "./cmd/devicegrantd")
-	cmd.Dir = moduleRoot(t)
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("go list: %v", err)
-	}
-	if slices.Contains(strings.Fields(string(out)), "net/http/pprof") {
-		t.Error("cmd/devicegrantd links net/http/pprof")
-	}
-}
