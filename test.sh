@@ -231,7 +231,7 @@ if ! probe=$(SYSTEMD_UNIT_PATH="$sd/probe:" systemd-analyze verify probe.service
 else
   grep -qx 'ExecStart=/usr/local/bin/devicegrantd serve --config /etc/devicegrantd/config.yaml' dist/systemd/devicegrantd.service ||
     { echo "the unit's ExecStart changed: update test.sh and README.md"; exit 1; }
-  go build -o "$sd/devicegrantd" ./cmd/devicegrantd
+  go build -tags nomsgpack -o "$sd/devicegrantd" ./cmd/devicegrantd
   cp dist/systemd/devicegrantd.service "$sd/units/"
   # The installed path does not exist here: point ExecStart at the build.
   printf '[Service]\nExecStart=\nExecStart=%s serve --config /etc/devicegrantd/config.yaml\n' "$sd/devicegrantd" \
@@ -255,5 +255,5 @@ out=$(mktemp -d)
 on_exit 'rm -rf "$out"'
 GOOS=linux GOARCH=arm GOARM=6 CGO_ENABLED=0 go build -o "$out/matrix-pair-armv6" ./cmd/matrix-pair
 GOOS=linux GOARCH=arm64 CGO_ENABLED=0 go build -o "$out/matrix-pair-arm64" ./cmd/matrix-pair
-CC=aarch64-linux-gnu-gcc CGO_ENABLED=1 GOOS=linux GOARCH=arm64 go build -o "$out/devicegrantd-arm64" ./cmd/devicegrantd
+CC=aarch64-linux-gnu-gcc CGO_ENABLED=1 GOOS=linux GOARCH=arm64 go build -tags nomsgpack -o "$out/devicegrantd-arm64" ./cmd/devicegrantd
 echo "built: $(cd "$out" && ls | tr '\n' ' ')"

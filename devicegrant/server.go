@@ -165,7 +165,7 @@ type Server struct {
 	store   store.Store
 	log     *slog.Logger
 	now     func() time.Time
-	pages   map[string]*template.Template
+	pages   map[string]func() (*template.Template, error)
 	handler http.Handler
 
 	codeLimit    *limiter      // failed user-code entries per address and overall
@@ -257,10 +257,6 @@ func New(cfg Config, st store.Store) (*Server, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	pages, err := loadPages()
-	if err != nil {
-		return nil, err
-	}
 	s := &Server{
 		cfg:          cfg,
 		issuer:       issuer,
@@ -269,7 +265,7 @@ func New(cfg Config, st store.Store) (*Server, error) {
 		store:        st,
 		log:          cfg.Logger,
 		now:          cfg.Now,
-		pages:        pages,
+		pages:        lazyPages(),
 		codeLimit:    newLimiter(cfg.UserCodeFailures, &cfg.UserCodeFailuresGlobal),
 		accountCodes: newLimiter(cfg.UserCodeFailures, &cfg.UserCodeFailuresSignedIn),
 		loginLimit:   newLimiter(cfg.LoginFailures, nil),
@@ -581,8 +577,16 @@ const (
 	pathStyle        = "static/style.css"
 )
 
+// healthzTimeout bounds the store read behind /healthz, as the token
+// epoch's read bounds introspection: a database that accepts connections
+// but answers nothing must fail the check, not hold it open until the
+// balancer gives up, each of its checks holding a request here meanwhile.
+const healthzTimeout = 5 * time.Second
+
 func (s *Server) healthz(c *gin.Context) {
-	if _, err := s.store.Client(c.Request.Context(), "healthz"); err != nil && !errors.Is(err, store.ErrNotFound) {
+	ctx, cancel := context.WithTimeout(c.Request.Context(), healthzTimeout)
+	defer cancel()
+	if _, err := s.store.Client(ctx, "healthz"); err != nil && !errors.Is(err, store.ErrNotFound) {
 		s.log.ErrorContext(c, "health check: store unreachable", "err", err)
 		c.String(http.StatusServiceUnavailable, "store unavailable\n")
 		return

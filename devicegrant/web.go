@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"html/template"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -18,16 +19,23 @@ import (
 //go:embed pages
 var pageFS embed.FS
 
-func loadPages() (map[string]*template.Template, error) {
-	out := map[string]*template.Template{}
+// lazyPages gives each page's template, pages/NAME.html inside
+// pages/layout.html, parsed the first time the page is shown rather than
+// at start: a daemon nobody has opened a page of yet (an appliance, most
+// of its life) then holds neither the parsed templates nor the pages of
+// code that parse them. TestPagesParse parses them all.
+func lazyPages() map[string]func() (*template.Template, error) {
+	out := map[string]func() (*template.Template, error){}
 	for _, name := range []string{"enter_code", "login", "consent", "message", "account", "session", "confirm", "authorize", "register", "legacy_sso"} {
-		t, err := template.ParseFS(pageFS, "pages/layout.html", "pages/"+name+".html")
-		if err != nil {
-			return nil, fmt.Errorf("devicegrant: page %s: %w", name, err)
-		}
-		out[name] = t
+		out[name] = sync.OnceValues(func() (*template.Template, error) {
+			t, err := template.ParseFS(pageFS, "pages/layout.html", "pages/"+name+".html")
+			if err != nil {
+				return nil, fmt.Errorf("devicegrant: page %s: %w", name, err)
+			}
+			return t, nil
+		})
 	}
-	return out, nil
+	return out
 }
 
 // frame is what the layout around every page shows. render fills in the
@@ -143,7 +151,11 @@ func (s *Server) render(c *gin.Context, status int, p pageData) {
 	f.ServerName, f.Base, f.CSRF = s.cfg.ServerName, s.prefix, s.csrfToken(c)
 	c.Status(status)
 	c.Header("Content-Type", "text/html; charset=utf-8")
-	if err := s.pages[p.template()].ExecuteTemplate(c.Writer, "layout", p); err != nil {
+	t, err := s.pages[p.template()]()
+	if err == nil {
+		err = t.ExecuteTemplate(c.Writer, "layout", p)
+	}
+	if err != nil {
 		s.log.ErrorContext(c.Request.Context(), "render page", "page", p.template(), "err", err)
 	}
 }

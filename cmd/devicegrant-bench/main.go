@@ -46,7 +46,7 @@ func main() {
 	flag.StringVar(&o.Password, "password", "", "with --target: its password")
 	flag.StringVar(&o.Database, "database", "", "the started daemon's database: a postgres:// `URL` of an empty database (default: a fresh SQLite file)")
 	flag.IntVar(&o.Instances, "instances", 1, "with a postgres:// --database: how many devicegrantd processes to start on it; requests go round robin to them")
-	flag.StringVar(&o.Binary, "binary", "", "a devicegrantd binary to start (default: go build ./cmd/devicegrantd)")
+	flag.StringVar(&o.Binary, "binary", "", "a devicegrantd binary to start (default: go build -tags nomsgpack ./cmd/devicegrantd)")
 	flag.StringVar(&o.WorkDir, "workdir", "", "keep the database and logs in this directory (default: a temporary one)")
 	flag.Parse()
 	if *smoke {

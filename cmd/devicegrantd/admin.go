@@ -14,13 +14,14 @@ import (
 
 const clientUsage = `Usage:
   devicegrantd client trust CLIENT_ID [--config FILE]
-      Let a registered client skip the consent page (for an application you
-      run yourself). Use sparingly: anyone can register a client claiming
-      any name, so trust a client id only after checking its redirect URIs.
+      Let a registered client skip the consent page and introspect every
+      client's tokens (for an application you run yourself). Use sparingly:
+      anyone can register a client claiming any name, so trust a client id
+      only after checking its redirect URIs.
   devicegrantd client untrust CLIENT_ID [--config FILE]
-      A running daemon on SQLite sees either change within 10 seconds (it
-      keeps client rows in memory that long); on PostgreSQL it is told at
-      once.
+      Take that back. A running daemon on SQLite sees either change within
+      10 seconds (it keeps client rows in memory that long); on PostgreSQL
+      it is told at once.
 `
 
 const keysUsage = `Usage:

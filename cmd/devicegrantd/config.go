@@ -140,7 +140,7 @@ func settings() []setting {
 		{"rate_limits.device_authorizations", "DEVICEGRANTD_DEVICE_AUTHORIZATIONS", "device authorization requests per address", "30/10s", func(c *config) any { return &c.RateLimits.DeviceAuthorizations }},
 		{"rate_limits.new_clients", "DEVICEGRANTD_NEW_CLIENTS", "registrations that add a client, from all addresses", "200/15s", func(c *config) any { return &c.RateLimits.NewClients }},
 		{"rate_limits.registrations", "DEVICEGRANTD_REGISTRATIONS", "self-registration attempts per address that reach the homeserver or argon2 (each account made is one)", "3/1h", func(c *config) any { return &c.RateLimits.Registrations }},
-		{"trusted_proxies", "DEVICEGRANTD_TRUSTED_PROXIES", "comma-separated proxy addresses/CIDRs whose X-Forwarded-For is believed", "none", func(c *config) any { return &c.TrustedProxies }},
+		{"trusted_proxies", "DEVICEGRANTD_TRUSTED_PROXIES", "proxy addresses/CIDRs whose X-Forwarded-For is believed: a YAML list ([127.0.0.1]), comma-separated in the environment", "none", func(c *config) any { return &c.TrustedProxies }},
 		{"registration.enabled", "DEVICEGRANTD_REGISTRATION", "let people create their own accounts (prompt=create): true or false", "false", func(c *config) any { return &c.Registration.Enabled }},
 		{"registration.terms_url", "DEVICEGRANTD_TERMS_URL", "terms people must accept to register (put a version in the URL)", "none", func(c *config) any { return &c.Registration.TermsURL }},
 		{"legacy_login.enabled", "DEVICEGRANTD_LEGACY_LOGIN", "serve the legacy Matrix login API (/_matrix/client/v3/login, /refresh, /logout) for clients without OAuth 2.0: true or false", "true", func(c *config) any { return &c.LegacyLogin.Enabled }},

@@ -21,8 +21,8 @@ func openStore(ctx context.Context, database string) (store.Store, error) {
 }
 
 // shownDatabase is the database setting as logs and messages may show it:
-// a URL's password is masked, before the host and in the query too
-// (?password=, ?sslpassword=, which libpq and pgx take as well;
+// a URL's password is masked, both in the user information and in the
+// query parameters that pgx also reads (password, sslpassword;
 // TestPasswordInTheURLQueryNotShown).
 func shownDatabase(database string) string {
 	if !postgres.IsURL(database) {
@@ -32,15 +32,17 @@ func shownDatabase(database string) string {
 	if err != nil {
 		return "(a PostgreSQL URL that does not parse)"
 	}
-	q, err := url.ParseQuery(u.RawQuery)
-	if err != nil {
-		return "(a PostgreSQL URL whose query does not parse)"
-	}
-	for k := range q {
-		if strings.Contains(strings.ToLower(k), "password") {
-			q.Set(k, "xxxxx")
+	if u.RawQuery != "" {
+		// Parameter by parameter rather than through url.Values, which
+		// would reorder the others and change how they read.
+		params := strings.Split(u.RawQuery, "&")
+		for i, p := range params {
+			key, _, _ := strings.Cut(p, "=")
+			if k, err := url.QueryUnescape(key); err == nil && strings.Contains(strings.ToLower(k), "password") {
+				params[i] = key + "=xxxxx"
+			}
 		}
+		u.RawQuery = strings.Join(params, "&")
 	}
-	u.RawQuery = q.Encode()
 	return u.Redacted()
 }

@@ -187,14 +187,28 @@ func (d *doctor) checkDatabase(ctx context.Context, path string) {
 		// for ever (TestDoctorSilentPostgres).
 		ctx, cancel := context.WithTimeout(ctx, pgCheckTimeout)
 		defer cancel()
-		if err := postgres.Check(ctx, path); err != nil {
+		current, latest, err := postgres.SchemaVersion(ctx, path)
+		switch {
+		case err != nil:
 			if ctx.Err() != nil {
 				err = fmt.Errorf("%s gave no answer within %s: %w", shownDatabase(path), pgCheckTimeout, err)
 			}
 			d.fail("database", err.Error(), "check the database URL, that PostgreSQL is reachable from here, and the daemon's log")
 			return
+		case current == 0:
+			d.fail("database", shownDatabase(path)+" answers but has no devicegrant schema yet",
+				"run devicegrantd migrate, or start the daemon, which creates it; if it should exist, check the database name and search_path in the URL")
+		case current < latest:
+			d.fail("database", fmt.Sprintf("%s has schema version %d, this program's %d", shownDatabase(path), current, latest),
+				"run devicegrantd migrate (the daemon also migrates when it starts), after a backup; see Upgrading in the README")
+		case current > latest:
+			d.fail("database", fmt.Sprintf("the schema of %s at version %d is newer than this program knows (%d)", shownDatabase(path), current, latest),
+				"run the newer devicegrantd that migrated it (this binary would refuse to start)")
+		default:
+			d.ok("database", "%s is reachable and its schema up to date", shownDatabase(path))
 		}
-		d.ok("database", "%s is reachable and its schema up to date", shownDatabase(path))
+		// The schema does not matter to notices, and an operator
+		// migrating next wants to know about a pooler now.
 		if err := postgres.CheckNotices(ctx, path, 3*time.Second); err != nil {
 			d.fail("notices", err.Error(), "connect devicegrantd to PostgreSQL itself or to a session-mode pool: each instance LISTENs for the others' changes to device grants")
 			return

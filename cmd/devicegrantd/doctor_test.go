@@ -1,8 +1,10 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -11,6 +13,10 @@ import (
 	"time"
 
 	"github.com/devicegrant/devicegrant/internal/fakesynapse"
+	"github.com/devicegrant/devicegrant/store/postgres"
+	"github.com/devicegrant/devicegrant/store/postgres/pgtest"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // doctorLines runs the doctor with vars and returns its lines by check
@@ -213,4 +219,64 @@ func TestDoctorSilentPostgres(t *testing.T) {
 	if lines["listener"] == "" {
 		t.Errorf("the checks after the database did not run\n%s", out)
 	}
+}
+
+// TestDoctorPostgresSchema: on PostgreSQL the database check tells a
+// schema not created yet, one behind this program and one newer apart,
+// and each fix says what to do (issue 15): "devicegrantd migrate" (or
+// starting the daemon) for the first two, this program's newer release
+// for the last, rather than to check the URL and the connection, which
+// work. The notices check runs whatever the schema.
+func TestDoctorPostgresSchema(t *testing.T) {
+	vars := opsVars(t, t.TempDir(), nil)
+	db := pgtest.URL(t)
+	vars["DEVICEGRANTD_DATABASE"] = db
+	check := func(when, detail, fix string) {
+		t.Helper()
+		lines, out, err := doctorLines(t, vars)
+		if err == nil {
+			t.Errorf("%s: the doctor passed\n%s", when, out)
+		}
+		l := lines["database"]
+		if !strings.HasPrefix(l, "FAIL") || !strings.Contains(l, detail) || !strings.Contains(l, "Fix: "+fix) {
+			t.Errorf("%s: database check %q, want a failure saying %q and %q", when, l, detail, "Fix: "+fix)
+		}
+		if !strings.HasPrefix(lines["notices"], "ok ") {
+			t.Errorf("%s: notices check %q, want ok\n%s", when, lines["notices"], out)
+		}
+	}
+	check("before the schema exists", "no devicegrant schema yet", "run devicegrantd migrate")
+
+	if out, err := cli(t, vars, "", "migrate"); err != nil {
+		t.Fatalf("migrate: %v\n%s", err, out)
+	}
+	ctx := context.Background()
+	_, latest, err := postgres.SchemaVersion(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines, out, _ := doctorLines(t, vars)
+	if !strings.HasPrefix(lines["database"], "ok ") {
+		t.Errorf("after migrate: database check %q, want ok\n%s", lines["database"], out)
+	}
+
+	cfg, err := pgxpool.ParseConfig(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg.ConnConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	setVersion := func(v int) {
+		t.Helper()
+		if _, err := conn.Exec(ctx, `UPDATE schema_version SET version = $1 WHERE id = 1`, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setVersion(latest - 1)
+	check("a version behind", fmt.Sprintf("version %d, this program's %d", latest-1, latest), "run devicegrantd migrate")
+	setVersion(latest + 1)
+	check("a version ahead", fmt.Sprintf("version %d is newer than this program knows (%d)", latest+1, latest), "run the newer devicegrantd")
 }

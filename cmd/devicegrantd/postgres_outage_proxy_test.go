@@ -117,35 +117,10 @@ func (p *pgProxy) set(state string) {
 // so the listeners came back too (P-DEV-5, issue 15).
 func TestPostgresDownAndSilent(t *testing.T) {
 	base := pgtest.URL(t)
-	u, err := url.Parse(base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	q := u.Query()
-	pgHost, port := q.Get("host"), q.Get("port")
-	if pgHost == "" {
-		pgHost = u.Hostname()
-	}
-	if port == "" {
-		port = u.Port()
-	}
-	if port == "" {
-		port = "5432"
-	}
-	target := [2]string{"tcp", net.JoinHostPort(pgHost, port)}
-	if strings.HasPrefix(pgHost, "/") {
-		target = [2]string{"unix", filepath.Join(pgHost, ".s.PGSQL."+port)}
-	} else if pgHost == "" || strings.Contains(pgHost, ",") {
-		t.Skip("DEVICEGRANT_POSTGRES_URL names no single host to put a proxy before")
-	}
-	proxy := newPGProxy(t, target)
-	host, pport, _ := net.SplitHostPort(proxy.ln.Addr().String())
-	q.Set("host", host)
-	q.Set("port", pport)
-	u.RawQuery = q.Encode()
+	proxy, proxied := proxiedPostgres(t, base)
 
 	varsA := opsVars(t, t.TempDir(), nil)
-	varsA["DEVICEGRANTD_DATABASE"] = u.String()
+	varsA["DEVICEGRANTD_DATABASE"] = proxied
 	varsB := with(varsA, "DEVICEGRANTD_LISTEN", freeAddr(t))
 	addAlice(t, varsA)
 	a, b := startDaemonCtl(t, varsA), startDaemonCtl(t, varsB)
@@ -216,6 +191,97 @@ func TestPostgresDownAndSilent(t *testing.T) {
 	for i := 0; !heard("DOWNKIOSK" + string(rune('2'+i))); i++ {
 		if i == 5 {
 			t.Fatal("B never hears of approvals at A again: its listener did not come back")
+		}
+	}
+}
+
+// proxiedPostgres puts a pgProxy before the PostgreSQL at base and
+// returns it with base's URL pointing at it instead.
+func proxiedPostgres(t *testing.T, base string) (*pgProxy, string) {
+	t.Helper()
+	u, err := url.Parse(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	pgHost, port := q.Get("host"), q.Get("port")
+	if pgHost == "" {
+		pgHost = u.Hostname()
+	}
+	if port == "" {
+		port = u.Port()
+	}
+	if port == "" {
+		port = "5432"
+	}
+	target := [2]string{"tcp", net.JoinHostPort(pgHost, port)}
+	if strings.HasPrefix(pgHost, "/") {
+		target = [2]string{"unix", filepath.Join(pgHost, ".s.PGSQL."+port)}
+	} else if pgHost == "" || strings.Contains(pgHost, ",") {
+		t.Skip("DEVICEGRANT_POSTGRES_URL names no single host to put a proxy before")
+	}
+	proxy := newPGProxy(t, target)
+	host, pport, _ := net.SplitHostPort(proxy.ln.Addr().String())
+	q.Set("host", host)
+	q.Set("port", pport)
+	u.RawQuery = q.Encode()
+	return proxy, u.String()
+}
+
+// TestHealthzSilentDatabase: while PostgreSQL is silent (connections
+// open, nothing answered) /healthz answers 503 within its 5 s bound, like
+// introspection, rather than holding the balancer's health check until
+// the balancer gives up; and 200 again once the database answers.
+func TestHealthzSilentDatabase(t *testing.T) {
+	proxy, proxied := proxiedPostgres(t, pgtest.URL(t))
+	vars := opsVars(t, t.TempDir(), nil)
+	vars["DEVICEGRANTD_DATABASE"] = proxied
+	d := startDaemonCtl(t, vars)
+	client := &http.Client{Timeout: 20 * time.Second}
+	healthz := func() (int, time.Duration) {
+		t.Helper()
+		asked := time.Now()
+		resp, err := client.Get(d.base + "healthz")
+		if err != nil {
+			t.Fatalf("/healthz after %v: %v", time.Since(asked), err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode, time.Since(asked)
+	}
+	if status, _ := healthz(); status != http.StatusOK {
+		t.Fatalf("/healthz with the database up: %d", status)
+	}
+	// Down first, until /healthz fails: the daemon has dropped what it
+	// held in memory (its listener is gone), so the next /healthz has to
+	// ask the database, which is then silent.
+	proxy.set("down")
+	for down := time.Now(); ; time.Sleep(50 * time.Millisecond) {
+		if status, _ := healthz(); status == http.StatusServiceUnavailable {
+			break
+		}
+		if time.Since(down) > 10*time.Second {
+			t.Fatal("/healthz still answers 200 10 s after the database went away")
+		}
+	}
+	proxy.set("silent")
+	// The first checks may fail at once on what the outage left in the
+	// pool; go on until one has waited on the silent database.
+	for i := 0; i < 4; i++ {
+		status, took := healthz()
+		if status != http.StatusServiceUnavailable || took > 7*time.Second {
+			t.Errorf("/healthz with the database silent: %d after %v, want 503 within the 5 s bound", status, took)
+		}
+		if took > 4*time.Second {
+			break
+		}
+	}
+	proxy.set("up")
+	for back := time.Now(); ; time.Sleep(50 * time.Millisecond) {
+		if status, _ := healthz(); status == http.StatusOK {
+			break
+		}
+		if time.Since(back) > 10*time.Second {
+			t.Fatal("/healthz still fails 10 s after the database came back")
 		}
 	}
 }

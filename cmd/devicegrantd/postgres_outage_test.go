@@ -157,7 +157,7 @@ func killableDatabase(t *testing.T) (base, dbURL, appName, schema string) {
 // never committed, like a read, can run again on a new connection (issue
 // 15: a client never sees a 5xx because of the database's connections).
 // A refresh answered with an error would be worse than a 5xx: the client
-// would drop a session that is alive (P-REF-1).
+// would drop a session that is alive (P-RT-2).
 func TestPostgresConnectionsKilledMidWrites(t *testing.T) {
 	k := startKillable(t)
 	base, appName, schema, a, b := k.base, k.appName, k.schema, k.a, k.b

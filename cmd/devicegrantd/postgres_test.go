@@ -44,11 +44,29 @@ func TestServeOnPostgres(t *testing.T) {
 }
 
 // TestWelcomeMasksThePassword: the database URL is shown without its
-// password.
+// password, whether it is in the user information or in pgx's password
+// query parameter.
 func TestWelcomeMasksThePassword(t *testing.T) {
 	got := shownDatabase("postgres://dg:s3cr3t@db.example.org/dg?sslmode=require")
 	if strings.Contains(got, "s3cr3t") || !strings.Contains(got, "db.example.org") {
 		t.Errorf("shownDatabase = %q", got)
+	}
+	for _, u := range []string{
+		"postgres:///dg?host=/run/postgresql&user=dg&password=s3cr3t&sslmode=disable",
+		"postgresql://db.example.org/dg?PASSWORD=s3cr3t",
+		"postgres://db.example.org/dg?pass%77ord=s3cr3t",
+	} {
+		got := shownDatabase(u)
+		if strings.Contains(got, "s3cr3t") {
+			t.Errorf("shownDatabase(%q) = %q, showing the password", u, got)
+		}
+		if !strings.Contains(got, "/dg?") {
+			t.Errorf("shownDatabase(%q) = %q, no longer naming the database", u, got)
+		}
+	}
+	if got, want := shownDatabase("postgres:///dg?host=/run/postgresql&password=s3cr3t&sslmode=disable"),
+		"postgres:///dg?host=/run/postgresql&password=xxxxx&sslmode=disable"; got != want {
+		t.Errorf("shownDatabase = %q, want %q (the other parameters as they were)", got, want)
 	}
 	if got := shownDatabase("./devicegrantd.db"); got != "./devicegrantd.db" {
 		t.Errorf("shownDatabase of a path = %q", got)

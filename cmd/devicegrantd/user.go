@@ -25,8 +25,8 @@ const userUsage = `Usage:
       List accounts.
   devicegrantd user show USERNAME [--all] [--json] [--config FILE]
       Show an account and its device sessions (session id, device id,
-      client, how the client signs in, created, last active); with --all
-      ended sessions too. End one with "devicegrantd session end".
+      client, how the client signs in, created, last active, last address);
+      with --all ended sessions too. End one with "devicegrantd session end".
   devicegrantd user set-password USERNAME [--password-stdin] [--end-sessions] [--config FILE]
       Give an account a new password (asked for twice, or the first line of
       standard input). The person is signed out of every browser at once;

@@ -94,8 +94,13 @@ type Row struct {
 
 // Report is what Run measured.
 type Report struct {
-	Rows                            []Row
-	RSSIdle, RSSPending, RSSPeak    int64 // bytes; 0 when not measured
+	Rows                         []Row
+	RSSIdle, RSSPending, RSSPeak int64 // bytes; 0 when not measured
+	// RSSIdleAnon is the anonymous part of RSSIdle (heap, stacks), the
+	// rest being mapped files, chiefly the binary; RSSIdleHuge is how much
+	// of that rest the kernel maps in 2 MB pages (FilePmdMapped), whole
+	// page-cache folios whether or not the daemon touched all of them.
+	RSSIdleAnon, RSSIdleHuge        int64
 	Pending                         int
 	Ready                           time.Duration
 	Instances                       int // devicegrantd processes serving the run
@@ -364,7 +369,13 @@ func (h *harness) startDaemon(ctx context.Context, dir string, rep *Report) erro
 	}
 	h.daemon, rep.Ready = h.daemons[0], h.daemons[0].ready
 	time.Sleep(500 * time.Millisecond)
-	rep.RSSIdle, err = h.daemon.rss("VmRSS")
+	if rep.RSSIdle, err = h.daemon.rss("VmRSS"); err != nil {
+		return err
+	}
+	if rep.RSSIdleAnon, err = h.daemon.rss("RssAnon"); err != nil {
+		return err
+	}
+	rep.RSSIdleHuge, err = h.daemon.procSize("smaps_rollup", "FilePmdMapped")
 	return err
 }
 

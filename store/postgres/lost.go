@@ -28,7 +28,7 @@ import (
 // A COMMIT whose answer was lost is another matter: it may have taken
 // effect, and running the transaction again could, say, rotate a refresh
 // token twice. That error reaches the caller, as it would without a
-// database in between (a client retries a lost refresh answer; P-REF-1).
+// database in between (a client retries a lost refresh answer; P-RT-2).
 
 // connectionLost tells whether err means that the session a statement ran
 // on is gone: the server ended it (admin_shutdown, crash_shutdown: SQLSTATE

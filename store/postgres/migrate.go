@@ -145,21 +145,3 @@ func SchemaVersion(ctx context.Context, url string) (current, latest int, err er
 	}
 	return current, latest, nil
 }
-
-// Check connects to the database at url and tells whether its schema is
-// the one this program's migrations make, without changing anything (the
-// doctor runs it; serve and the admin commands migrate).
-func Check(ctx context.Context, url string) error {
-	current, latest, err := SchemaVersion(ctx, url)
-	switch {
-	case err != nil:
-		return err
-	case current == 0:
-		return errors.New("postgres: the database has no devicegrant schema yet; the daemon creates it when it first starts")
-	case current > latest:
-		return fmt.Errorf("postgres: the schema is at version %d, newer than this program's %d: a daemon of this version refuses to start on it; upgrade devicegrantd", current, latest)
-	case current != latest:
-		return fmt.Errorf("postgres: the schema is at version %d, this program's at %d; the daemon migrates when it starts", current, latest)
-	}
-	return nil
-}
