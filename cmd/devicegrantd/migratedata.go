@@ -15,7 +15,8 @@ const migrateDataUsage = `Usage: devicegrantd migrate-data --from FILE.db --to p
 
 Moves a SQLite database (FILE.db) into an empty PostgreSQL database, to
 run devicegrantd on PostgreSQL from then on. Stop the daemon first: the
-SQLite file must not change during the move.
+SQLite file must not change during the move (a move that sees it change
+commits nothing and says so), nor after it, which no move can see.
 
 Both databases are first brought to the current schema. The copy is one
 transaction on PostgreSQL; before it commits, every row of every table is

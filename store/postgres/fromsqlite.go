@@ -63,6 +63,34 @@ func CopyFromSQLite(ctx context.Context, sqlitePath, pgURL string) ([]TableCount
 		return nil, fmt.Errorf("postgres: open %s: %w", sqlitePath, err)
 	}
 	defer src.Close()
+	// A daemon left running on the file would go on writing, and what it
+	// wrote after its table was read would be lost: SQLite's data_version,
+	// read on one connection, changes when any other commits.
+	watch, err := src.Conn(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: open %s: %w", sqlitePath, err)
+	}
+	defer watch.Close()
+	dataVersion := func() (int64, error) {
+		var v int64
+		err := watch.QueryRowContext(ctx, `PRAGMA data_version`).Scan(&v)
+		return v, err
+	}
+	version, err := dataVersion()
+	if err != nil {
+		return nil, fmt.Errorf("postgres: read %s: %w", sqlitePath, err)
+	}
+	// changed returns an error if the file changed since the move began.
+	changed := func() error {
+		v, err := dataVersion()
+		if err != nil {
+			return fmt.Errorf("postgres: read %s: %w", sqlitePath, err)
+		}
+		if v != version {
+			return fmt.Errorf("postgres: %s changed during the move: stop the daemon that uses it, then move again (nothing was committed)", sqlitePath)
+		}
+		return nil
+	}
 	st, err := Open(ctx, pgURL)
 	if err != nil {
 		return nil, err
@@ -91,14 +119,21 @@ func CopyFromSQLite(ctx context.Context, sqlitePath, pgURL string) ([]TableCount
 	for _, t := range tables {
 		n, mended, err := copyTable(ctx, src, tx, t)
 		if err != nil {
-			return nil, err
+			// A change under the move is the likelier cause.
+			return nil, errors.Join(changed(), err)
 		}
 		moved = append(moved, TableCount{Table: t, Rows: n, Replaced: mended})
 	}
 	for _, t := range tables {
 		if err := verifyTable(ctx, src, tx, t); err != nil {
+			if c := changed(); c != nil {
+				return nil, c
+			}
 			return nil, err
 		}
+	}
+	if err := changed(); err != nil {
+		return nil, err
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return nil, fmt.Errorf("postgres: commit the move: %w", err)

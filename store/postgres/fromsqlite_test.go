@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -330,5 +331,58 @@ func TestCopyFromSQLiteTextNotUTF8(t *testing.T) {
 	}
 	if o, err := st.Outbox(ctx, 10); err != nil || len(o) != 1 || o[0].LastError != "answered 400: bad\uFFFDrequest \uFFFD" || o[0].Attempts != 3 {
 		t.Errorf("outbox after the move = %+v, %v", o, err)
+	}
+}
+
+// TestCopyFromSQLiteWhileInUse: a daemon left running on the SQLite file
+// (the operator forgot to stop it) keeps writing during the move, and
+// whatever it writes after its table was read would be lost. The move
+// notices that the file changed under it, commits nothing, and says to
+// stop the daemon, rather than failing with a difference between rows,
+// or committing a copy that misses the last writes.
+func TestCopyFromSQLiteWhileInUse(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "src.db")
+	lite, err := sqlite.Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lite.Close()
+	// The daemon: an account added every millisecond or so.
+	stop := make(chan struct{})
+	written := make(chan int)
+	go func() {
+		n := 0
+		defer func() { written <- n }()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			name := fmt.Sprintf("user%d", n)
+			if err := lite.Update(ctx, func(tx store.Tx) error {
+				return tx.CreateUser(ctx, store.User{ID: name, Username: name, PasswordHash: "h", CreatedAt: time.Now()})
+			}); err != nil {
+				t.Error(err)
+				return
+			}
+			n++
+		}
+	}()
+	pgURL := pgtest.URL(t)
+	_, err = postgres.CopyFromSQLite(ctx, path, pgURL)
+	close(stop)
+	t.Logf("%d accounts written meanwhile", <-written)
+	if err == nil || !strings.Contains(err.Error(), "changed during the move") {
+		t.Errorf("CopyFromSQLite of a file in use = %v, want it refused as changed during the move", err)
+	}
+	st, err := postgres.Open(ctx, pgURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if users, err := st.Users(ctx); err != nil || len(users) != 0 {
+		t.Errorf("%d accounts in PostgreSQL after a refused move, %v; want none", len(users), err)
 	}
 }
