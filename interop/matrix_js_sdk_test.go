@@ -1,12 +1,8 @@
 package interop
 
 import (
-	"bufio"
-	"context"
-	"encoding/json"
 	"net/http"
 	"net/url"
-	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -64,52 +60,8 @@ func TestMatrixJSSDK(t *testing.T) {
 	}))
 	hs.SetAuthEndpoint(srv.URL)
 
-	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "node", "matrix-js-sdk.mjs", hs.URL(), srv.URL)
-	stderr := &devtest.SyncBuffer{}
-	cmd.Stderr = stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		// A failed test leaves node waiting for an answer: end it.
-		stdin.Close()
-		cancel()
-		_ = cmd.Wait()
-	}()
-	send := func(v any) {
-		t.Helper()
-		b, err := json.Marshal(v)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := stdin.Write(append(b, '\n')); err != nil {
-			t.Fatalf("writing to node: %v\nstderr: %s", err, stderr.String())
-		}
-	}
-
-	steps := map[string]map[string]any{}
-	sc := bufio.NewScanner(stdout)
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		var m map[string]any
-		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
-			t.Fatalf("not a JSON line from node: %q", sc.Text())
-		}
-		step, _ := m["step"].(string)
-		steps[step] = m
+	steps := nodeSteps(t, 90*time.Second, func(step string, m map[string]any, steps map[string]map[string]any, send func(any)) {
 		switch step {
-		case "error":
-			t.Fatalf("matrix-js-sdk failed: %v\nstderr: %s", m, stderr.String())
 		case "authorize":
 			code, state := signInOnPhone(t, m["url"].(string), m["redirect_uri"].(string), srv.URL)
 			send(map[string]string{"code": code, "state": state})
@@ -121,10 +73,7 @@ func TestMatrixJSSDK(t *testing.T) {
 		case "device_to_deny":
 			devtest.NewPhone(t).Decide(m["verification_uri_complete"].(string), "deny")
 		}
-	}
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("node: %v\nstderr: %s", err, stderr.String())
-	}
+	}, "matrix-js-sdk.mjs", hs.URL(), srv.URL)
 
 	if d := steps["discovered"]; d == nil || d["issuer"] != srv.URL || d["same_direct"] != true ||
 		d["device_authorization_endpoint"] != srv.URL+"oauth2/device" {

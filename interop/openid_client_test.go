@@ -1,10 +1,6 @@
 package interop
 
 import (
-	"bufio"
-	"context"
-	"encoding/json"
-	"os/exec"
 	"testing"
 	"time"
 
@@ -19,38 +15,12 @@ import (
 func TestOpenIDClientDeviceFlow(t *testing.T) {
 	requireNodeModule(t, "openid-client")
 	srv := devtest.Start(t)
-	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "node", "openid-client.mjs", srv.URL, "INTEROPDEV1")
-	stderr := &devtest.SyncBuffer{}
-	cmd.Stderr = stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	steps := map[string]map[string]any{}
-	sc := bufio.NewScanner(stdout)
-	for sc.Scan() {
-		var m map[string]any
-		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
-			t.Fatalf("not a JSON line from node: %q", sc.Text())
-		}
-		step, _ := m["step"].(string)
-		steps[step] = m
-		switch step {
-		case "error":
-			t.Fatalf("openid-client failed: %v\nstderr: %s", m, stderr.String())
-		case "device":
+	steps := nodeSteps(t, 60*time.Second, func(step string, m map[string]any, _ map[string]map[string]any, _ func(any)) {
+		if step == "device" {
 			// The person approves on their phone.
 			devtest.NewPhone(t).Decide(m["verification_uri_complete"].(string), "approve")
 		}
-	}
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("node: %v\nstderr: %s", err, stderr.String())
-	}
+	}, "openid-client.mjs", srv.URL, "INTEROPDEV1")
 
 	reg := steps["registered"]
 	if reg == nil || reg["has_secret"] != true || reg["client_id"] == "" {
