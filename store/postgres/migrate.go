@@ -11,7 +11,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
-	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 //go:embed migrations/*.sql
@@ -94,9 +93,9 @@ func migrate(ctx context.Context, cfg *pgx.ConnConfig) (int, error) {
 // date, as Open does (under the same lock, so beside instances that are
 // starting), and returns its schema version before and after.
 func Migrate(ctx context.Context, url string) (before, after int, err error) {
-	cfg, err := pgxpool.ParseConfig(url)
+	cfg, err := parseURL(url)
 	if err != nil {
-		return 0, 0, errors.New("postgres: the database URL does not parse")
+		return 0, 0, err
 	}
 	latest, err := latestVersion()
 	if err != nil {
@@ -121,11 +120,9 @@ func latestVersion() (int, error) {
 // version (0 when it has no devicegrant schema yet) and the latest
 // version this program's migrations make, changing nothing.
 func SchemaVersion(ctx context.Context, url string) (current, latest int, err error) {
-	// The pool's parser: it knows pool_max_conns and the like, which the
-	// server would refuse as unknown settings.
-	cfg, err := pgxpool.ParseConfig(url)
+	cfg, err := parseURL(url)
 	if err != nil {
-		return 0, 0, errors.New("postgres: the database URL does not parse")
+		return 0, 0, err
 	}
 	if latest, err = latestVersion(); err != nil {
 		return 0, 0, err

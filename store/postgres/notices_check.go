@@ -3,12 +3,10 @@ package postgres
 import (
 	"context"
 	"crypto/rand"
-	"errors"
 	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // CheckNotices tells whether a notification sent through one connection to
@@ -18,9 +16,9 @@ import (
 // mode between devicegrantd and PostgreSQL, which cannot carry LISTEN, is
 // what this catches.
 func CheckNotices(ctx context.Context, url string, wait time.Duration) error {
-	cfg, err := pgxpool.ParseConfig(url)
+	cfg, err := parseURL(url)
 	if err != nil {
-		return errors.New("postgres: the database URL does not parse")
+		return err
 	}
 	listener, err := pgx.ConnectConfig(ctx, cfg.ConnConfig)
 	if err != nil {

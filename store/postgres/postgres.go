@@ -54,10 +54,9 @@ func IsURL(database string) bool {
 // and brings its schema up to date. Several processes may open the same
 // database at once: migrations run under an advisory lock.
 func Open(ctx context.Context, url string) (*Store, error) {
-	cfg, err := pgxpool.ParseConfig(url)
+	cfg, err := parseURL(url)
 	if err != nil {
-		// The error may quote the URL, password included.
-		return nil, errors.New("postgres: the database URL does not parse")
+		return nil, err
 	}
 	if _, err := migrate(ctx, cfg.ConnConfig); err != nil {
 		return nil, err
@@ -79,6 +78,29 @@ func Open(ctx context.Context, url string) (*Store, error) {
 	s := &Store{queries: queries{db: pooled{pool, reset}}, pool: pool, reset: reset, notify: n}
 	s.epochs = newEpochReader(s.queries.TokenEpoch)
 	return s, nil
+}
+
+// connectTimeout bounds connecting (TCP, TLS, authentication) when the
+// URL sets no connect_timeout. Without it a host that accepts connections
+// and then says nothing (a server hung, half of a failover) holds serve,
+// migrate and the admin commands until TCP gives up, many minutes later;
+// a healthy server connects in milliseconds, a loaded one over a WAN in
+// well under a second.
+const connectTimeout = 10 * time.Second
+
+// parseURL parses a database URL with the pool's parser, which knows
+// pool_max_conns and the like (settings the server would refuse), and
+// bounds connecting by connectTimeout unless the URL says otherwise.
+func parseURL(url string) (*pgxpool.Config, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		// The error may quote the URL, password included.
+		return nil, errors.New("postgres: the database URL does not parse")
+	}
+	if cfg.ConnConfig.ConnectTimeout == 0 {
+		cfg.ConnConfig.ConnectTimeout = connectTimeout
+	}
+	return cfg, nil
 }
 
 // TokenEpoch reads the token epoch (store.Reader): always a read that
