@@ -1,5 +1,7 @@
 // Command devicegrant-bench measures devicegrantd's hot paths next to a
-// bare gin handler of the same shape and prints a Markdown table.
+// bare gin handler of the same shape and prints a Markdown table, with
+// (on Linux) the CPU time each request cost the daemons, the harness and
+// the rest of the machine.
 //
 //	go run ./cmd/devicegrant-bench            # a fresh daemon, 5 s per row
 //	go run ./cmd/devicegrant-bench --smoke    # a second per row, small sizes

@@ -3,7 +3,9 @@
 // its hot paths with concurrent keep-alive clients, measures each next to
 // a bare gin handler of the same shape served the same way in the same
 // run, and reports a Markdown table. Ratios, not absolute figures, are
-// what compare across machines.
+// what compare across machines, and so is the CPU time per request each
+// party spent (Linux only), which says what a machine with more cores
+// would give.
 //
 // It is a program (cmd/devicegrant-bench), not a timed unit test; a short
 // smoke run is part of the test command so it cannot rot.
@@ -90,6 +92,9 @@ type Row struct {
 	Goal   string
 	Met    bool
 	Note   string
+	// CPU is what the row's measured window cost each party; nil where
+	// it was not measured (not Linux, or a row without requests).
+	CPU *CPU
 }
 
 // Report is what Run measured.
@@ -108,6 +113,11 @@ type Report struct {
 	Conns                           int
 	Duration                        time.Duration
 	PendingAnswers, SlowDownAnswers int64
+	// Database names the started daemons' backend for the CPU table
+	// ("SQLite" or "PostgreSQL"); empty with --target.
+	Database string
+	// CPUMissing says why no row has CPU figures; empty when they do.
+	CPUMissing string
 }
 
 // harness is one run's state.
@@ -144,6 +154,13 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	h := &harness{o: o, client: newClient(max(o.Conns, o.Chains) * 2 * o.Instances)}
 	rep := &Report{Conns: o.Conns, Duration: o.Duration, Pending: o.Pending, Instances: o.Instances}
+	switch {
+	case o.Target != "":
+	case strings.HasPrefix(o.Database, "postgres"):
+		rep.Database = "PostgreSQL"
+	default:
+		rep.Database = "SQLite"
+	}
 	dir := o.WorkDir
 	if dir == "" {
 		var err error
@@ -218,16 +235,20 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		}
 	}
 	bareBase := func() string { return bare.base }
-	r := closedLoop(ctx, o.Conns, o.Duration, intro(h.base, h.secret))
+	r, cpu := h.measure(rep, func() Result { return closedLoop(ctx, o.Conns, o.Duration, intro(h.base, h.secret)) })
 	b := closedLoop(ctx, o.Conns, o.Duration, intro(bareBase, bareSecret))
-	rep.Rows = append(rep.Rows, ratioRow("introspection of a valid token (homeserver secret)", r, b, 0.7))
+	row := ratioRow("introspection of a valid token (homeserver secret)", r, b, 0.7)
+	row.CPU = cpu
+	rep.Rows = append(rep.Rows, row)
 
 	h.progress("device authorization")
-	r = closedLoop(ctx, o.Conns, o.Duration, func(ctx context.Context, w int) error {
-		_, err := h.deviceAuth(ctx, clientID)
-		return err
+	r, cpu = h.measure(rep, func() Result {
+		return closedLoop(ctx, o.Conns, o.Duration, func(ctx context.Context, w int) error {
+			_, err := h.deviceAuth(ctx, clientID)
+			return err
+		})
 	})
-	rep.Rows = append(rep.Rows, Row{Name: "device authorization (rate limit raised)", Result: r, Goal: "≥ 2,500/s, durable", Met: r.Errors == 0 && r.PerSecond() >= 2500})
+	rep.Rows = append(rep.Rows, Row{Name: "device authorization (rate limit raised)", Result: r, Goal: "≥ 2,500/s, durable", Met: r.Errors == 0 && r.PerSecond() >= 2500, CPU: cpu})
 
 	// Polls of the pending device codes, round robin, as fast as the
 	// workers can send: a code polled again within its interval (1 s) is
@@ -259,10 +280,11 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			return fmt.Errorf("poll: %d %s", status, body)
 		}
 	}
-	r = closedLoop(ctx, o.Conns, o.Duration, poll(h.base, true))
+	r, cpu = h.measure(rep, func() Result { return closedLoop(ctx, o.Conns, o.Duration, poll(h.base, true)) })
 	b = closedLoop(ctx, o.Conns, o.Duration, poll(bareBase, false))
 	rep.PendingAnswers, rep.SlowDownAnswers = pending.Load(), slow.Load()
-	row := ratioRow("polls of pending device codes", r, b, 0.5)
+	row = ratioRow("polls of pending device codes", r, b, 0.5)
+	row.CPU = cpu
 	row.Note = fmt.Sprintf("%d authorization_pending, %d slow_down", rep.PendingAnswers, rep.SlowDownAnswers)
 	rep.Rows = append(rep.Rows, row)
 
@@ -272,23 +294,27 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	for i := range refresh {
 		refresh[i] = sessions[i+1].RefreshToken
 	}
-	r = closedLoop(ctx, o.Chains, o.Duration, func(ctx context.Context, w int) error {
-		tok, err := h.token(ctx, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {refresh[w]}, "client_id": {clientID}})
-		if err != nil {
-			return err
-		}
-		refresh[w] = tok.RefreshToken
-		return nil
+	r, cpu = h.measure(rep, func() Result {
+		return closedLoop(ctx, o.Chains, o.Duration, func(ctx context.Context, w int) error {
+			tok, err := h.token(ctx, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {refresh[w]}, "client_id": {clientID}})
+			if err != nil {
+				return err
+			}
+			refresh[w] = tok.RefreshToken
+			return nil
+		})
 	})
-	rep.Rows = append(rep.Rows, Row{Name: fmt.Sprintf("refresh rotation, %d concurrent chains", o.Chains), Result: r, Goal: "≥ 2,000/s, durable", Met: r.Errors == 0 && r.PerSecond() >= 2000})
+	rep.Rows = append(rep.Rows, Row{Name: fmt.Sprintf("refresh rotation, %d concurrent chains", o.Chains), Result: r, Goal: "≥ 2,000/s, durable", Met: r.Errors == 0 && r.PerSecond() >= 2000, CPU: cpu})
 
 	// The whole device flow, the client registered once.
 	h.progress("whole device flow")
-	r = closedLoop(ctx, o.Conns, o.Duration, func(ctx context.Context, w int) error {
-		_, err := h.signIn(ctx, h.phones[w%len(h.phones)], clientID)
-		return err
+	r, cpu = h.measure(rep, func() Result {
+		return closedLoop(ctx, o.Conns, o.Duration, func(ctx context.Context, w int) error {
+			_, err := h.signIn(ctx, h.phones[w%len(h.phones)], clientID)
+			return err
+		})
 	})
-	rep.Rows = append(rep.Rows, Row{Name: "whole device flow (authorize, approve on a phone, poll, tokens)", Result: r, Goal: "≥ 500/s", Met: r.Errors == 0 && r.PerSecond() >= 500})
+	rep.Rows = append(rep.Rows, Row{Name: "whole device flow (authorize, approve on a phone, poll, tokens)", Result: r, Goal: "≥ 500/s", Met: r.Errors == 0 && r.PerSecond() >= 500, CPU: cpu})
 
 	if h.daemon != nil {
 		if rep.RSSPeak, err = h.daemon.rss("VmHWM"); err != nil {
@@ -296,6 +322,27 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		}
 	}
 	return rep, nil
+}
+
+// measure runs one row's load and reads, around it, the CPU time the
+// daemons, the harness and the rest of the machine spent. The bare
+// handler's rows are not measured: its process idles meanwhile, and its
+// time would count as the rest's.
+func (h *harness) measure(rep *Report, run func() Result) (Result, *CPU) {
+	var pids []int
+	for _, d := range h.daemons {
+		pids = append(pids, d.cmd.Process.Pid)
+	}
+	a, err := snapCPU("/proc", pids)
+	r := run()
+	if err == nil {
+		var b cpuSnap
+		if b, err = snapCPU("/proc", pids); err == nil {
+			return r, cpuBetween(a, b, len(pids) > 0)
+		}
+	}
+	rep.CPUMissing = cmp.Or(rep.CPUMissing, fmt.Sprintf("CPU time not measured (it is read from Linux's /proc): %v", err))
+	return r, nil
 }
 
 // base returns the next instance's base URL, round robin.

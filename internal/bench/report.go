@@ -49,6 +49,84 @@ func (rep *Report) Markdown(w io.Writer) {
 	if rep.BinarySize > 0 {
 		fmt.Fprintf(w, "| binary size | %.1f MB | | | | | | | |\n", mb(rep.BinarySize))
 	}
+	rep.cpuMarkdown(w)
+}
+
+// cpuMarkdown writes the CPU time per request of each row that has it,
+// with the requests a core gives each party, or why nothing was measured.
+func (rep *Report) cpuMarkdown(w io.Writer) {
+	var rows []Row
+	cpus := 0
+	for _, r := range rep.Rows {
+		if r.CPU != nil && r.Result.Requests > 0 {
+			rows, cpus = append(rows, r), r.CPU.CPUs
+		}
+	}
+	if len(rows) == 0 {
+		if rep.CPUMissing != "" {
+			fmt.Fprintf(w, "\n%s.\n", rep.CPUMissing)
+		}
+		return
+	}
+	pg := rep.Database == "PostgreSQL"
+	fmt.Fprint(w, "\nCPU time per request in each row's measured window, from /proc: ")
+	switch {
+	case rep.Database == "":
+		fmt.Fprint(w, "*daemon* is left empty, as the harness did not start the daemon at --target (if it runs on this machine, its time is in *rest*)")
+	case rep.Instances > 1:
+		fmt.Fprintf(w, "*daemon*, the %d devicegrantd processes the harness started (user and system time, summed)", rep.Instances)
+	default:
+		fmt.Fprint(w, "*daemon*, the devicegrantd process the harness started (user and system time)")
+	}
+	fmt.Fprint(w, "; *harness*, this load generator; *rest*, the rest of the machine, measured as such (all CPUs' busy time minus those two)")
+	if pg {
+		fmt.Fprint(w, ", here PostgreSQL, with whatever else ran meanwhile")
+	}
+	fmt.Fprintf(w, ". *Busy* is the share of the %d CPUs' time the window used. "+
+		"Where a party has whole cores to itself, a row's ceiling is req/s ≤ cores × 1,000,000 ÷ its µs/req; "+
+		"the per-core columns are that for one core (a whole device flow counts as one request).\n\n", cpus)
+	head, rule := "| path | req/s | busy | daemon µs/req | harness µs/req | rest µs/req | req/s per daemon core |", "|---|---:|---:|---:|---:|---:|---:|"
+	if pg {
+		head, rule = head+" req/s per rest core |", rule+"---:|"
+	}
+	fmt.Fprintln(w, head)
+	fmt.Fprintln(w, rule)
+	for _, r := range rows {
+		c := r.CPU
+		busy := ""
+		if c.Capacity > 0 {
+			busy = fmt.Sprintf("%.0f%%", 100*float64(c.Busy)/float64(c.Capacity))
+		}
+		daemon, perDaemon := "", ""
+		if c.DaemonKnown {
+			us := perRequest(c.Daemon, r.Result)
+			daemon, perDaemon = micros(us), perCore(us)
+		}
+		rest := perRequest(c.Rest, r.Result)
+		fmt.Fprintf(w, "| %s | %.0f | %s | %s | %s | %s | %s |", r.Name, r.Result.PerSecond(), busy,
+			daemon, micros(perRequest(c.Harness, r.Result)), micros(rest), perDaemon)
+		if pg {
+			fmt.Fprintf(w, " %s |", perCore(rest))
+		}
+		fmt.Fprintln(w)
+	}
+}
+
+// micros formats a CPU time per request in microseconds.
+func micros(us float64) string {
+	if us >= 100 || us <= -100 {
+		return fmt.Sprintf("%.0f", us)
+	}
+	return fmt.Sprintf("%.1f", us)
+}
+
+// perCore is the requests per second one core gives at us per request;
+// empty where nothing (or less than nothing, a tick's error) was spent.
+func perCore(us float64) string {
+	if us <= 0 {
+		return ""
+	}
+	return fmt.Sprintf("%.0f", 1e6/us)
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond)) }
