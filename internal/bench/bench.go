@@ -116,7 +116,7 @@ type Report struct {
 	// Database names the started daemons' backend for the CPU table
 	// ("SQLite" or "PostgreSQL"); empty with --target.
 	Database string
-	// CPUMissing says why no row has CPU figures; empty when they do.
+	// CPUMissing says why rows lack CPU figures; empty when none does.
 	CPUMissing string
 }
 
@@ -341,7 +341,7 @@ func (h *harness) measure(rep *Report, run func() Result) (Result, *CPU) {
 			return r, cpuBetween(a, b, len(pids) > 0)
 		}
 	}
-	rep.CPUMissing = cmp.Or(rep.CPUMissing, fmt.Sprintf("CPU time not measured (it is read from Linux's /proc): %v", err))
+	rep.CPUMissing = cmp.Or(rep.CPUMissing, fmt.Sprintf("CPU time not measured for some or all rows (it is read from Linux's /proc): %v", err))
 	return r, nil
 }
 

@@ -62,10 +62,11 @@ func (rep *Report) cpuMarkdown(w io.Writer) {
 			rows, cpus = append(rows, r), r.CPU.CPUs
 		}
 	}
+	if rep.CPUMissing != "" {
+		// Before the table: a row left out of it is left out for this.
+		fmt.Fprintf(w, "\n%s.\n", rep.CPUMissing)
+	}
 	if len(rows) == 0 {
-		if rep.CPUMissing != "" {
-			fmt.Fprintf(w, "\n%s.\n", rep.CPUMissing)
-		}
 		return
 	}
 	pg := rep.Database == "PostgreSQL"
