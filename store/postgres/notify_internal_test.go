@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -194,32 +192,8 @@ func TestWatch(t *testing.T) {
 // until it is back the polling cache's age bound covers what it misses
 // (issue 15).
 func TestListenerSilentServer(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	var held []net.Conn
-	var mu sync.Mutex
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			held = append(held, c) // read nothing, answer nothing
-			mu.Unlock()
-		}
-	}()
-	defer func() {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range held {
-			c.Close()
-		}
-	}()
-	cfg, err := pgx.ParseConfig("postgres://nobody@" + ln.Addr().String() + "/none?sslmode=disable")
+	addr := silentServer(t)
+	cfg, err := pgx.ParseConfig("postgres://nobody@" + addr + "/none?sslmode=disable")
 	if err != nil {
 		t.Fatal(err)
 	}
