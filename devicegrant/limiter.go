@@ -27,6 +27,7 @@ type limiter struct {
 	shares  int       // how many instances the budgets are divided among
 	perKey  map[string]*rate.Limiter
 	pruneAt int           // the size of perKey at which the next new key prunes it
+	scanned int           // buckets the prunes have looked at, in all: the work they cost
 	global  *rate.Limiter // nil when there is no global limit
 }
 
@@ -134,6 +135,7 @@ func (l *limiter) take(key string, now time.Time, skipGlobal bool) (*try, time.D
 }
 
 func (l *limiter) prune(now time.Time) {
+	l.scanned += len(l.perKey)
 	for key, b := range l.perKey {
 		if b.TokensAt(now) >= float64(l.per.Burst) {
 			delete(l.perKey, key)
