@@ -134,7 +134,7 @@ func (s *Server) noMethod(c *gin.Context) {
 }
 
 // printable quotes a parameter name for an error message, short and safe.
-func printable(s string) string { return fmt.Sprintf("%q", truncate(s, 40)) }
+func printable(s string) string { return fmt.Sprintf("%q", storableText(s, 40)) }
 
 // unwrapWriter finds net/http's own writer under gin's, so that a
 // MaxBytesReader that hits its limit tells the HTTP server, which then

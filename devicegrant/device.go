@@ -4,7 +4,6 @@ import (
 	"errors"
 	"net/http"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/gin-gonic/gin"
 
@@ -38,7 +37,7 @@ func (s *Server) deviceAuthorization(c *gin.Context) {
 		ClientID:       cl.ID,
 		Scope:          sc.String(),
 		RequesterIP:    c.ClientIP(),
-		RequesterAgent: truncate(c.Request.UserAgent(), 256),
+		RequesterAgent: storableText(c.Request.UserAgent(), 256),
 		Interval:       s.cfg.PollInterval,
 	}, s.now(), s.cfg.DeviceCodeTTL)
 	// A fresh code collides with a live one with probability (live
@@ -76,19 +75,4 @@ func (s *Server) deviceAuthorization(c *gin.Context) {
 // served in upper case too (see routes).
 func (s *Server) completeURI(userCode string) string {
 	return strings.ToUpper(s.issuer) + "D/" + userCode
-}
-
-// truncate makes s valid UTF-8 text of at most n bytes, cut between
-// characters. What it gets may come from a header, which can carry any
-// byte from 0x80 up and which no form check sees; PostgreSQL refuses
-// text that is not UTF-8 (TestDeviceAuthorizationUserAgentNotUTF8).
-func truncate(s string, n int) string {
-	s = strings.ToValidUTF8(s, "\uFFFD")
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n]
 }

@@ -88,16 +88,6 @@ type homeserverError struct {
 
 func (e *homeserverError) Error() string { return e.msg }
 
-// answerText is the start of a homeserver's answer as text for the
-// outbox's last error: the answer may come from a proxy in front of it,
-// in any encoding, or be cut inside a character, and PostgreSQL stores
-// only UTF-8 text without NUL; an outcome it refused to record was never
-// counted, so a refused call never parked and held up the user's later
-// calls for good (TestOutboxFailureWithBinaryAnswer).
-func answerText(b []byte) string {
-	return strings.ReplaceAll(strings.ToValidUTF8(string(bytes.TrimSpace(b)), "\uFFFD"), "\x00", "\uFFFD")
-}
-
 // callHomeserver POSTs one call to {endpoint}/_synapse/mas/{call}.
 func (s *Server) callHomeserver(ctx context.Context, call string, body []byte) error {
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
@@ -120,7 +110,7 @@ func (s *Server) callHomeserver(ctx context.Context, call string, body []byte) e
 	}
 	return &homeserverError{
 		status: resp.StatusCode,
-		msg:    fmt.Sprintf("%s: homeserver answered %s: %s", call, resp.Status, answerText(msg)),
+		msg:    fmt.Sprintf("%s: homeserver answered %s: %s", call, resp.Status, bytes.TrimSpace(msg)),
 		// 4xx (but a timeout or a rate limit) will not change by
 		// waiting; such calls are parked after a while.
 		permanent: resp.StatusCode >= 400 && resp.StatusCode < 500 && resp.StatusCode != 408 && resp.StatusCode != 429,

@@ -15,6 +15,11 @@ import (
 // outage only delays.
 const parkAfter = 20
 
+// maxLastError bounds the error kept with an outbox entry: room for the
+// call, the status line and the 512 bytes of the homeserver's answer that
+// call reads.
+const maxLastError = 1024
+
 // lapseEvery is how often the deliverer looks for approvals that expired
 // unredeemed (see endLapsedApprovals).
 const lapseEvery = 30 * time.Second
@@ -200,7 +205,10 @@ func (s *Server) deliver(ctx context.Context, e store.OutboxEntry) (bool, error)
 		}
 		now := s.now()
 		cur.Attempts++
-		cur.LastError = callErr.Error()
+		// The error quotes the homeserver's answer, in whatever encoding
+		// it came: an outcome the store refused would never count, and
+		// the call would never park.
+		cur.LastError = storableText(callErr.Error(), maxLastError)
 		cur.LeaseUntil = time.Time{}
 		cur.NextAttemptAt = now.Add(s.backoff(cur.Attempts))
 		if permanent && cur.Attempts >= parkAfter {
