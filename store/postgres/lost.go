@@ -22,8 +22,14 @@ import (
 // request it is handed to. Those requests need not fail. A read has no
 // effect, and a transaction that never reached COMMIT had none either, so
 // both can run again on a new connection. The first to find its
-// connection lost resets the pool, so that the requests after it connect
-// afresh rather than each finding another dead one.
+// connection lost resets the pool (pgxpool.Pool.Reset: the idle
+// connections close at once, those in use as they come back), so that the
+// requests after it connect afresh rather than each finding another dead
+// one. Requests that find dead connections at the same moment each reset
+// it, and a later reset may close a fresh connection too: that costs a
+// reconnect, never a failed request. (Resetting at most once a second
+// failed requests instead: a second outage within that second left its
+// dead connections in the pool; TestPostgresConnectionsKilledMidWrites.)
 //
 // A COMMIT whose answer was lost is another matter: it may have taken
 // effect, and running the transaction again could, say, rotate a refresh
@@ -49,25 +55,10 @@ func connectionLost(err error) bool {
 		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
-// resetter resets a pool after a lost connection: it closes the idle
-// connections and those in use as they come back, so that the next
-// acquire connects afresh. The requests that find dead connections at the
-// same moment each reset it; a later reset may close a fresh connection
-// too, which costs a reconnect, never a failed request. Limiting resets to
-// one a second failed requests instead: a second outage within that second
-// left its dead connections in the pool (TestPostgresConnectionsKilledMidWrites).
-type resetter struct{ pool *pgxpool.Pool }
-
-// lost resets the pool.
-func (r *resetter) lost() { r.pool.Reset() }
-
 // pooled is the querier of reads made on the pool outside a transaction
 // (queries on the Store): each runs again once, on a new connection, when
 // its connection turns out lost.
-type pooled struct {
-	pool  *pgxpool.Pool
-	reset *resetter
-}
+type pooled struct{ pool *pgxpool.Pool }
 
 var _ querier = pooled{}
 
@@ -100,7 +91,7 @@ func (p pooled) again(ctx context.Context, err error) bool {
 	if ctx.Err() != nil || !connectionLost(err) {
 		return false
 	}
-	p.reset.lost()
+	p.pool.Reset()
 	return true
 }
 

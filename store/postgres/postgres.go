@@ -33,7 +33,6 @@ type Store struct {
 	pool    *pgxpool.Pool
 	retries atomic.Uint64 // transactions run again after a serialization failure or deadlock
 	epochs  *epochReader  // TokenEpoch's shared reads
-	reset   *resetter     // resets the pool after a lost connection (lost.go)
 	notify  notifier      // where announcements go (notify.go)
 }
 
@@ -74,8 +73,7 @@ func Open(ctx context.Context, url string) (*Store, error) {
 		pool.Close()
 		return nil, err
 	}
-	reset := &resetter{pool: pool}
-	s := &Store{queries: queries{db: pooled{pool, reset}}, pool: pool, reset: reset, notify: n}
+	s := &Store{queries: queries{db: pooled{pool}}, pool: pool, notify: n}
 	s.epochs = newEpochReader(s.queries.TokenEpoch)
 	return s, nil
 }
@@ -142,7 +140,7 @@ func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) error {
 			// connect, and the caller should hear of it now, not after
 			// retryFor.
 			reconnected = true
-			s.reset.lost()
+			s.pool.Reset()
 			s.retries.Add(1)
 			continue
 		}
