@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -183,22 +182,8 @@ func TestDoctorUntrustedCertificate(t *testing.T) {
 // it: the database check fails, with its fix, within seconds, and the
 // other checks still run.
 func TestDoctorSilentPostgres(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			t.Cleanup(func() { c.Close() }) // held open, never answered
-		}
-	}()
 	vars := opsVars(t, t.TempDir(), nil)
-	vars["DEVICEGRANTD_DATABASE"] = "postgres://dg@" + ln.Addr().String() + "/dg?sslmode=disable"
+	vars["DEVICEGRANTD_DATABASE"] = "postgres://dg@" + pgtest.SilentServer(t) + "/dg?sslmode=disable"
 	began := time.Now()
 	done := make(chan struct{})
 	var lines map[string]string

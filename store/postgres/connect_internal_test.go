@@ -2,43 +2,11 @@ package postgres
 
 import (
 	"context"
-	"net"
-	"sync"
 	"testing"
 	"time"
-)
 
-// silentServer accepts TCP connections and never says a word, as a hung
-// PostgreSQL or half of a failover does, and returns its address.
-func silentServer(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var held []net.Conn
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range held {
-			c.Close()
-		}
-	})
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			held = append(held, c)
-			mu.Unlock()
-		}
-	}()
-	return ln.Addr().String()
-}
+	"github.com/devicegrant/devicegrant/store/postgres/pgtest"
+)
 
 // Open, and so serve, migrate and every admin command, gives up on a
 // server that never answers within connectTimeout when the URL sets no
@@ -46,7 +14,7 @@ func silentServer(t *testing.T) string {
 // connect_timeout still rules.
 func TestConnectToASilentServerEnds(t *testing.T) {
 	t.Parallel()
-	addr := silentServer(t)
+	addr := pgtest.SilentServer(t)
 	for _, c := range []struct {
 		query string
 		want  time.Duration

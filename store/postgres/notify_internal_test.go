@@ -192,7 +192,7 @@ func TestWatch(t *testing.T) {
 // until it is back the polling cache's age bound covers what it misses
 // (issue 15).
 func TestListenerSilentServer(t *testing.T) {
-	addr := silentServer(t)
+	addr := pgtest.SilentServer(t)
 	cfg, err := pgx.ParseConfig("postgres://nobody@" + addr + "/none?sslmode=disable")
 	if err != nil {
 		t.Fatal(err)
