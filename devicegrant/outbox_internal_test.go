@@ -133,16 +133,7 @@ func TestDeliverDecidesAfreshOnRerun(t *testing.T) {
 			})
 		})
 	})
-	err := st.Update(ctx, func(tx store.Tx) error {
-		return s.enqueue(ctx, tx, "alice", callProvisionUser, map[string]string{"localpart": "alice"}, "")
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	due, err := st.OutboxDue(ctx, time.Now(), 10)
-	if err != nil || len(due) != 1 {
-		t.Fatalf("OutboxDue: %v %v", due, err)
-	}
+	due := enqueueOne(t, s, st)
 
 	rival.Store(true)
 	if ok, err := s.deliver(ctx, due[0]); ok || err != nil {
@@ -153,7 +144,7 @@ func TestDeliverDecidesAfreshOnRerun(t *testing.T) {
 	}
 
 	// The rival's lease ends; the entry is delivered once and removed.
-	err = st.Update(ctx, func(tx store.Tx) error {
+	err := st.Update(ctx, func(tx store.Tx) error {
 		e, err := tx.OutboxEntry(ctx, due[0].ID)
 		if err != nil {
 			return err
@@ -183,18 +174,9 @@ func TestDeliverDecidesAfreshOnRerun(t *testing.T) {
 func TestDeliverKeepsAnotherDeliverersBackoff(t *testing.T) {
 	ctx := context.Background()
 	s, st, hs := outboxServer(t, func(st store.Store) store.Store { return storetest.Rerun(st, nil) })
-	err := st.Update(ctx, func(tx store.Tx) error {
-		return s.enqueue(ctx, tx, "alice", callProvisionUser, map[string]string{"localpart": "alice"}, "")
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	due, err := st.OutboxDue(ctx, time.Now(), 10)
-	if err != nil || len(due) != 1 {
-		t.Fatalf("OutboxDue: %v %v", due, err)
-	}
+	due := enqueueOne(t, s, st)
 	// Meanwhile another instance tried it, failed, and released it.
-	err = st.Update(ctx, func(tx store.Tx) error {
+	err := st.Update(ctx, func(tx store.Tx) error {
 		e, err := tx.OutboxEntry(ctx, due[0].ID)
 		if err != nil {
 			return err
@@ -332,4 +314,22 @@ func TestDeliverKeepsOrderWhenParkedCallsReturn(t *testing.T) {
 	if want := []string{callProvisionUser, callUpsertDevice, callUpsertDevice}; strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Errorf("calls %v, want %v", got, want)
 	}
+}
+
+// enqueueOne queues alice's provision_user and returns the outbox's due
+// entries: that one.
+func enqueueOne(t *testing.T, s *Server, st store.Store) []store.OutboxEntry {
+	t.Helper()
+	ctx := context.Background()
+	err := st.Update(ctx, func(tx store.Tx) error {
+		return s.enqueue(ctx, tx, "alice", callProvisionUser, map[string]string{"localpart": "alice"}, "")
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	due, err := st.OutboxDue(ctx, time.Now(), 10)
+	if err != nil || len(due) != 1 {
+		t.Fatalf("OutboxDue: %v %v", due, err)
+	}
+	return due
 }
